@@ -1,0 +1,1 @@
+"""The store of record: jobs, chunks and segments (SQLAlchemy 2, SQLite or Postgres)."""

@@ -1,0 +1,1 @@
+"""The edge: runners (embedded now, Celery later), tensor store, output formats, CLI."""

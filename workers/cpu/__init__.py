@@ -1,0 +1,1 @@
+"""Preparation side: audio decoding, VAD, chunking and log-mel features."""

@@ -1,0 +1,120 @@
+"""Decoding: any container and codec PyAV reads → 16 kHz mono float32.
+
+Decoding is streamed frame by frame through one resampler, and `decode_audio`
+writes the blocks straight into a buffer sized from the container's declared
+duration, so a 3-hour file is held once (≈690 MB), never as a list of blocks
+plus a concatenated copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from workers.errors import AudioError
+
+SAMPLE_RATE = 16000
+
+# A decoder may legitimately come up a little short of the declared duration
+# (encoder delay, padding); a larger gap means the file was cut off.
+_TRUNCATION_TOLERANCE_S = 0.5
+_TRUNCATION_TOLERANCE_RATIO = 0.02
+
+
+def check_source(path: str | os.PathLike) -> Path:
+    """Reject what cannot be audio before any decoder sees it, with a plain reason."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"no such file: {p}")
+    if p.is_dir():
+        raise AudioError(f"is a directory, not an audio file: {p}")
+    if p.stat().st_size == 0:
+        raise AudioError(f"file is empty: {p}")
+    return p
+
+
+def iter_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 mono blocks at `sample_rate` as the file decodes.
+
+    Raises AudioError for anything PyAV cannot open or decode, and for a file
+    whose decoded length falls well short of the length its container declares
+    (a truncated download or upload).
+    """
+    p = check_source(path)
+    try:
+        container = av.open(str(p), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise AudioError(f"not a readable audio file: {p.name} ({_reason(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"no audio stream in {p.name}")
+        stream = container.streams.audio[0]
+        declared = _declared_seconds(container, stream)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        produced = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        block = out.to_ndarray().reshape(-1)
+                        produced += block.size
+                        yield block
+            for out in resampler.resample(None):
+                block = out.to_ndarray().reshape(-1)
+                produced += block.size
+                yield block
+        except av.error.FFmpegError as exc:
+            raise AudioError(f"audio data is corrupt in {p.name} ({_reason(exc)})") from None
+    if produced == 0:
+        raise AudioError(f"no audio could be decoded from {p.name}")
+    got = produced / sample_rate
+    if declared and declared - got > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_RATIO * declared):
+        raise AudioError(
+            f"{p.name} is truncated: it declares {declared:.1f} s but only {got:.1f} s decode"
+        )
+
+
+def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as one float32 array, filled in place as it decodes."""
+    estimate = _estimate_samples(path, sample_rate)
+    buffer = np.empty(max(estimate, sample_rate), dtype=np.float32)
+    filled = 0
+    for block in iter_audio(path, sample_rate):
+        if filled + block.size > buffer.size:
+            grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
+            grown[:filled] = buffer[:filled]
+            buffer = grown
+        buffer[filled : filled + block.size] = block
+        filled += block.size
+    if filled < buffer.size // 2:
+        return buffer[:filled].copy()
+    return buffer[:filled]
+
+
+def _estimate_samples(path: str | os.PathLike, sample_rate: int) -> int:
+    p = check_source(path)
+    try:
+        with av.open(str(p), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                return 0
+            seconds = _declared_seconds(container, container.streams.audio[0])
+    except (av.error.FFmpegError, UnicodeDecodeError):
+        return 0  # iter_audio raises the readable error
+    return int((seconds or 0.0) * sample_rate) + sample_rate
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__

@@ -1,0 +1,1 @@
+"""Decoding side: model loading, batched decode, language detection, filters."""

