@@ -31,6 +31,7 @@ class Job(Base):
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     language: Mapped[str | None] = mapped_column(String(16))
     language_probability: Mapped[float | None] = mapped_column(Float)
+    spoken_languages: Mapped[list | None] = mapped_column(JSON)  # multilingual mode: the file's languages
     duration: Mapped[float | None] = mapped_column(Float)
     n_chunks: Mapped[int | None] = mapped_column(Integer)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -61,7 +61,7 @@ class JobOptions:
         if self.multilingual and self.language:
             raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
 
-    def decode_options(self, language: str | None) -> DecodeOptions:
+    def decode_options(self, language: str | None, candidates: list[str] | None = None) -> DecodeOptions:
         return DecodeOptions(
             task=self.task,
             language=language,
@@ -70,6 +70,7 @@ class JobOptions:
             beam_size=self.beam_size,
             word_timestamps=self.word_timestamps,
             seed=self.seed,
+            candidates=tuple(candidates or ()),
         )
 
 

@@ -25,7 +25,9 @@ from workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
 from workers.cpu.features import log_mel
 from workers.cpu.vad import SileroVad, speech_spans
 from workers.gpu.decode import Segment, decode_batch, encode, top_languages
-from workers.gpu.language import detection_chunks, vote
+from workers.gpu.language import DETECT_CHUNKS, detection_chunks, vote
+
+MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
 from workers.gpu.model import LoadedModel, load_model
 
 
@@ -61,7 +63,7 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef]:
     audio = decode_audio(job.source)
     duration = audio.size / SAMPLE_RATE
     probs = ctx.vad.probabilities(audio)
-    chunks = plan_chunks(speech_spans(probs), probs, duration)
+    chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual)
     features = log_mel([chunk_audio(audio, c) for c in chunks], n_mels)
     del audio
     refs = [ctx.store.put(job_id, c.idx, features[i]) for i, c in enumerate(chunks)]
@@ -73,22 +75,26 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef]:
 def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str | None:
     """The job's language, voted over chunks spread across the file.
 
-    Skipped (returns what is known) when the job names a language, when the
-    model is English-only, and in multilingual mode, where each chunk gets its own.
+    Skipped (returns what is known) when the job names a language or the model
+    is English-only. In multilingual mode each chunk is detected again when it
+    is decoded, among the languages this vote found spoken in the file.
     """
     started = time.perf_counter()
     options = job_options(ctx, job_id)
     model = ctx.model(options.model)
-    if options.language or options.multilingual:
+    spoken: list[str] = []
+    if options.language:
         language, probability = options.language, None
     elif not model.multilingual:
         language, probability = "en", None
     else:
-        picked = [refs[i] for i in detection_chunks(len(refs))]
+        picked = [refs[i] for i in detection_chunks(len(refs), MULTILINGUAL_DETECT_CHUNKS if options.multilingual else DETECT_CHUNKS)]
         windows = top_languages(model, encode(model, _load_features(ctx, job_id, picked))) if picked else []
         guess = vote(windows)
         language, probability = guess.language, guess.probability
-    queries.update_job(ctx.db, job_id, language=language, language_probability=probability)
+        if options.multilingual:
+            spoken = list(guess.spoken())
+    queries.update_job(ctx.db, job_id, language=language, language_probability=probability, spoken_languages=spoken)
     queries.add_timing(ctx.db, job_id, "detect", time.perf_counter() - started)
     return language
 
@@ -102,7 +108,7 @@ def decode(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> int:
     indices = [_chunk_idx(ref) for ref in refs]
     chunks = [Chunk.from_json({"idx": row.idx, "spans": row.spans}) for row in queries.get_chunks(ctx.db, job_id, indices)]
     features = _load_features(ctx, job_id, refs)
-    results = decode_batch(model, features, chunks, options.decode_options(job.language))
+    results = decode_batch(model, features, chunks, options.decode_options(job.language, job.spoken_languages))
     for chunk, segments in zip(chunks, results):
         language = segments[0].language if segments else None
         queries.replace_segments(ctx.db, job_id, chunk.idx, [_segment_row(s) for s in segments], language)

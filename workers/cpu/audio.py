@@ -70,7 +70,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Itera
         except av.error.FFmpegError as exc:
             raise AudioError(f"audio data is corrupt in {p.name} ({_reason(exc)})") from None
     if produced == 0:
-        raise AudioError(f"no audio could be decoded from {p.name}")
+        raise AudioError(f"not a readable audio file: {p.name} (no audio could be decoded)")
     got = produced / sample_rate
     if declared and declared - got > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_RATIO * declared):
         raise AudioError(

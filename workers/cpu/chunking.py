@@ -65,8 +65,13 @@ def plan_chunks(
     duration: float,
     max_s: float = CHUNK_S,
     pad_s: float = PAD_S,
+    merge: bool = True,
 ) -> list[Chunk]:
-    """Pad, min-cut and greedily merge speech spans into chunks of at most `max_s`."""
+    """Pad, min-cut and greedily merge speech spans into chunks of at most `max_s`.
+
+    `merge=False` keeps each speech span its own chunk: for code-switched audio,
+    where a chunk's language is detected once and must not span two languages.
+    """
     pieces = _pad_and_join(spans, duration, pad_s)
     cut: list[tuple[float, float]] = []
     for a, b in pieces:
@@ -74,7 +79,7 @@ def plan_chunks(
     chunks: list[list[tuple[float, float]]] = []
     length = 0.0
     for a, b in cut:
-        if chunks and length + (b - a) <= max_s + 1e-6:
+        if merge and chunks and length + (b - a) <= max_s + 1e-6:
             chunks[-1].append((a, b))
             length += b - a
         else:

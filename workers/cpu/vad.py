@@ -31,7 +31,7 @@ class VadOptions:
     threshold: float = 0.5
     neg_threshold: float | None = None  # default threshold - 0.15
     min_speech_s: float = 0.25
-    min_silence_s: float = 0.16
+    min_silence_s: float = 0.5
 
 
 @dataclass(frozen=True)

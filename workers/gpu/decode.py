@@ -31,7 +31,12 @@ _CLOSERS = "\"')]}»”’"
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How a job's chunks are decoded; `language=None` with `multilingual` means per chunk."""
+    """How a job's chunks are decoded.
+
+    With `multilingual`, each chunk's language is detected on its own, chosen
+    among `candidates` (the languages the whole file voted for) when given, so
+    a short chunk is not read as a language nobody speaks in the file.
+    """
 
     task: str = "transcribe"
     language: str | None = None
@@ -41,6 +46,7 @@ class DecodeOptions:
     word_timestamps: bool = False
     compression_ratio_threshold: float = filters.COMPRESSION_RATIO_THRESHOLD
     seed: int = 0
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,9 +78,15 @@ def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
     return model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=False)
 
 
-def top_languages(model: LoadedModel, encoded: ctranslate2.StorageView) -> list[tuple[str, float]]:
-    """Each batch item's most likely language code and its probability."""
-    return [(ranked[0][0][2:-2], float(ranked[0][1])) for ranked in model.whisper.detect_language(encoded)]
+def top_languages(
+    model: LoadedModel, encoded: ctranslate2.StorageView, among: tuple[str, ...] = ()
+) -> list[tuple[str, float]]:
+    """Each batch item's most likely language code (restricted to `among` if given) and its probability."""
+    out = []
+    for ranked in model.whisper.detect_language(encoded):
+        codes = [(token[2:-2], float(p)) for token, p in ranked]
+        out.append(next((c for c in codes if c[0] in among), codes[0]) if among else codes[0])
+    return out
 
 
 def decode_batch(model: LoadedModel, features: np.ndarray, chunks: list[Chunk], options: DecodeOptions) -> list[list[Segment]]:
@@ -116,7 +128,7 @@ def _chunk_languages(model: LoadedModel, encoded: ctranslate2.StorageView, n: in
     if not model.multilingual:
         return ["en"] * n
     if options.multilingual:
-        return [lang for lang, _ in top_languages(model, encoded)]
+        return [lang for lang, _ in top_languages(model, encoded, options.candidates)]
     return [options.language or "en"] * n
 
 

@@ -17,6 +17,11 @@ class LanguageGuess:
     probability: float
     votes: dict[str, int]
 
+    def spoken(self, min_share: float = 0.25) -> tuple[str, ...]:
+        """The languages with at least `min_share` of the votes: those the file really contains."""
+        total = sum(self.votes.values())
+        return tuple(sorted(lang for lang, n in self.votes.items() if n >= min_share * total))
+
 
 def detection_chunks(n_chunks: int, k: int = DETECT_CHUNKS) -> list[int]:
     """Indices of up to `k` chunks spread evenly from first to last."""

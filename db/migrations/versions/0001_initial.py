@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("language", sa.String(16)),
         sa.Column("language_probability", sa.Float()),
+        sa.Column("spoken_languages", sa.JSON()),
         sa.Column("duration", sa.Float()),
         sa.Column("n_chunks", sa.Integer()),
         sa.Column("chunks_done", sa.Integer(), nullable=False),

@@ -1,0 +1,42 @@
+"""Chunk planning as a pure function: limits, min-cut, merge and time mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
+from workers.cpu.vad import WINDOW_S, SpeechSpan
+
+
+def test_short_spans_merge_greedily_with_padding():
+    spans = [SpeechSpan(1.0, 5.0), SpeechSpan(10.0, 20.0), SpeechSpan(30.0, 48.0)]
+    chunks = plan_chunks(spans, np.ones(2000), duration=60.0)
+    assert [c.spans for c in chunks] == [((0.9, 5.1), (9.9, 20.1)), ((29.9, 48.1),)]
+    assert all(c.duration <= 30.0 for c in chunks)
+
+
+def test_long_span_is_cut_at_its_quietest_window():
+    probs = np.full(int(70 / WINDOW_S), 0.9)
+    quiet = int(22.0 / WINDOW_S)
+    probs[quiet] = 0.05
+    chunks = plan_chunks([SpeechSpan(0.0, 70.0)], probs, duration=70.0)
+    assert abs(chunks[0].end - quiet * WINDOW_S) < 1e-3
+    assert all(c.duration <= 30.0 + 1e-6 for c in chunks)
+    assert abs(sum(c.duration for c in chunks) - 70.0) < 1e-3  # nothing lost, nothing doubled
+
+
+def test_chunk_time_maps_back_to_source_time():
+    chunk = Chunk(0, ((2.0, 4.0), (10.0, 13.0)))
+    assert chunk.to_source(0.5) == 2.5
+    assert chunk.to_source(2.0) == 4.0
+    assert chunk.to_source(2.5) == 10.5
+    assert chunk.to_source(99.0) == 13.0
+    audio = np.arange(20 * 16000, dtype=np.float32)
+    samples = chunk_audio(audio, chunk)
+    assert samples.size == 5 * 16000
+    assert samples[0] == 2 * 16000 and samples[2 * 16000] == 10 * 16000
+    assert Chunk.from_json(chunk.to_json()) == chunk
+
+
+def test_no_speech_no_chunks():
+    assert plan_chunks([], np.zeros(100), duration=3.0) == []

@@ -1,0 +1,75 @@
+"""`murmur transcribe` as a user runs it: a subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import DATA, run_cli, words
+
+
+@pytest.fixture()
+def env(tmp_path):
+    return {"MURMUR_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+
+def _job(env, job_id):
+    engine = create_engine(env["MURMUR_DATABASE_URL"])
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT status, error FROM jobs WHERE id = :id"), {"id": job_id}).one()
+
+
+def test_json_output_is_the_documented_object(env):
+    done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), "--model", "tiny.en", "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"job_id", "language", "language_probability", "duration", "segments"}
+    assert result["language"] == "en" and abs(result["duration"] - 11.0) < 0.05
+    segment = result["segments"][0]
+    assert {"start", "end", "text", "language"} <= set(segment)
+    assert _job(env, result["job_id"]).status == "done"
+
+
+@pytest.mark.parametrize("fmt, marker", [("srt", " --> "), ("vtt", "WEBVTT"), ("txt", "country")])
+def test_subtitle_and_text_formats(env, fmt, marker):
+    done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), "--model", "tiny.en", "--format", fmt, env=env)
+    assert done.returncode == 0, done.stderr
+    assert marker in done.stdout and "country" in words(done.stdout)
+    if fmt == "srt":
+        assert done.stdout.startswith("1\n00:00:0")
+
+
+def test_bad_input_is_one_line_and_a_failed_job(env, tmp_path):
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    (tmp_path / "fake.flac").write_bytes(b"\x00\x01garbage" * 1000)
+    mp3 = (DATA / "librivox_grimmelshausen_simplicissimus_title.mp3").read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(mp3[:100_000])
+    cases = [
+        ([str(tmp_path / "missing.wav")], "no such file"),
+        ([str(tmp_path)], "is a directory"),
+        ([str(tmp_path / "empty.mp3")], "file is empty"),
+        ([str(tmp_path / "fake.flac")], "not a readable audio file"),
+        ([str(tmp_path / "cut.mp3")], "truncated"),
+        ([str(DATA / "jfk_inaugural_1961.flac"), "--model", "whisper-gigantic"], "unknown model"),
+    ]
+    for args, message in cases:
+        done = run_cli("transcribe", *args, env=env)
+        assert done.returncode == 1
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], done.stderr
+        job_id = lines[0].rsplit("(job ", 1)[1].rstrip(")")
+        status, error = _job(env, job_id)
+        assert status == "failed" and message in error
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--beam-size", "0"], ["--task", "summarise"], ["--format", "docx"], ["--batch-size", "many"], ["--multilingual", "--language", "en"]],
+)
+def test_invalid_options_are_one_line(env, args):
+    done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), *args, env=env)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("murmur: error:")

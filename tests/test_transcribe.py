@@ -1,0 +1,113 @@
+"""The embedded runner end to end: real audio, real weights, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from db import queries
+from db.session import sessions, upgrade
+from tasks import pipeline, runner
+from tasks.formats import render
+from tasks.options import JobOptions
+from tests.conftest import DATA, word_error_rate, words
+from workers.errors import MurmurError
+
+
+@pytest.fixture()
+def ctx(sqlite_url):
+    upgrade(sqlite_url)
+    return pipeline.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
+
+
+def _run(ctx, name, **options):
+    return runner.transcribe(str(DATA / name), JobOptions(**options), ctx=ctx)
+
+
+def test_english_clip_with_detected_language(ctx, base_model):
+    result = _run(ctx, "jfk_inaugural_1961.flac")
+    reference = (DATA / "jfk_inaugural_1961.txt").read_text()
+    assert result.language == "en" and result.language_probability > 0.8
+    assert word_error_rate(reference, result.text) <= 0.1
+    assert {"fellow", "americans", "country"} <= set(words(result.text))
+    for segment in result.segments:
+        assert 0.0 <= segment["start"] < segment["end"] <= 11.0
+        assert segment["language"] == "en"
+        assert segment["compression_ratio"] < 2.4
+    job = queries.get_job(ctx.db, result.job_id)
+    assert job.status == "done" and job.n_chunks == job.chunks_done == 1
+    assert len(queries.get_segments(ctx.db, result.job_id)) == len(result.segments)
+
+
+def test_segments_are_sentences_in_source_time(ctx, base_model):
+    result = _run(ctx, "en_de_codeswitch.flac", language="en")
+    assert len(result.segments) >= 8  # sentence-like, not one per 30 s chunk
+    starts = [s["start"] for s in result.segments]
+    assert starts == sorted(starts)
+    truth = json.loads((DATA / "en_de_codeswitch.json").read_text())["segments"]
+    first_english = next(s for s in result.segments if "thank" in words(s["text"]))
+    assert abs(first_english["start"] - truth[0]["start"]) < 1.0
+    assert result.segments[-1]["end"] <= truth[-1]["end"] + 1.0
+
+
+def test_fixed_seed_gives_byte_identical_output(ctx, base_model):
+    a = _run(ctx, "mls_spanish_13697_11991_000000.opus", word_timestamps=True)
+    b = _run(ctx, "mls_spanish_13697_11991_000000.opus", word_timestamps=True)
+    assert a.segments and a.job_id != b.job_id
+    strip = lambda t: json.dumps({**t.to_json(), "job_id": None}, sort_keys=True)  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_quiet_room_gives_an_empty_transcript(ctx, base_model):
+    result = _run(ctx, "nst_quiet_room_4s.wav")
+    assert result.segments == [] and result.text == ""
+    assert result.language is None
+    assert queries.get_job(ctx.db, result.job_id).status == "done"
+    assert render(result, "srt") == ""
+
+
+def test_spanish_is_detected_and_translation_is_english(ctx, base_model):
+    spanish = _run(ctx, "mls_spanish_13697_11991_000000.opus")
+    assert spanish.language == "es"
+    assert {"wentworth", "carlos"} & set(words(spanish.text))
+    english = _run(ctx, "mls_spanish_13697_11991_000000.opus", task="translate")
+    vocabulary = set(words(english.text))
+    assert {"the", "and", "of"} & vocabulary
+    assert not {"el", "la", "que", "las"} & vocabulary
+
+
+def test_multilingual_reports_each_chunk_in_its_own_language(ctx, base_model):
+    truth = json.loads((DATA / "en_de_codeswitch.json").read_text())["segments"]
+    result = _run(ctx, "en_de_codeswitch.flac", multilingual=True)
+    german = [s for s in result.segments if s["language"] == "de"]
+    english = [s for s in result.segments if s["language"] == "en"]
+    assert len(german) >= 5 and len(english) >= 5
+    assert {"und", "die", "wir"} & set(words(" ".join(s["text"] for s in german)))
+    for segment in german:  # each German segment lies where a German sentence was spoken
+        middle = (segment["start"] + segment["end"]) / 2
+        spoken = min(truth, key=lambda t: abs((t["start"] + t["end"]) / 2 - middle))
+        assert spoken["lang"] == "de"
+    translated = _run(ctx, "en_de_codeswitch.flac", multilingual=True, output_language="en")
+    assert {s["language"] for s in translated.segments} == {"en", "de"}
+    assert not {"und", "wir", "die", "das"} & set(words(translated.text))
+
+
+def test_english_only_model_skips_detection(ctx, tiny_en_model):
+    result = _run(ctx, "jfk_inaugural_1961.flac", model="tiny.en")
+    assert result.language == "en"
+    assert "country" in words(result.text)
+
+
+def test_failures_are_recorded_on_the_job(ctx, tmp_path):
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("this is not audio at all, just text pretending to be a wav file")
+    with pytest.raises(MurmurError, match="not a readable audio file") as caught:
+        runner.transcribe(str(bogus), JobOptions(), ctx=ctx)
+    job = queries.get_job(ctx.db, caught.value.job_id)
+    assert job.status == "failed" and "not a readable audio file" in job.error
+    with pytest.raises(MurmurError, match="unknown model") as caught:
+        runner.transcribe(str(DATA / "jfk_inaugural_1961.flac"), JobOptions(model="nonexistent-size"), ctx=ctx)
+    assert queries.get_job(ctx.db, caught.value.job_id).status == "failed"
+    # the process goes on: the next job is untouched and succeeds
+    assert "country" in words(_run(ctx, "jfk_inaugural_1961.flac", model="tiny.en").text)
