@@ -58,6 +58,7 @@ def best_time(fn, repeats: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="base", help="a bundled name or a CTranslate2 directory, used by every system")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--threads", type=int, default=2)
@@ -73,13 +74,13 @@ def main() -> None:
     from faster_whisper.vad import VadOptions as FwVadOptions
     from faster_whisper.vad import get_speech_timestamps as fw_speech_timestamps
 
-    model_dir = str(resolve_model("base"))
+    model_dir = str(resolve_model(args.model))
     fw = WhisperModel(model_dir, device=args.device, compute_type=args.compute_type, cpu_threads=args.threads)
     fw_batched = BatchedInferencePipeline(fw)
     db_url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade(db_url)
     ctx = pipeline.Context(db=sessions(db_url), device=args.device, compute_type=args.compute_type, threads=args.threads)
-    options = JobOptions(model="base", language="en", batch_size=args.batch_size, beam_size=args.beam_size)
+    options = JobOptions(model=args.model, language="en", batch_size=args.batch_size, beam_size=args.beam_size)
     common = dict(language="en", beam_size=args.beam_size)
 
     def murmur(path):
@@ -137,7 +138,7 @@ def main() -> None:
 
 def render(rows: list[dict], args, stages: dict) -> str:
     lines = [
-        f"murmur embedded vs faster-whisper 1.2.1 — base {args.compute_type} on {args.device}, "
+        f"murmur embedded vs faster-whisper 1.2.1 — {Path(args.model).name} {args.compute_type} on {args.device}, "
         f"{args.threads} threads, beam {args.beam_size}, batch {args.batch_size}, best of {args.repeats}; "
         f"{platform.node()} {datetime.now(timezone.utc):%Y-%m-%d}",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,5 +73,7 @@ def postgres_url() -> str:
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The installed `murmur` console script of this environment, as a user runs it."""
+    script = Path(sys.executable).parent / "murmur"
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(["murmur", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=full_env, timeout=timeout)
