@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -44,6 +45,28 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Itera
     whose decoded length falls well short of the length its container declares
     (a truncated download or upload).
     """
+    with _open(path) as (container, stream, declared):
+        yield from _blocks(container, stream, declared, Path(path).name, sample_rate)
+
+
+def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as one float32 array, filled in place as it decodes."""
+    with _open(path) as (container, stream, declared):
+        buffer = np.empty(int((declared or 0.0) * sample_rate) + sample_rate, dtype=np.float32)
+        filled = 0
+        for block in _blocks(container, stream, declared, Path(path).name, sample_rate):
+            if filled + block.size > buffer.size:
+                grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
+                grown[:filled] = buffer[:filled]
+                buffer = grown
+            buffer[filled : filled + block.size] = block
+            filled += block.size
+    # a declared duration far too long would leave the buffer mostly empty: do not keep it
+    return buffer[:filled].copy() if filled < buffer.size // 2 else buffer[:filled]
+
+
+@contextmanager
+def _open(path: str | os.PathLike):
     p = check_source(path)
     try:
         container = av.open(str(p), metadata_errors="ignore")
@@ -51,60 +74,32 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Itera
         raise AudioError(f"not a readable audio file: {p.name} ({_reason(exc)})") from None
     with container:
         if not container.streams.audio:
-            raise AudioError(f"no audio stream in {p.name}")
+            raise AudioError(f"not a readable audio file: {p.name} (no audio stream)")
         stream = container.streams.audio[0]
-        declared = _declared_seconds(container, stream)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        produced = 0
-        try:
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    for out in resampler.resample(frame):
-                        block = out.to_ndarray().reshape(-1)
-                        produced += block.size
-                        yield block
-            for out in resampler.resample(None):
-                block = out.to_ndarray().reshape(-1)
-                produced += block.size
-                yield block
-        except av.error.FFmpegError as exc:
-            raise AudioError(f"audio data is corrupt in {p.name} ({_reason(exc)})") from None
+        yield container, stream, _declared_seconds(container, stream)
+
+
+def _blocks(container, stream, declared: float | None, name: str, sample_rate: int) -> Iterator[np.ndarray]:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    produced = 0
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                for out in resampler.resample(frame):
+                    block = out.to_ndarray().reshape(-1)
+                    produced += block.size
+                    yield block
+        for out in resampler.resample(None):
+            block = out.to_ndarray().reshape(-1)
+            produced += block.size
+            yield block
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"audio data is corrupt in {name} ({_reason(exc)})") from None
     if produced == 0:
-        raise AudioError(f"not a readable audio file: {p.name} (no audio could be decoded)")
+        raise AudioError(f"not a readable audio file: {name} (no audio could be decoded)")
     got = produced / sample_rate
     if declared and declared - got > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_RATIO * declared):
-        raise AudioError(
-            f"{p.name} is truncated: it declares {declared:.1f} s but only {got:.1f} s decode"
-        )
-
-
-def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The whole file as one float32 array, filled in place as it decodes."""
-    estimate = _estimate_samples(path, sample_rate)
-    buffer = np.empty(max(estimate, sample_rate), dtype=np.float32)
-    filled = 0
-    for block in iter_audio(path, sample_rate):
-        if filled + block.size > buffer.size:
-            grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
-            grown[:filled] = buffer[:filled]
-            buffer = grown
-        buffer[filled : filled + block.size] = block
-        filled += block.size
-    if filled < buffer.size // 2:
-        return buffer[:filled].copy()
-    return buffer[:filled]
-
-
-def _estimate_samples(path: str | os.PathLike, sample_rate: int) -> int:
-    p = check_source(path)
-    try:
-        with av.open(str(p), metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                return 0
-            seconds = _declared_seconds(container, container.streams.audio[0])
-    except (av.error.FFmpegError, UnicodeDecodeError):
-        return 0  # iter_audio raises the readable error
-    return int((seconds or 0.0) * sample_rate) + sample_rate
+        raise AudioError(f"{name} is truncated: it declares {declared:.1f} s but only {got:.1f} s decode")
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
