@@ -35,7 +35,9 @@ class Job(Base):
     duration: Mapped[float | None] = mapped_column(Float)
     n_chunks: Mapped[int | None] = mapped_column(Integer)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
-    timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    prepare_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # wall time per stage, summed
+    detect_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    decode_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

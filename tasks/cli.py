@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=FORMATS, default="txt")
     run.add_argument("--device", default=os.environ.get("MURMUR_DEVICE", "auto"), help="auto, cpu or cuda")
     run.add_argument("--compute-type", default=os.environ.get("MURMUR_COMPUTE_TYPE", "auto"), help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type")
-    run.add_argument("--threads", type=int, default=0, help="CPU threads for decoding (0: CTranslate2's default)")
+    run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all (0: every core); on CPU each thread decodes its own batch")
     return parser
 
 
@@ -85,13 +85,23 @@ class _progress:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="chunk", desc="decoding", file=sys.stderr, leave=False)
+            columns, lines = _terminal_size()
+            self._bar = tqdm(total=total, unit="chunk", desc="decoding", file=sys.stderr, leave=False, ncols=columns, nrows=lines)
         self._bar.n = done
         self._bar.refresh()
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _terminal_size() -> tuple[int, int]:
+    """stderr's size; a terminal that reports 0 x 0 gets 80 x 24, else tqdm draws nothing."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ them in a loop; Celery tasks will call the same functions one message at a time.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from workers.gpu.decode import Segment, decode_batch, encode, top_languages
 from workers.gpu.language import DETECT_CHUNKS, detection_chunks, vote
 
 MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
-from workers.gpu.model import LoadedModel, load_model
+from workers.gpu.model import LoadedModel, load_model, resolve_device
 
 
 @dataclass
@@ -39,14 +40,25 @@ class Context:
     store: LocalTensorStore = field(default_factory=LocalTensorStore)
     device: str = "auto"
     compute_type: str = "auto"
-    threads: int = 0
+    threads: int = 0  # CPU threads for the model in all; 0: every core
 
     @cached_property
     def vad(self) -> SileroVad:
         return SileroVad()
 
-    def model(self, name: str) -> LoadedModel:
-        return load_model(name, self.device, self.compute_type, self.threads)
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def decoders(self) -> int:
+        """How many batches may decode at once: one per CPU thread on CPU; one on a GPU."""
+        return 1 if resolve_device(self.device) == "cuda" else self.cpu_threads
+
+    def model(self, name: str, concurrent: int = 1) -> LoadedModel:
+        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
+        if concurrent > 1 and resolve_device(self.device) == "cpu":
+            return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent)
+        return load_model(name, self.device, self.compute_type, self.cpu_threads, 1)
 
 
 def job_options(ctx: Context, job_id: str) -> JobOptions:
@@ -99,12 +111,15 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
     return language
 
 
-def decode(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> int:
-    """Decode one batch of a job's chunks and store each chunk's segments."""
+def decode(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> int:
+    """Decode one batch of a job's chunks and store each chunk's segments.
+
+    `concurrent` is how many batches the caller runs at the same time.
+    """
     started = time.perf_counter()
     job = queries.get_job(ctx.db, job_id)
     options = JobOptions.from_json(job.options)
-    model = ctx.model(options.model)
+    model = ctx.model(options.model, concurrent)
     indices = [_chunk_idx(ref) for ref in refs]
     chunks = [Chunk.from_json({"idx": row.idx, "spans": row.spans}) for row in queries.get_chunks(ctx.db, job_id, indices)]
     features = _load_features(ctx, job_id, refs)

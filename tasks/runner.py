@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from db import queries
 from db.session import sessions, upgrade
@@ -31,13 +32,17 @@ def transcribe(
     try:
         refs = pipeline.prepare(ctx, job_id)
         pipeline.detect_language(ctx, job_id, refs)
+        batches = plan_batches(len(refs), options.batch_size, ctx.decoders())
+        concurrent = max(1, min(ctx.decoders(), len(batches)))
         done = 0
         if on_progress:
             on_progress(done, len(refs))
-        for first in range(0, len(refs), options.batch_size):
-            done += pipeline.decode(ctx, job_id, refs[first : first + options.batch_size])
-            if on_progress:
-                on_progress(done, len(refs))
+        with ThreadPoolExecutor(max_workers=concurrent) as pool:
+            futures = [pool.submit(pipeline.decode, ctx, job_id, refs[b], concurrent) for b in batches]
+            for future in as_completed(futures):
+                done += future.result()
+                if on_progress:
+                    on_progress(done, len(refs))
         return pipeline.assemble(ctx, job_id)
     except MurmurError as exc:
         queries.fail_job(ctx.db, job_id, str(exc))
@@ -46,3 +51,21 @@ def transcribe(
     except BaseException as exc:
         queries.fail_job(ctx.db, job_id, f"internal error: {type(exc).__name__}: {exc}")
         raise
+
+
+def plan_batches(n_chunks: int, batch_size: int, decoders: int) -> list[slice]:
+    """Split a job's chunks into batches of at most `batch_size`, balanced over `decoders`.
+
+    Nine chunks with batch size 8 and two decoders become 5 + 4, not 8 + 1:
+    both decoders stay busy and neither waits on a lone straggler batch.
+    """
+    if n_chunks == 0:
+        return []
+    count = -(-n_chunks // batch_size)
+    if decoders > 1:
+        count = min(n_chunks, -(-max(count, decoders) // decoders) * decoders)
+    size, extra = divmod(n_chunks, count)
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]

@@ -40,3 +40,16 @@ def test_chunk_time_maps_back_to_source_time():
 
 def test_no_speech_no_chunks():
     assert plan_chunks([], np.zeros(100), duration=3.0) == []
+
+
+def test_batches_are_balanced_over_parallel_decoders():
+    from tasks.runner import plan_batches
+
+    sizes = lambda n, bs, d: [s.stop - s.start for s in plan_batches(n, bs, d)]  # noqa: E731
+    assert sizes(0, 8, 2) == []
+    assert sizes(1, 8, 2) == [1]
+    assert sizes(9, 8, 1) == [5, 4]
+    assert sizes(9, 8, 2) == [5, 4]
+    assert sizes(20, 8, 2) == [5, 5, 5, 5]
+    assert sizes(3, 8, 4) == [1, 1, 1]
+    assert all(s <= 8 for s in sizes(100, 8, 3)) and sum(sizes(100, 8, 3)) == 100

@@ -73,3 +73,37 @@ def test_invalid_options_are_one_line(env, args):
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("murmur: error:")
+
+
+def test_progress_bar_on_a_terminal(env):
+    """stderr on a pseudo-terminal gets a chunk progress bar; the transcript stays on stdout."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    master, slave = os.openpty()
+    shown = bytearray()
+
+    def drain():  # read while the child runs: a closed pty may drop what was not read
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    script = Path(sys.executable).parent / "murmur"
+    done = subprocess.run([str(script), "transcribe", str(DATA / "jfk_inaugural_1961.flac"), "--model", "tiny.en"],
+                          stdout=subprocess.PIPE, stderr=slave, env={**os.environ, **env}, timeout=600, text=True)
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    assert done.returncode == 0
+    assert "country" in words(done.stdout)
+    assert b"decoding" in shown and b"chunk" in shown
