@@ -19,6 +19,7 @@ import ctranslate2
 import numpy as np
 
 from workers.cpu.chunking import Chunk
+from workers.cpu.features import N_FRAMES
 from workers.gpu import filters
 from workers.gpu.model import LoadedModel
 
@@ -108,19 +109,23 @@ def decode_batch(model: LoadedModel, features: np.ndarray, chunks: list[Chunk], 
         suppress_tokens=[-1],
     )
     texts = [[t for t in r.sequences_ids[0] if t < tok.eot] for r in results]
-    timings = _align(model, features, encoded, chunks, starts, texts)
+    # avg log-probability per token with the end token counted, as Whisper reports it
+    avg_logprobs = [r.scores[0] * max(len(t), 1) / (len(t) + 1) for r, t in zip(results, texts)]
+    kept = [
+        bool(tokens)
+        and not filters.is_silence(result.no_speech_prob, avg_logprob)
+        # a loop over the whole window: nothing in it can be trusted
+        and not filters.is_repetitive(tok.decode(tokens), options.compression_ratio_threshold)
+        for result, tokens, avg_logprob in zip(results, texts, avg_logprobs)
+    ]
+    timings = _align(model, encoded, chunks, starts, [t if keep else [] for t, keep in zip(texts, kept)])
     out = []
-    for chunk, result, tokens, timing, language in zip(chunks, results, texts, timings, languages):
-        # avg log-probability per token with the end token counted, as Whisper reports it
-        avg_logprob = result.scores[0] * max(len(tokens), 1) / (len(tokens) + 1)
-        if not tokens or filters.is_silence(result.no_speech_prob, avg_logprob):
+    for i, chunk in enumerate(chunks):
+        if not kept[i]:
             out.append([])
             continue
-        if filters.is_repetitive(tok.decode(tokens), options.compression_ratio_threshold):
-            out.append([])  # a loop over the whole window: nothing in it can be trusted
-            continue
-        words = _timed_words(model, chunk, tokens, timing, language)
-        out.append(_sentences(chunk, words, language, avg_logprob, result.no_speech_prob, options))
+        words = _timed_words(model, chunk, texts[i], timings[i], languages[i])
+        out.append(_sentences(chunk, words, languages[i], avg_logprobs[i], results[i].no_speech_prob, options))
     return out
 
 
@@ -140,29 +145,32 @@ def _chunk_task(language: str | None, options: DecodeOptions) -> str:
     return "transcribe"
 
 
-def _align(model, features, encoded, chunks, starts, texts) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """Per chunk: start time (s) of each text token and of the end token, and token probabilities."""
+def _align(model, encoded, chunks, starts, texts) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per chunk with text: start time (s) of each text token and of the end token, and token probabilities.
+
+    `align` takes one start sequence per call, so chunks are grouped by theirs
+    (more than one group only in multilingual mode); every call gets the whole
+    batch's encoder output, with no tokens for the chunks outside its group.
+    """
     timings: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(chunks)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, (start, tokens) in enumerate(zip(starts, texts)):
         if tokens:
             groups[tuple(start)].append(i)
+    frames = [min(int(np.ceil(c.duration * FRAMES_PER_SECOND)), N_FRAMES) for c in chunks]
     for start, members in groups.items():
-        # align() takes one start sequence per call; the encoder output is reused
-        # when the whole batch shares it, otherwise the group's mels are re-encoded.
-        whole = len(members) == len(chunks)
-        source = encoded if whole else ctranslate2.StorageView.from_array(np.ascontiguousarray(features[members]))
-        frames = [min(int(np.ceil(chunks[i].duration * FRAMES_PER_SECOND)), features.shape[-1]) for i in members]
-        results = model.whisper.align(source, list(start), [texts[i] for i in members], frames)
-        for i, result in zip(members, results):
-            pairs = np.asarray(result.alignments, dtype=np.int64).reshape(-1, 2)
+        wanted = set(members)
+        tokens = [t if i in wanted else [] for i, t in enumerate(texts)]
+        results = model.whisper.align(encoded, list(start), tokens, frames)
+        for i in members:
+            pairs = np.asarray(results[i].alignments, dtype=np.int64).reshape(-1, 2)
             n = len(texts[i]) + 1  # text tokens and the end token
             first = np.full(n, -1, dtype=np.int64)
             text_idx, order = np.unique(pairs[:, 0], return_index=True)
             keep = text_idx < n
             first[text_idx[keep]] = pairs[order[keep], 1]
             first = np.maximum.accumulate(np.where(first < 0, 0, first))  # monotone, gaps filled
-            timings[i] = (first / ALIGN_STEPS_PER_SECOND, np.asarray(result.text_token_probs, dtype=np.float64))
+            timings[i] = (first / ALIGN_STEPS_PER_SECOND, np.asarray(results[i].text_token_probs, dtype=np.float64))
     return timings
 
 
