@@ -23,13 +23,13 @@ from tasks.options import JobOptions
 from tasks.store import LocalTensorStore, TensorRef
 from workers.cpu.audio import SAMPLE_RATE, decode_audio
 from workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
-from workers.cpu.features import log_mel
+from workers.cpu.features import iter_log_mel
 from workers.cpu.vad import SileroVad, speech_spans
 from workers.gpu.decode import Segment, decode_batch, encode, top_languages
 from workers.gpu.language import DETECT_CHUNKS, detection_chunks, vote
+from workers.gpu.model import LoadedModel, load_model, resolve_device
 
 MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
-from workers.gpu.model import LoadedModel, load_model, resolve_device
 
 
 @dataclass
@@ -76,9 +76,10 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef]:
     duration = audio.size / SAMPLE_RATE
     probs = ctx.vad.probabilities(audio)
     chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual)
-    features = log_mel([chunk_audio(audio, c) for c in chunks], n_mels)
+    # chunk audio is cut lazily, a block at a time, so the file is not held twice
+    features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
+    refs = [ctx.store.put(job_id, c.idx, f) for c, f in zip(chunks, features)]
     del audio
-    refs = [ctx.store.put(job_id, c.idx, features[i]) for i, c in enumerate(chunks)]
     queries.save_chunks(ctx.db, job_id, [c.to_json() for c in chunks], duration)
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
     return refs

@@ -8,8 +8,9 @@ is not needed; `n_mels` comes from the model (80, or 128 for large-v3).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
+from itertools import islice
 
 import numpy as np
 import torch
@@ -26,10 +27,19 @@ _BLOCK = 16  # chunks per STFT call: bounds the complex spectrum to ≈77 MB
 def log_mel(chunks: Sequence[np.ndarray], n_mels: int = 80) -> np.ndarray:
     """Features for every chunk: float32 array [len(chunks), n_mels, 3000]."""
     out = np.empty((len(chunks), n_mels, N_FRAMES), dtype=np.float32)
-    for first in range(0, len(chunks), _BLOCK):
-        block = chunks[first : first + _BLOCK]
-        out[first : first + len(block)] = _log_mel_block(block, n_mels).numpy()
+    for i, features in enumerate(iter_log_mel(chunks, n_mels)):
+        out[i] = features
     return out
+
+
+def iter_log_mel(chunks: Iterable[np.ndarray], n_mels: int = 80) -> Iterator[np.ndarray]:
+    """Each chunk's features [n_mels, 3000] in order, computed a batch of chunks at a time.
+
+    Takes the chunks lazily, so a long file never has all its chunk audio cut at once.
+    """
+    source = iter(chunks)
+    while block := list(islice(source, _BLOCK)):
+        yield from _log_mel_block(block, n_mels).numpy()
 
 
 @torch.inference_mode()
