@@ -49,7 +49,8 @@ def transcribe(
         exc.job_id = job_id
         raise
     except BaseException as exc:
-        queries.fail_job(ctx.db, job_id, f"internal error: {type(exc).__name__}: {exc}")
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
+        queries.fail_job(ctx.db, job_id, reason)
         raise
 
 

@@ -52,3 +52,13 @@ def test_speech_is_found_and_silence_is_not(vad):
 
 def test_empty_audio_has_no_windows(vad):
     assert vad.probabilities(np.zeros(0, dtype=np.float32)).size == 0
+
+
+def test_encoder_blocks_leave_no_seams(vad, monkeypatch):
+    """Blocks are cut straight from the audio; where they are cut must not matter."""
+    import workers.cpu.vad as module
+
+    audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
+    whole = vad.probabilities(audio)
+    monkeypatch.setattr(module, "_ENCODER_BATCH", 37)
+    np.testing.assert_array_equal(vad.probabilities(audio), whole)

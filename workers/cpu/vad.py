@@ -62,21 +62,27 @@ class SileroVad:
 
     @torch.inference_mode()
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
-        """One speech probability per 32 ms window of 16 kHz `audio`."""
+        """One speech probability per 32 ms window of 16 kHz `audio`.
+
+        The encoder runs on blocks of windows cut straight from `audio`, so a
+        long file is never copied whole; only the LSTM sees the full sequence.
+        """
         n = -(-audio.size // WINDOW)
         if n == 0:
             return np.zeros(0, dtype=np.float32)
-        padded = torch.zeros(CONTEXT + n * WINDOW)
-        padded[CONTEXT : CONTEXT + audio.size] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        windows = padded.unfold(0, CONTEXT + WINDOW, WINDOW)  # a view: [n, 576]
-        encoded = torch.cat(
-            [
-                self._encoder(self._stft(windows[i : i + _ENCODER_BATCH])).squeeze(-1)
-                for i in range(0, n, _ENCODER_BATCH)
-            ]
-        )
+        encoded = torch.cat([self._encode_block(audio, first, min(n, first + _ENCODER_BATCH)) for first in range(0, n, _ENCODER_BATCH)])
         hidden, _ = self._lstm(encoded.unsqueeze(0))
         return self._head(hidden[0].unsqueeze(-1)).reshape(n).numpy()
+
+    def _encode_block(self, audio: np.ndarray, first: int, last: int) -> torch.Tensor:
+        """Encoder features of windows [first, last): each window with the 64 samples before it."""
+        start = first * WINDOW - CONTEXT  # the first window's context lies before the file: zeros
+        samples = torch.zeros(CONTEXT + (last - first) * WINDOW)
+        piece = audio[max(start, 0) : last * WINDOW]
+        offset = max(-start, 0)
+        samples[offset : offset + piece.size] = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32))
+        windows = samples.unfold(0, CONTEXT + WINDOW, WINDOW)  # a view: [last - first, 576]
+        return self._encoder(self._stft(windows)).squeeze(-1)
 
 
 def speech_spans(probs: np.ndarray, options: VadOptions = VadOptions()) -> list[SpeechSpan]:
