@@ -122,7 +122,8 @@ def decode(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int
     options = JobOptions.from_json(job.options)
     model = ctx.model(options.model, concurrent)
     indices = [_chunk_idx(ref) for ref in refs]
-    chunks = [Chunk.from_json({"idx": row.idx, "spans": row.spans}) for row in queries.get_chunks(ctx.db, job_id, indices)]
+    rows = {row.idx: row for row in queries.get_chunks(ctx.db, job_id, indices)}
+    chunks = [Chunk.from_json({"idx": i, "spans": rows[i].spans}) for i in indices]  # in the order of the tensors
     features = _load_features(ctx, job_id, refs)
     results = decode_batch(model, features, chunks, options.decode_options(job.language, job.spoken_languages))
     for chunk, segments in zip(chunks, results):
