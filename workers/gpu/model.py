@@ -97,7 +97,7 @@ def load_model(
 
     `replicas` calls can run at once from different Python threads, each on
     `threads` CPU threads (CTranslate2's inter_threads and intra_threads). On
-    two cores, two one-thread replicas decode ≈1.3x faster than one two-thread one.
+    two cores, two one-thread replicas decoded ≈1.1–1.3x faster than one two-thread one.
     """
     path = resolve_model(name)
     device = resolve_device(device)
