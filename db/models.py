@@ -39,6 +39,8 @@ class Job(Base):
     detect_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     decode_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)  # POSTed once when the job ends
+    priority: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -54,6 +56,7 @@ class ChunkRow(Base):
     spans: Mapped[list] = mapped_column(JSON)
     language: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|decoded
+    worker: Mapped[str | None] = mapped_column(String(255))  # the worker whose decode was stored
 
 
 class SegmentRow(Base):

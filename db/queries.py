@@ -5,18 +5,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ChunkRow, Job, SegmentRow, utcnow
 
 
-def create_job(db: sessionmaker[Session], source: str, options: dict) -> str:
-    with db.begin() as s:
-        job = Job(source=source, options=options, status="queued", chunks_done=0,
-                  prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0)
-        s.add(job)
-        s.flush()
-        return job.id
+def create_job(
+    db: sessionmaker[Session],
+    source: str,
+    options: dict,
+    job_id: str | None = None,
+    callback_url: str | None = None,
+    priority: int | None = None,
+) -> str:
+    """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit)."""
+    if job_id is not None and get_job(db, job_id) is not None:
+        return job_id
+    try:
+        with db.begin() as s:
+            job = Job(id=job_id, source=source, options=options, status="queued", chunks_done=0,
+                      prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
+                      callback_url=callback_url, priority=priority)
+            s.add(job)
+            s.flush()
+            return job.id
+    except IntegrityError:
+        if job_id is not None and get_job(db, job_id) is not None:
+            return job_id  # created by a concurrent delivery of the same submit
+        raise
 
 
 def get_job(db: sessionmaker[Session], job_id: str) -> Job | None:
@@ -40,8 +57,34 @@ def add_timing(db: sessionmaker[Session], job_id: str, stage: str, seconds: floa
     update_job(db, job_id, **{column.key: column + seconds})
 
 
-def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> None:
-    update_job(db, job_id, status="failed", error=error, finished_at=utcnow())
+def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> bool:
+    """Mark a job failed unless it has already ended; True if this call ended it."""
+    with db.begin() as s:
+        result = s.execute(
+            update(Job).where(Job.id == job_id, Job.status.not_in(("done", "failed")))
+            .values(status="failed", error=error, finished_at=utcnow())
+        )
+        return result.rowcount == 1
+
+
+def is_complete(db: sessionmaker[Session], job_id: str) -> bool:
+    """Every chunk decoded and the job not yet ended: time to assemble."""
+    job = get_job(db, job_id)
+    return job is not None and job.status == "running" and job.n_chunks is not None and job.chunks_done >= job.n_chunks
+
+
+def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
+    """running → done once every chunk is decoded; True only for the one call that did it.
+
+    A conditional update, so two deliveries of the same assemble cannot both finish the job.
+    """
+    with db.begin() as s:
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.n_chunks.is_not(None), Job.chunks_done >= Job.n_chunks)
+            .values(status="done", finished_at=utcnow())
+        )
+        return result.rowcount == 1
 
 
 def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Iterable[dict], duration: float) -> int:
@@ -63,7 +106,9 @@ def get_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int] | 
         return list(s.scalars(query.order_by(ChunkRow.idx)))
 
 
-def replace_segments(db: sessionmaker[Session], job_id: str, chunk_idx: int, segments: Sequence[dict], language: str | None) -> None:
+def replace_segments(
+    db: sessionmaker[Session], job_id: str, chunk_idx: int, segments: Sequence[dict], language: str | None, worker: str | None = None
+) -> None:
     """One transaction: the chunk's old segments out, the new ones in, progress counted once."""
     with db.begin() as s:
         chunk = s.get(ChunkRow, (job_id, chunk_idx), with_for_update=True)
@@ -75,6 +120,7 @@ def replace_segments(db: sessionmaker[Session], job_id: str, chunk_idx: int, seg
             chunk.status = "decoded"
             s.execute(update(Job).where(Job.id == job_id).values(chunks_done=Job.chunks_done + 1))
         chunk.language = language
+        chunk.worker = worker
 
 
 def get_segments(db: sessionmaker[Session], job_id: str) -> list[SegmentRow]:

@@ -1,12 +1,14 @@
 """The four stages of a job, as both runners call them.
 
-Each stage loads its inputs (job row, tensors), calls the compute in
+Each stage loads its inputs (job rows, tensors), calls the compute in
 `workers/`, and stores its outputs (rows, tensors). The embedded runner calls
-them in a loop; Celery tasks will call the same functions one message at a time.
+them in a loop; the Celery tasks call the same functions one message at a time,
+and a GPU worker hands `decode` chunks of many jobs at once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -20,14 +22,18 @@ from db import queries
 from db.models import utcnow
 from tasks.formats import Transcript
 from tasks.options import JobOptions
-from tasks.store import LocalTensorStore, TensorRef
+from tasks.store import LocalTensorStore, TensorRef, TensorStore
 from workers.cpu.audio import SAMPLE_RATE, decode_audio
 from workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
-from workers.cpu.features import iter_log_mel
+from workers.cpu.features import iter_log_mel, log_mel
+from workers.cpu.sources import local_file
 from workers.cpu.vad import SileroVad, speech_spans
+from workers.errors import MurmurError
 from workers.gpu.decode import Segment, decode_batch, encode, top_languages
 from workers.gpu.language import DETECT_CHUNKS, detection_chunks, vote
-from workers.gpu.model import LoadedModel, load_model, resolve_device
+from workers.gpu.model import LoadedModel, load_model, model_n_mels, resolve_device
+
+log = logging.getLogger("murmur")
 
 MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
 
@@ -37,10 +43,12 @@ class Context:
     """What the stages share in one process: the database, the tensor store, models."""
 
     db: sessionmaker[Session]
-    store: LocalTensorStore = field(default_factory=LocalTensorStore)
+    store: TensorStore = field(default_factory=LocalTensorStore)
     device: str = "auto"
     compute_type: str = "auto"
     threads: int = 0  # CPU threads for the model in all; 0: every core
+    worker: str | None = None  # recorded on each chunk this process decodes
+    decodes: bool = True  # False on a CPU worker: featurize without loading a decoder
 
     @cached_property
     def vad(self) -> SileroVad:
@@ -54,6 +62,9 @@ class Context:
         """How many batches may decode at once: one per CPU thread on CPU; one on a GPU."""
         return 1 if resolve_device(self.device) == "cuda" else self.cpu_threads
 
+    def n_mels(self, name: str) -> int:
+        return self.model(name).n_mels if self.decodes else model_n_mels(name)
+
     def model(self, name: str, concurrent: int = 1) -> LoadedModel:
         """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
         if concurrent > 1 and resolve_device(self.device) == "cpu":
@@ -65,14 +76,20 @@ def job_options(ctx: Context, job_id: str) -> JobOptions:
     return JobOptions.from_json(queries.get_job(ctx.db, job_id).options)
 
 
-def prepare(ctx: Context, job_id: str) -> list[TensorRef]:
-    """Decode, VAD, chunk and featurize the job's source; one tensor per chunk."""
+def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
+    """Decode, VAD, chunk and featurize the job's source; one tensor per chunk.
+
+    None when the job has already ended (a redelivered message): nothing to do.
+    """
     started = time.perf_counter()
     job = queries.get_job(ctx.db, job_id)
+    if job is None or job.status in ("done", "failed"):
+        return None
     options = JobOptions.from_json(job.options)
-    n_mels = ctx.model(options.model).n_mels
-    queries.update_job(ctx.db, job_id, status="running", started_at=utcnow())
-    audio = decode_audio(job.source)
+    n_mels = ctx.n_mels(options.model)
+    queries.update_job(ctx.db, job_id, status="running", started_at=job.started_at or utcnow())
+    with local_file(job.source) as path:
+        audio = decode_audio(path)
     duration = audio.size / SAMPLE_RATE
     probs = ctx.vad.probabilities(audio)
     chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual)
@@ -102,7 +119,7 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
         language, probability = "en", None
     else:
         picked = [refs[i] for i in detection_chunks(len(refs), MULTILINGUAL_DETECT_CHUNKS if options.multilingual else DETECT_CHUNKS)]
-        windows = top_languages(model, encode(model, _load_features(ctx, job_id, picked))) if picked else []
+        windows = top_languages(model, encode(model, _load_features(ctx, [(job_id, r) for r in picked]))) if picked else []
         guess = vote(windows)
         language, probability = guess.language, guess.probability
         if options.multilingual:
@@ -112,32 +129,51 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
     return language
 
 
-def decode(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> int:
-    """Decode one batch of a job's chunks and store each chunk's segments.
+def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1) -> list[str]:
+    """Decode one batch of chunks, from one job or many, and store each chunk's segments.
 
-    `concurrent` is how many batches the caller runs at the same time.
+    Chunks of jobs that have ended and chunks already decoded (a redelivered
+    message) are skipped. Chunks are decoded together when their jobs share a
+    model and decode options. Returns the jobs that this batch completed, or
+    found complete: each is ready for `assemble`. `concurrent` is how many
+    batches the caller runs at the same time.
     """
     started = time.perf_counter()
-    job = queries.get_job(ctx.db, job_id)
-    options = JobOptions.from_json(job.options)
-    model = ctx.model(options.model, concurrent)
-    indices = [_chunk_idx(ref) for ref in refs]
-    rows = {row.idx: row for row in queries.get_chunks(ctx.db, job_id, indices)}
-    chunks = [Chunk.from_json({"idx": i, "spans": rows[i].spans}) for i in indices]  # in the order of the tensors
-    features = _load_features(ctx, job_id, refs)
-    results = decode_batch(model, features, chunks, options.decode_options(job.language, job.spoken_languages))
-    for chunk, segments in zip(chunks, results):
-        language = segments[0].language if segments else None
-        queries.replace_segments(ctx.db, job_id, chunk.idx, [_segment_row(s) for s in segments], language)
-    ctx.store.delete(list(refs))
-    queries.add_timing(ctx.db, job_id, "decode", time.perf_counter() - started)
-    return len(chunks)
+    jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
+    groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
+    for job_id, ref in items:
+        job = jobs[job_id]
+        if job is None or job.status != "running":
+            continue
+        row = next(iter(queries.get_chunks(ctx.db, job_id, [_chunk_idx(ref)])), None)
+        if row is None or row.status == "decoded":
+            continue
+        options = JobOptions.from_json(job.options)
+        key = (options.model, options.decode_options(job.language, job.spoken_languages))
+        groups.setdefault(key, []).append((job_id, ref, Chunk.from_json({"idx": row.idx, "spans": row.spans})))
+    counts: dict[str, int] = {}
+    for (model_name, decode_options), group in groups.items():
+        group = _with_features(ctx, group)
+        if not group:
+            continue
+        model = ctx.model(model_name, concurrent)
+        features = np.stack([f for *_, f in group])
+        results = decode_batch(model, features, [chunk for _, _, chunk, _ in group], decode_options)
+        for (job_id, _, chunk, _), segments in zip(group, results):
+            language = segments[0].language if segments else None
+            queries.replace_segments(ctx.db, job_id, chunk.idx, [_segment_row(s) for s in segments], language, ctx.worker)
+            counts[job_id] = counts.get(job_id, 0) + 1
+        ctx.store.delete([ref for _, ref, _, _ in group])
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values())
+    for job_id, n in counts.items():
+        queries.add_timing(ctx.db, job_id, "decode", elapsed * n / total)  # the batch's time, shared by chunks
+    return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
 
 
-def assemble(ctx: Context, job_id: str) -> Transcript:
-    """Mark the job done and return its ordered transcript."""
-    queries.update_job(ctx.db, job_id, status="done", finished_at=utcnow())
-    return transcript(ctx.db, job_id)
+def assemble(ctx: Context, job_id: str) -> bool:
+    """Mark a fully decoded job done; True only for the one call that did it."""
+    return queries.finish_job(ctx.db, job_id)
 
 
 def transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
@@ -145,14 +181,44 @@ def transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
     return Transcript.from_rows(job, queries.get_segments(db, job_id))
 
 
-def _load_features(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> np.ndarray:
-    arrays = []
-    for ref in refs:
-        array = ctx.store.get(ref)
+def _load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:
+    """Features of the chunks, from the store or recomputed; detection needs them all."""
+    rows = {(j, r.key): next(iter(queries.get_chunks(ctx.db, j, [_chunk_idx(r)]))) for j, r in items}
+    group = [(j, r, Chunk.from_json({"idx": rows[j, r.key].idx, "spans": rows[j, r.key].spans})) for j, r in items]
+    loaded = _with_features(ctx, group)
+    if len(loaded) != len(group):
+        raise MurmurError("the job's features could not be recomputed")
+    return np.stack([f for *_, f in loaded])
+
+
+def _with_features(ctx: Context, group: list[tuple[str, TensorRef, Chunk]]) -> list[tuple[str, TensorRef, Chunk, np.ndarray]]:
+    """Each item with its features. A tensor gone from the store (evicted, Redis
+    restarted) is recomputed from the source; a job whose source cannot be read
+    any more is failed, and only its items are dropped."""
+    arrays = [ctx.store.get(ref) for _, ref, _ in group]
+    missing: dict[str, list[int]] = {}
+    for i, array in enumerate(arrays):
         if array is None:
-            raise RuntimeError(f"features {ref.key} are missing from the tensor store")
-        arrays.append(array)
-    return np.stack(arrays)
+            missing.setdefault(group[i][0], []).append(i)
+    failed = set()
+    for job_id, positions in missing.items():
+        log.warning("job %s: %d tensor(s) missing from the store, recomputing from the source", job_id, len(positions))
+        try:
+            recomputed = _recompute(ctx, job_id, [group[i][2] for i in positions])
+        except MurmurError as exc:
+            queries.fail_job(ctx.db, job_id, f"features were lost and could not be recomputed: {exc}")
+            failed.add(job_id)
+            continue
+        for i, array in zip(positions, recomputed):
+            arrays[i] = array
+    return [(*item, array) for item, array in zip(group, arrays) if item[0] not in failed]
+
+
+def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
+    job = queries.get_job(ctx.db, job_id)
+    with local_file(job.source) as path:
+        audio = decode_audio(path)
+    return log_mel([chunk_audio(audio, c) for c in chunks], ctx.n_mels(JobOptions.from_json(job.options).model))
 
 
 def _chunk_idx(ref: TensorRef) -> int:

@@ -38,12 +38,16 @@ def transcribe(
         if on_progress:
             on_progress(done, len(refs))
         with ThreadPoolExecutor(max_workers=concurrent) as pool:
-            futures = [pool.submit(pipeline.decode, ctx, job_id, refs[b], concurrent) for b in batches]
+            futures = {pool.submit(pipeline.decode, ctx, [(job_id, r) for r in refs[b]], concurrent): b for b in batches}
             for future in as_completed(futures):
-                done += future.result()
+                future.result()
+                done += len(refs[futures[future]])
                 if on_progress:
                     on_progress(done, len(refs))
-        return pipeline.assemble(ctx, job_id)
+        if not pipeline.assemble(ctx, job_id):
+            job = queries.get_job(ctx.db, job_id)
+            raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
+        return pipeline.transcript(ctx.db, job_id)
     except MurmurError as exc:
         queries.fail_job(ctx.db, job_id, str(exc))
         exc.job_id = job_id

@@ -8,6 +8,7 @@ for users who have network. The model is loaded once per process.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -109,6 +110,23 @@ def load_model(
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"cannot load model {name!r} from {path}: {exc}") from None
     return LoadedModel(name, path, whisper, Tokenizer(path, whisper.is_multilingual), device, compute_type)
+
+
+@lru_cache(maxsize=8)
+def model_n_mels(name: str = DEFAULT_MODEL) -> int:
+    """Mel bins the model expects, for a CPU worker that featurizes but never decodes.
+
+    Read from the model's preprocessor_config.json when it has one (hub
+    downloads do); otherwise from a one-thread CPU load, cached for the process.
+    """
+    path = resolve_model(name)
+    config = path / "preprocessor_config.json"
+    if config.is_file():
+        try:
+            return int(json.loads(config.read_text())["feature_size"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return load_model(name, "cpu", "int8", 1).n_mels
 
 
 def _has_package(package: str) -> bool:

@@ -1,0 +1,66 @@
+"""Where a job's audio comes from: a local path inside the allowed roots, or s3://.
+
+Workers read whatever path a producer names, so MURMUR_ALLOWED_ROOTS (paths
+separated by ':') fences them in; unset, any local path is readable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from workers.errors import AudioError
+
+
+def allowed_roots() -> list[Path]:
+    value = os.environ.get("MURMUR_ALLOWED_ROOTS", "")
+    return [Path(p).resolve() for p in value.split(os.pathsep) if p]
+
+
+def check_source(source: str) -> None:
+    """Reject what a worker must not or cannot read, before any work is queued."""
+    if not isinstance(source, str) or not source:
+        raise AudioError("the job names no source: give a file path or an s3:// URI")
+    if source.startswith("s3://"):
+        _split_s3(source)
+        return
+    if "://" in source:
+        raise AudioError(f"unsupported source {source!r}: give a local file path or an s3:// URI")
+    path = Path(source)
+    if not path.is_absolute():
+        raise AudioError(f"source path {source!r} is relative: workers need an absolute path")
+    roots = allowed_roots()
+    resolved = path.resolve()
+    if roots and not any(resolved.is_relative_to(root) for root in roots):
+        raise AudioError(f"{source} is outside MURMUR_ALLOWED_ROOTS ({os.pathsep.join(map(str, roots))})")
+
+
+@contextmanager
+def local_file(source: str) -> Iterator[str]:
+    """A path PyAV can open: the file itself, or a temporary download of an s3:// object."""
+    check_source(source)
+    if not source.startswith("s3://"):
+        yield source
+        return
+    bucket, key = _split_s3(source)
+    try:
+        import boto3
+    except ImportError:
+        raise AudioError("reading s3:// sources needs boto3: pip install 'murmur[s3]'") from None
+    with tempfile.NamedTemporaryFile(suffix=Path(key).suffix) as tmp:
+        try:
+            boto3.client("s3").download_fileobj(bucket, key, tmp)
+        except Exception as exc:  # botocore raises many kinds; the job needs the reason, not the type
+            raise AudioError(f"cannot download {source}: {exc}") from None
+        tmp.flush()
+        yield tmp.name
+
+
+def _split_s3(source: str) -> tuple[str, str]:
+    bucket, _, key = source[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise AudioError(f"invalid S3 URI {source!r}: use s3://bucket/key")
+    return bucket, key
