@@ -1,8 +1,14 @@
-"""`murmur` command line: `murmur transcribe FILE` runs the embedded pipeline."""
+"""`murmur` command line.
+
+`transcribe` runs the embedded pipeline in this process; `submit`, `status`
+and `result` talk to a worker fleet that `worker cpu|gpu` starts; `db upgrade`
+prepares its database.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -19,30 +25,76 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="bundled name (base, tiny.en), CTranslate2 directory or Hugging Face id; default $MURMUR_MODEL or base")
+    parser.add_argument("--language", help="language code (e.g. en); default: detected over the whole file")
+    parser.add_argument("--multilingual", action="store_true", help="detect the language of each chunk (code-switched audio)")
+    parser.add_argument("--output-language", choices=OUTPUT_LANGUAGES, default="hybrid", help="with --multilingual: keep each language (hybrid) or translate to English (en)")
+    parser.add_argument("--task", choices=TASKS, default="transcribe")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--word-timestamps", action="store_true", help="include per-word times in json output")
+
+
+def _job_options(args: argparse.Namespace) -> dict:
+    return {
+        "model": args.model,
+        "language": args.language,
+        "task": args.task,
+        "multilingual": args.multilingual,
+        "output_language": args.output_language,
+        "batch_size": getattr(args, "batch_size", None),
+        "beam_size": args.beam_size,
+        "word_timestamps": args.word_timestamps,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="murmur", description="Batched Whisper transcription.")
+    parser = _Parser(prog="murmur", description="Batched Whisper transcription, in one process or on a Celery worker fleet.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     run = commands.add_parser("transcribe", help="transcribe a file in this process (no Redis, no Postgres)")
     run.add_argument("file")
-    run.add_argument("--model", help="bundled name (base, tiny.en), CTranslate2 directory or Hugging Face id; default $MURMUR_MODEL or base")
-    run.add_argument("--language", help="language code (e.g. en); default: detected over the whole file")
-    run.add_argument("--multilingual", action="store_true", help="detect the language of each chunk (code-switched audio)")
-    run.add_argument("--output-language", choices=OUTPUT_LANGUAGES, default="hybrid", help="with --multilingual: keep each language (hybrid) or translate to English (en)")
-    run.add_argument("--task", choices=TASKS, default="transcribe")
+    _add_job_options(run)
     run.add_argument("--batch-size", type=int, help="chunks decoded together (default $MURMUR_BATCH_SIZE or 8)")
-    run.add_argument("--beam-size", type=int, default=5)
-    run.add_argument("--word-timestamps", action="store_true", help="include per-word times in json output")
     run.add_argument("--format", choices=FORMATS, default="txt")
     run.add_argument("--device", default=os.environ.get("MURMUR_DEVICE", "auto"), help="auto, cpu or cuda")
     run.add_argument("--compute-type", default=os.environ.get("MURMUR_COMPUTE_TYPE", "auto"), help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all (0: every core); on CPU each thread decodes its own batch")
+
+    submit = commands.add_parser("submit", help="queue a file (path or s3:// URI) for the workers; prints the job id")
+    submit.add_argument("source")
+    _add_job_options(submit)
+    submit.add_argument("--callback-url", help="POSTed a JSON summary once when the job ends")
+    submit.add_argument("--priority", type=int, help="0 (default, most urgent) to 9")
+    submit.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar, and print its transcript")
+    submit.add_argument("--format", choices=FORMATS, default="txt", help="with --wait: the transcript's format")
+
+    status = commands.add_parser("status", help="a job's state and progress")
+    status.add_argument("job")
+    status.add_argument("--json", action="store_true")
+
+    result = commands.add_parser("result", help="a finished job's transcript")
+    result.add_argument("job")
+    result.add_argument("--format", choices=FORMATS, default="txt")
+
+    worker = commands.add_parser("worker", help="run a worker: cpu (prepare, assemble) or gpu (language, decode)")
+    worker.add_argument("kind", choices=("cpu", "gpu"))
+    worker.add_argument("--device", help="gpu worker: auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
+    worker.add_argument("--compute-type", help="gpu worker: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
+    worker.add_argument("--threads", type=int, default=1, help="CPU threads for the model (gpu) or for torch (cpu); default 1")
+    worker.add_argument("--batch-size", type=int, help="gpu worker: chunks per batch, from any jobs (default $MURMUR_BATCH_SIZE or 8)")
+    worker.add_argument("--concurrency", type=int, default=0, help="Celery threads (default: 2 on cpu, 2 x batch size on gpu)")
+    worker.add_argument("--loglevel", default="INFO")
+
+    database = commands.add_parser("db", help="database administration")
+    database.add_argument("action", choices=("upgrade",), help="upgrade: create the database if needed and apply the migrations")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _transcribe(args)
+        return _COMMANDS[args.command](args)
     except MurmurError as exc:
         job = getattr(exc, "job_id", None)
         print(f"murmur: error: {exc}" + (f" (job {job})" if job else ""), file=sys.stderr)
@@ -56,22 +108,78 @@ def _transcribe(args: argparse.Namespace) -> int:
     from db.session import sessions, upgrade
     from tasks import pipeline, runner
 
-    options = JobOptions.from_env(
-        model=args.model,
-        language=args.language,
-        task=args.task,
-        multilingual=args.multilingual,
-        output_language=args.output_language,
-        batch_size=args.batch_size,
-        beam_size=args.beam_size,
-        word_timestamps=args.word_timestamps,
-    )
+    options = JobOptions.from_env(**_job_options(args))
     upgrade()
     ctx = pipeline.Context(db=sessions(), device=args.device, compute_type=args.compute_type, threads=args.threads)
     with _progress() as on_progress:
         transcript = runner.transcribe(os.path.abspath(args.file), options, ctx=ctx, on_progress=on_progress)
     print(render(transcript, args.format))
     return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from tasks.client import Client
+
+    client = Client()
+    job_id = client.submit(args.source, callback_url=args.callback_url, priority=args.priority, **_job_options(args))
+    if not args.wait:
+        print(job_id)
+        return 0
+    with _progress() as on_progress:
+        client.wait(job_id, on_progress=on_progress)
+    print(render(client.result(job_id), args.format))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tasks.client import Client
+
+    status = Client().status(args.job)
+    if args.json:
+        print(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in vars(status).items()}))
+        return 0
+    line = f"{status.job_id} {status.status} {status.chunks_done}/{status.n_chunks if status.n_chunks is not None else '?'} chunks"
+    if status.language:
+        line += f" language={status.language}"
+    if status.error:
+        line += f" error: {status.error}"
+    print(line)
+    return 0
+
+
+def _result(args: argparse.Namespace) -> int:
+    from tasks.client import Client
+
+    print(render(Client().result(args.job), args.format))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from tasks import worker
+
+    settings = worker.WorkerSettings.from_env(
+        kind=args.kind, device=args.device, compute_type=args.compute_type, threads=args.threads,
+        batch_size=args.batch_size, concurrency=args.concurrency,
+    )
+    worker.run(settings, args.loglevel)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+
+    from db.session import create_database, distributed_database_url, upgrade
+
+    url = distributed_database_url()
+    shown = make_url(url).render_as_string(hide_password=True)
+    if create_database(url):
+        print(f"created database {shown}")
+    upgrade(url)
+    print(f"{shown} is at the latest revision")
+    return 0
+
+
+_COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db}
 
 
 class _progress:

@@ -87,7 +87,7 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
         return None
     options = JobOptions.from_json(job.options)
     n_mels = ctx.n_mels(options.model)
-    queries.update_job(ctx.db, job_id, status="running", started_at=job.started_at or utcnow())
+    queries.update_job(ctx.db, job_id, status="running", started_at=job.started_at or utcnow(), language=options.language or job.language)
     with local_file(job.source) as path:
         audio = decode_audio(path)
     duration = audio.size / SAMPLE_RATE

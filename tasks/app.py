@@ -1,0 +1,69 @@
+"""The Celery app: queues, routing and the delivery settings the work tasks rely on.
+
+Importing this module needs no Redis; the connection opens on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+from workers.errors import MurmurError
+
+CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
+GPU_QUEUE = "murmur.gpu"  # detect_language, decode
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+# A message is handed to another worker when it stays unacknowledged this long.
+# It must outlast the wait of a prefetched chunk behind a batch or two (seconds
+# on a GPU, tens of seconds on a CPU); it is also how long the chunks of a worker
+# killed mid-batch wait before another worker takes them.
+DEFAULT_VISIBILITY_TIMEOUT = 900
+
+
+def broker_url() -> str:
+    return os.environ.get("MURMUR_BROKER_URL") or DEFAULT_BROKER_URL
+
+
+def visibility_timeout() -> int:
+    value = os.environ.get("MURMUR_VISIBILITY_TIMEOUT", str(DEFAULT_VISIBILITY_TIMEOUT))
+    if not value.isdigit() or int(value) < 1:
+        raise MurmurError(f"MURMUR_VISIBILITY_TIMEOUT must be a whole number of seconds, not {value!r}")
+    return int(value)
+
+
+def create_app(broker: str | None = None) -> Celery:
+    timeout = visibility_timeout()
+    broker = broker or broker_url()
+    app = Celery("murmur", broker=broker, backend=os.environ.get("MURMUR_RESULT_URL") or broker, include=["tasks.work"])
+    app.conf.update(
+        # JSON only: any client in any language can enqueue, and pickle is never accepted
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_queues=[Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
+        task_default_queue=CPU_QUEUE,
+        task_routes={"murmur.detect_language": {"queue": GPU_QUEUE}, "murmur.decode": {"queue": GPU_QUEUE}},
+        # a message is acknowledged after its work is stored; a lost worker's messages go to another
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds only what its threads are working on
+        broker_transport_options={
+            "visibility_timeout": timeout,
+            # look for abandoned messages often enough that a short timeout means a short wait
+            "unacked_restore_interval": max(1, min(10, timeout // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_ignore_result=True,  # only murmur.transcribe keeps a result: the job id
+        result_expires=24 * 3600,
+        worker_send_task_events=True,  # Flower sees tasks
+        task_send_sent_event=True,
+    )
+    return app
+
+
+app = create_app()

@@ -1,0 +1,82 @@
+"""Batches from items handed in by many threads: what lets one GPU decode many jobs at once.
+
+Each Celery thread of a GPU worker submits its chunk and waits on the future;
+one thread takes up to `size` items, waiting at most `flush_seconds` for more
+and only while the broker still holds work (`backlog`), and runs them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+log = logging.getLogger("murmur")
+
+
+class Batcher(Generic[T, R]):
+    def __init__(
+        self,
+        run: Callable[[list[T]], Sequence[R]],
+        size: int,
+        flush_seconds: float = 0.05,
+        backlog: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("batch size must be at least 1")
+        self._run = run
+        self.size = size
+        self.flush_seconds = flush_seconds
+        self._backlog = backlog
+        self._pending: list[tuple[T, Future]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="murmur-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: T) -> Future:
+        future: Future = Future()
+        with self._cond:
+            self._pending.append((item, future))
+            self._cond.notify()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                results = self._run([item for item, _ in batch])
+            except BaseException as exc:  # every waiting task must hear of it
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
+
+    def _next_batch(self) -> list[tuple[T, Future]]:
+        with self._cond:
+            while not self._pending:
+                self._cond.wait()
+        deadline = time.monotonic() + self.flush_seconds
+        while True:
+            with self._cond:
+                if len(self._pending) >= self.size or time.monotonic() >= deadline:
+                    break
+            if self._safe_backlog() == 0:
+                break  # nothing else is queued: waiting would only add latency
+            with self._cond:
+                self._cond.wait(timeout=max(0.0, min(0.005, deadline - time.monotonic())))
+        with self._cond:
+            batch, self._pending = self._pending[: self.size], self._pending[self.size :]
+        return batch
+
+    def _safe_backlog(self) -> int:
+        try:
+            return self._backlog()
+        except Exception:  # the broker hiccupped: decode what we hold rather than wait
+            log.warning("could not read the queue length; flushing the batch", exc_info=True)
+            return 0

@@ -1,0 +1,122 @@
+"""The producer's side: submit a file, follow its job, fetch the transcript.
+
+    from tasks.client import Client
+    client = Client()
+    job_id = client.submit("/data/talk.mp3", language="en")
+    client.wait(job_id)
+    print(client.result(job_id).text)
+
+Other apps need none of this: `murmur.transcribe` with JSON kwargs on the
+`murmur.cpu` queue is the contract (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery import Celery
+
+from db import queries
+from db.session import distributed_database_url, sessions
+from tasks.app import CPU_QUEUE, create_app
+from tasks.formats import Transcript
+from tasks.options import JobOptions
+from workers.errors import MurmurError
+
+
+class JobFailed(MurmurError):
+    def __init__(self, job_id: str, error: str | None) -> None:
+        super().__init__(error or "the job failed")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    status: str  # queued | running | done | failed
+    chunks_done: int
+    n_chunks: int | None
+    language: str | None
+    duration: float | None
+    error: str | None
+    prepare_seconds: float
+    detect_seconds: float
+    decode_seconds: float
+    created_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("done", "failed")
+
+    @property
+    def compute_seconds(self) -> float:
+        return self.prepare_seconds + self.detect_seconds + self.decode_seconds
+
+
+class Client:
+    def __init__(self, broker_url: str | None = None, database_url: str | None = None, app: Celery | None = None) -> None:
+        self.app = app or (create_app(broker_url) if broker_url else _default_app())
+        self.db = sessions(database_url or distributed_database_url())
+
+    def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None, **options) -> str:
+        """Queue a transcription and return its job id at once.
+
+        The job row exists (queued) before the message is sent, so `status`
+        knows the job even while no worker has picked it up yet.
+        """
+        job_options = JobOptions.from_env(**options)
+        if "://" not in source:
+            source = os.path.abspath(source)  # workers do not share our working directory
+        task_id = uuid.uuid4()
+        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority)
+        kwargs = {"source": source, **job_options.to_json(), "callback_url": callback_url, "priority": priority}
+        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE, priority=priority)
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        job = queries.get_job(self.db, job_id)
+        if job is None:
+            raise MurmurError(f"no job {job_id}")
+        return JobStatus(job.id, job.status, job.chunks_done, job.n_chunks, job.language, job.duration, job.error,
+                         job.prepare_seconds, job.detect_seconds, job.decode_seconds, job.created_at, job.finished_at)
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        poll_seconds: float = 0.02,
+    ) -> JobStatus:
+        """Block until the job ends; raises JobFailed with its reason, TimeoutError on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if on_progress and status.n_chunks is not None:
+                on_progress(status.chunks_done, status.n_chunks)
+            if status.status == "failed":
+                raise JobFailed(job_id, status.error)
+            if status.status == "done":
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {status.status} after {timeout} s")
+            time.sleep(poll_seconds)
+
+    def result(self, job_id: str) -> Transcript:
+        status = self.status(job_id)
+        if status.status == "failed":
+            raise JobFailed(job_id, status.error)
+        if status.status != "done":
+            raise MurmurError(f"job {job_id} is {status.status} ({status.chunks_done}/{status.n_chunks or '?'} chunks): no result yet")
+        return Transcript.from_rows(queries.get_job(self.db, job_id), queries.get_segments(self.db, job_id))
+
+
+def _default_app() -> Celery:
+    from tasks.app import app
+
+    return app
