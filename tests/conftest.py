@@ -59,17 +59,23 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'murmur.db'}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A fresh database on the machine's real Postgres."""
+def fresh_postgres(name: str, create: bool = True) -> str:
+    """The URL of database `name` on the machine's real Postgres, dropped first (and created again)."""
     from sqlalchemy import create_engine, text
 
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_TEST_DB} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {POSTGRES_TEST_DB}"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if create:
+            conn.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_TEST_DB
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A fresh database on the machine's real Postgres."""
+    return fresh_postgres(POSTGRES_TEST_DB)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

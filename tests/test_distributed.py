@@ -1,0 +1,359 @@
+"""The distributed pipeline for real: Redis broker and tensor store, Postgres, `murmur worker`
+subprocesses (one CPU, two GPU-queue workers on the CPU), real weights, real audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from db import queries
+from db.models import ChunkRow, SegmentRow
+from db.session import sessions, upgrade
+from tasks import runner
+from tasks.app import GPU_QUEUE
+from tasks.client import Client, JobFailed
+from tasks.options import JobOptions
+from tests.conftest import DATA, fresh_postgres, run_cli, word_error_rate, words
+from workers.errors import MurmurError
+
+BROKER_URL = os.environ.get("MURMUR_TEST_BROKER_URL", "redis://127.0.0.1:6379/9")
+BIN = Path(sys.executable).parent
+VISIBILITY_TIMEOUT = 15  # how long a killed worker's chunks wait before another worker takes them
+
+
+class Worker:
+    def __init__(self, kind: str, env: dict, log: Path, *args: str) -> None:
+        self.kind, self.log = kind, log
+        self._file = log.open("w")
+        self.proc = subprocess.Popen([str(BIN / "murmur"), "worker", kind, *args], env=env, stdout=self._file, stderr=subprocess.STDOUT)
+        self.name = f"{kind}-{self.proc.pid}@{socket.gethostname()}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float = 120, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text()[after:]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {needle!r} after {timeout} s:\n{self.text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._file.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """`murmur db upgrade` on a fresh database, then one CPU worker and two GPU-queue workers."""
+    logs = tmp_path_factory.mktemp("worker-logs")
+    inputs = tmp_path_factory.mktemp("inputs")
+    database_url = fresh_postgres("murmur_dist_test", create=False)  # `murmur db upgrade` creates it
+    redis.Redis.from_url(BROKER_URL).flushdb()
+    env = {
+        **os.environ,
+        "MURMUR_BROKER_URL": BROKER_URL,
+        "MURMUR_DATABASE_URL": database_url,
+        "MURMUR_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+        "MURMUR_ALLOWED_ROOTS": os.pathsep.join([str(DATA), str(inputs)]),
+        "MURMUR_DEVICE": "cpu",
+    }
+    upgraded = run_cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "created database" in upgraded.stdout
+    workers = [Worker("cpu", env, logs / "cpu.log"), Worker("gpu", env, logs / "gpu1.log"), Worker("gpu", env, logs / "gpu2.log")]
+    try:
+        for worker in workers:
+            worker.wait_for(" ready.")
+        os.environ["MURMUR_VISIBILITY_TIMEOUT"] = str(VISIBILITY_TIMEOUT)  # the test's own client app
+        yield type("Fleet", (), {"env": env, "workers": workers, "inputs": inputs, "database_url": database_url,
+                                 "client": Client(broker_url=BROKER_URL, database_url=database_url)})
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """Transcripts of the same files from the embedded runner, for comparison."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'murmur.db'}"
+    upgrade(url)
+    from tasks import pipeline
+
+    ctx = pipeline.Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
+    cache: dict = {}
+
+    def transcript(name: str, **options):
+        key = (name, tuple(sorted(options.items())))
+        if key not in cache:
+            cache[key] = runner.transcribe(str(DATA / name), JobOptions(**options), ctx=ctx)
+        return cache[key]
+
+    return transcript
+
+
+def _texts(transcript) -> list[str]:
+    return [s["text"] for s in transcript.segments]
+
+
+def test_submit_wait_prints_the_transcript_of_a_real_clip(fleet):
+    done = run_cli("submit", str(DATA / "jfk_inaugural_1961.flac"), "--wait", "--format", "json", env=fleet.env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["language"] == "en"
+    assert word_error_rate((DATA / "jfk_inaugural_1961.txt").read_text(), " ".join(s["text"] for s in result["segments"])) <= 0.1
+    status = run_cli("status", result["job_id"], env=fleet.env)
+    assert status.stdout.startswith(f"{result['job_id']} done 1/1 chunks language=en")
+    srt = run_cli("result", result["job_id"], "--format", "srt", env=fleet.env)
+    assert srt.returncode == 0 and srt.stdout.startswith("1\n00:00:00,")
+    job = queries.get_job(fleet.client.db, result["job_id"])
+    assert job.prepare_seconds > 0 and job.detect_seconds > 0 and job.decode_seconds > 0
+
+
+def test_long_file_equals_the_embedded_transcript(fleet, embedded):
+    client = fleet.client
+    job_id = client.submit(str(DATA / "en_5min.flac"))
+    status = client.wait(job_id, timeout=300)
+    assert status.n_chunks == status.chunks_done >= 8
+    distributed = client.result(job_id)
+    local = embedded("en_5min.flac")
+    assert distributed.language == local.language == "en"
+    assert _texts(distributed) == _texts(local)
+    assert word_error_rate((DATA / "en_5min.txt").read_text(), distributed.text) <= 0.08
+    keys = redis.Redis.from_url(BROKER_URL).keys(f"murmur:feat:{job_id}:*")
+    assert keys == []  # every tensor deleted once its chunk was stored
+
+
+CLIPS = {  # mixed lengths: 4, 5, 11, 15 and 68 seconds
+    "nst_quiet_room_4s.wav": set(),
+    "stereo_two_speakers.wav": {"behind", "curtain"},
+    "jfk_inaugural_1961.flac": {"fellow", "americans", "country"},
+    "mls_spanish_13697_11991_000000.opus": {"carlos"},
+    "librivox_grimmelshausen_simplicissimus_title.mp3": {"simplicissimus"},
+}
+
+
+def test_twenty_concurrent_jobs_finish_with_the_right_texts_on_both_gpu_workers(fleet, embedded):
+    client = fleet.client
+    names = [name for _ in range(4) for name in CLIPS]
+    for name in CLIPS:
+        embedded(name)  # the expected transcripts, before the workers get busy
+    jobs = [client.submit(str(DATA / name)) for name in names]
+    for job_id, name in zip(jobs, names):
+        client.wait(job_id, timeout=400)
+        result = client.result(job_id)
+        expected = embedded(name)
+        assert result.language == expected.language, name
+        assert word_error_rate(expected.text, result.text) <= 0.05, (name, result.text, expected.text)
+        assert CLIPS[name] <= set(words(result.text)), (name, result.text)
+        if not CLIPS[name]:
+            assert result.segments == []
+    with client.db() as s:
+        decoded_by = set(s.scalars(select(ChunkRow.worker).where(ChunkRow.job_id.in_(jobs))))
+    assert decoded_by == {w.name for w in fleet.workers if w.kind == "gpu"}  # both GPU workers took work
+    batches = [line for w in fleet.workers if w.kind == "gpu" for line in w.text().splitlines() if "decoding a batch of" in line]
+    assert any(int(line.split("from ")[1].split()[0]) > 1 for line in batches)  # chunks of several jobs in one batch
+
+
+def test_multilingual_job_reports_german_segments_in_german(fleet):
+    truth = json.loads((DATA / "en_de_codeswitch.json").read_text())["segments"]
+    job_id = fleet.client.submit(str(DATA / "en_de_codeswitch.flac"), multilingual=True)
+    fleet.client.wait(job_id, timeout=300)
+    result = fleet.client.result(job_id)
+    german = [s for s in result.segments if s["language"] == "de"]
+    assert len(german) >= 5 and len([s for s in result.segments if s["language"] == "en"]) >= 5
+    assert {"und", "die", "wir"} & set(words(" ".join(s["text"] for s in german)))
+    for segment in german:
+        middle = (segment["start"] + segment["end"]) / 2
+        assert min(truth, key=lambda t: abs((t["start"] + t["end"]) / 2 - middle))["lang"] == "de"
+
+
+def test_a_plain_celery_client_in_another_interpreter_gets_a_job_id(fleet):
+    script = f"""
+import json, sys
+from celery import Celery
+app = Celery(broker={BROKER_URL!r}, backend={BROKER_URL!r})
+result = app.send_task("murmur.transcribe", queue="murmur.cpu",
+                       kwargs={{"source": {str(DATA / 'jfk_inaugural_1961.flac')!r}, "language": "en", "word_timestamps": True}})
+job_id = result.get(timeout=60)
+print(json.dumps({{"job_id": job_id, "murmur_imported": sorted(m for m in sys.modules if m.split(".")[0] in ("tasks", "workers", "db"))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["murmur_imported"] == []
+    fleet.client.wait(reply["job_id"], timeout=120)
+    result = fleet.client.result(reply["job_id"])
+    assert "country" in words(result.text)
+    assert result.segments[0]["words"][0]["text"].strip().lower() == "and"
+
+
+def test_bad_input_fails_its_job_with_a_reason_and_nothing_else(fleet):
+    client = fleet.client
+    bogus = fleet.inputs / "notes.wav"
+    bogus.write_text("this is not audio, only text pretending to be a wav file")
+    outside = Path(__file__)  # exists, but outside MURMUR_ALLOWED_ROOTS
+    good = client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    bad = client.submit(str(bogus))
+    fenced = client.submit(str(outside))
+    missing = client.submit(str(fleet.inputs / "gone.flac"))
+    raw = client.app.send_task("murmur.transcribe", queue="murmur.cpu",
+                               kwargs={"source": str(DATA / "jfk_inaugural_1961.flac"), "beam_size": "five", "colour": "red"})
+    raw_job = raw.get(timeout=60)
+    for job_id, reason in [(bad, "not a readable audio file"), (fenced, "outside MURMUR_ALLOWED_ROOTS"),
+                           (missing, "no such file"), (raw_job, "unknown option(s): colour")]:
+        with pytest.raises(JobFailed, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            client.wait(job_id, timeout=60)
+        assert client.status(job_id).status == "failed"
+    client.wait(good, timeout=120)
+    assert "curtain" in words(client.result(good).text)
+    with pytest.raises(MurmurError, match="invalid beam size"):
+        client.submit(str(DATA / "jfk_inaugural_1961.flac"), beam_size=0)  # refused before anything is queued
+    assert all(w.proc.poll() is None for w in fleet.workers)
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_redelivered_decode_and_assemble_change_nothing(fleet):
+    server = HTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = fleet.client
+    try:
+        job_id = client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en",
+                               callback_url=f"http://127.0.0.1:{server.server_port}/hook")
+        before = client.wait(job_id, timeout=120)
+        segments = [(s.chunk_idx, s.idx, s.text) for s in queries.get_segments(client.db, job_id)]
+        ref = {"key": f"murmur:feat:{job_id}:0", "shape": [80, 3000], "dtype": "float32"}
+        decode = client.app.send_task("murmur.decode", args=(job_id, ref), queue=GPU_QUEUE)
+        assembles = [client.app.send_task("murmur.assemble", args=(job_id,), queue="murmur.cpu") for _ in range(2)]
+        gpu = [w for w in fleet.workers if w.kind == "gpu"]
+        deadline = time.monotonic() + 60
+        while not any(f"murmur.decode[{decode.id}] succeeded" in w.text() for w in gpu):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        cpu = next(w for w in fleet.workers if w.kind == "cpu")
+        for message in assembles:
+            cpu.wait_for(f"murmur.assemble[{message.id}] succeeded", timeout=60)
+        after = client.status(job_id)
+        assert after.status == "done" and after.finished_at == before.finished_at and after.chunks_done == 1
+        assert [(s.chunk_idx, s.idx, s.text) for s in queries.get_segments(client.db, job_id)] == segments
+        hooks = [h for h in _Hooks.received if h["job_id"] == job_id]
+        assert len(hooks) == 1 and hooks[0]["status"] == "done"  # assembled exactly once
+    finally:
+        server.shutdown()
+
+
+def test_a_tensor_lost_from_redis_is_recomputed(fleet):
+    client = fleet.client
+    gpu = [w.name for w in fleet.workers if w.kind == "gpu"]
+    replies = client.app.control.cancel_consumer(GPU_QUEUE, destination=gpu, reply=True, timeout=5)
+    assert len(replies) == 2
+    try:
+        job_id = client.submit(str(DATA / "mls_spanish_13697_11991_000000.opus"), language="es")
+        deadline = time.monotonic() + 60
+        while client.status(job_id).n_chunks is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        store = redis.Redis.from_url(BROKER_URL)
+        keys = store.keys(f"murmur:feat:{job_id}:*")
+        assert keys and 0 < store.ttl(keys[0]) <= 6 * 3600
+        store.delete(*keys)  # as if evicted, or Redis restarted
+    finally:
+        client.app.control.add_consumer(GPU_QUEUE, destination=gpu, reply=True, timeout=5)
+    client.wait(job_id, timeout=120)
+    assert "carlos" in words(client.result(job_id).text)
+    assert any("missing from the store, recomputing" in w.text() for w in fleet.workers if w.kind == "gpu")
+
+
+def test_flower_lists_the_workers_and_a_finished_task(fleet):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**fleet.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    flower = subprocess.Popen([str(BIN / "celery"), "-A", "tasks.app", "flower", f"--port={port}", "--address=127.0.0.1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/workers", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "flower did not start"
+                time.sleep(0.5)
+        job_id = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+        fleet.client.wait(job_id, timeout=120)
+        deadline = time.monotonic() + 30
+        while True:
+            workers = json.loads(urllib.request.urlopen(f"{api}/workers?refresh=1", timeout=20).read())
+            tasks = json.loads(urllib.request.urlopen(f"{api}/tasks", timeout=5).read())
+            finished = [t for t in tasks.values() if t.get("name") == "murmur.assemble" and t.get("state") == "SUCCESS"
+                        and job_id in (t.get("args") or "")]
+            if {w.name for w in fleet.workers} <= set(workers) and finished:
+                break
+            assert time.monotonic() < deadline, (sorted(workers), len(tasks))
+            time.sleep(0.5)
+    finally:
+        flower.terminate()
+        flower.wait(20)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(fleet, embedded):
+    """SIGKILL a GPU worker while it decodes: its unacknowledged chunks go to the other worker."""
+    client = fleet.client
+    gpu = [w for w in fleet.workers if w.kind == "gpu"]
+    offsets = [len(w.text()) for w in gpu]
+    job_id = client.submit(str(DATA / "en_5min.flac"), language="en")
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None:
+        for worker, offset in zip(gpu, offsets):
+            if "decoding a batch of" in worker.text()[offset:]:
+                victim = worker
+                break
+        assert time.monotonic() < deadline, "no batch started"
+        time.sleep(0.02)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    status = client.wait(job_id, timeout=300)
+    assert status.chunks_done == status.n_chunks
+    with client.db() as s:
+        rows = s.execute(select(SegmentRow.chunk_idx, SegmentRow.idx).where(SegmentRow.job_id == job_id)).all()
+        workers = set(s.scalars(select(ChunkRow.worker).where(ChunkRow.job_id == job_id)))
+        n_rows = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.job_id == job_id))
+    assert len(set(rows)) == len(rows) == n_rows  # no duplicate segment
+    survivor = next(w for w in gpu if w is not victim)
+    assert workers == {survivor.name}  # the victim died before storing anything; its chunks went to the survivor
+    assert _texts(client.result(job_id)) == _texts(embedded("en_5min.flac", language="en"))
