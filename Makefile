@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench bench-distributed clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_embedded.py
+
+# needs the machine's Redis and Postgres, and ../shared/audio
+bench-distributed: setup
+	$(PY) bench/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

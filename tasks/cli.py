@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--compute-type", help="gpu worker: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
     worker.add_argument("--threads", type=int, default=1, help="CPU threads for the model (gpu) or for torch (cpu); default 1")
     worker.add_argument("--batch-size", type=int, help="gpu worker: chunks per batch, from any jobs (default $MURMUR_BATCH_SIZE or 8)")
-    worker.add_argument("--concurrency", type=int, default=0, help="Celery threads (default: 2 on cpu, 2 x batch size on gpu)")
+    worker.add_argument("--concurrency", type=int, default=0, help="Celery threads (default: 2 on cpu, the batch size on gpu)")
     worker.add_argument("--loglevel", default="INFO")
 
     database = commands.add_parser("db", help="database administration")

@@ -141,12 +141,12 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     started = time.perf_counter()
     jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
     groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
+    stale: list[TensorRef] = []
     for job_id, ref in items:
         job = jobs[job_id]
-        if job is None or job.status != "running":
-            continue
-        row = next(iter(queries.get_chunks(ctx.db, job_id, [_chunk_idx(ref)])), None)
-        if row is None or row.status == "decoded":
+        row = next(iter(queries.get_chunks(ctx.db, job_id, [_chunk_idx(ref)])), None) if job else None
+        if job is None or job.status != "running" or row is None or row.status == "decoded":
+            stale.append(ref)  # the job ended, or this chunk is stored already
             continue
         options = JobOptions.from_json(job.options)
         key = (options.model, options.decode_options(job.language, job.spoken_languages))
@@ -164,6 +164,7 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
             queries.replace_segments(ctx.db, job_id, chunk.idx, [_segment_row(s) for s in segments], language, ctx.worker)
             counts[job_id] = counts.get(job_id, 0) + 1
         ctx.store.delete([ref for _, ref, _, _ in group])
+    ctx.store.delete(stale)
     elapsed = time.perf_counter() - started
     total = sum(counts.values())
     for job_id, n in counts.items():
