@@ -10,7 +10,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from workers.errors import MurmurError
+from tasks.config import env_seconds
 
 CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
 GPU_QUEUE = "murmur.gpu"  # detect_language, decode
@@ -27,10 +27,7 @@ def broker_url() -> str:
 
 
 def visibility_timeout() -> int:
-    value = os.environ.get("MURMUR_VISIBILITY_TIMEOUT", str(DEFAULT_VISIBILITY_TIMEOUT))
-    if not value.isdigit() or int(value) < 1:
-        raise MurmurError(f"MURMUR_VISIBILITY_TIMEOUT must be a whole number of seconds, not {value!r}")
-    return int(value)
+    return env_seconds("MURMUR_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
 
 
 def create_app(broker: str | None = None) -> Celery:

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import queries
-from db.models import utcnow
+from db.models import ChunkRow, utcnow
 from tasks.formats import Transcript
 from tasks.options import JobOptions
 from tasks.store import LocalTensorStore, TensorRef, TensorStore
@@ -140,11 +140,12 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     """
     started = time.perf_counter()
     jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
+    rows = {key: row for job_id in jobs for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
     groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
     stale: list[TensorRef] = []
     for job_id, ref in items:
         job = jobs[job_id]
-        row = next(iter(queries.get_chunks(ctx.db, job_id, [_chunk_idx(ref)])), None) if job else None
+        row = rows.get((job_id, _chunk_idx(ref)))
         if job is None or job.status != "running" or row is None or row.status == "decoded":
             stale.append(ref)  # the job ended, or this chunk is stored already
             continue
@@ -184,8 +185,9 @@ def transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
 
 def _load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:
     """Features of the chunks, from the store or recomputed; detection needs them all."""
-    rows = {(j, r.key): next(iter(queries.get_chunks(ctx.db, j, [_chunk_idx(r)]))) for j, r in items}
-    group = [(j, r, Chunk.from_json({"idx": rows[j, r.key].idx, "spans": rows[j, r.key].spans})) for j, r in items]
+    rows = {key: row for job_id in dict.fromkeys(j for j, _ in items)
+            for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
+    group = [(j, r, Chunk.from_json({"idx": rows[j, _chunk_idx(r)].idx, "spans": rows[j, _chunk_idx(r)].spans})) for j, r in items]
     loaded = _with_features(ctx, group)
     if len(loaded) != len(group):
         raise MurmurError("the job's features could not be recomputed")
@@ -220,6 +222,11 @@ def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
     with local_file(job.source) as path:
         audio = decode_audio(path)
     return log_mel([chunk_audio(audio, c) for c in chunks], ctx.n_mels(JobOptions.from_json(job.options).model))
+
+
+def _chunk_rows(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> dict[tuple[str, int], ChunkRow]:
+    """The job's chunk rows for these tensors, in one query, keyed by (job, chunk index)."""
+    return {(job_id, row.idx): row for row in queries.get_chunks(ctx.db, job_id, [_chunk_idx(r) for r in refs])}
 
 
 def _chunk_idx(ref: TensorRef) -> int:

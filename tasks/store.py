@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from tasks.config import env_seconds
+
 DEFAULT_TTL_SECONDS = 6 * 3600  # long enough for a deep queue; a lost tensor is recomputed anyway
 
 
@@ -99,9 +101,4 @@ def tensor_url() -> str:
 
 
 def tensor_ttl() -> int:
-    value = os.environ.get("MURMUR_TENSOR_TTL", str(DEFAULT_TTL_SECONDS))
-    if not value.isdigit() or int(value) < 1:
-        from workers.errors import MurmurError
-
-        raise MurmurError(f"MURMUR_TENSOR_TTL must be a whole number of seconds, not {value!r}")
-    return int(value)
+    return env_seconds("MURMUR_TENSOR_TTL", DEFAULT_TTL_SECONDS)
