@@ -1,13 +1,42 @@
-"""Tables. A segment is unique on (job_id, chunk_idx, idx): a chunk's segments are
-replaced as a whole, so decoding a chunk twice never duplicates text."""
+"""Tables: jobs, chunks, and segments stored as `Segment` objects themselves.
+
+A segment is unique on (job_id, chunk_idx, idx): a chunk's segments are
+replaced as a whole, so decoding a chunk twice never duplicates text. The
+`segments` columns are derived from the fields of `workers.transcript.Segment`,
+so a segment's fields are written down once; the migrations are the history of
+the schema, and a test checks that they arrive at exactly these tables.
+"""
 
 from __future__ import annotations
 
+import types
 import uuid
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Union, get_args, get_origin, get_type_hints
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Integer, String, Table, Text, TypeDecorator,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from murmur.workers.options import JobOptions
+from murmur.workers.transcript import Segment, Word
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+ENDED = (JobState.done, JobState.failed)
+
+
+class ChunkState(StrEnum):
+    pending = "pending"
+    decoded = "decoded"
 
 
 def utcnow() -> datetime:
@@ -18,6 +47,11 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def _state(enum: type[StrEnum]) -> Enum:
+    """A state column: VARCHAR in the database, the enum in Python."""
+    return Enum(enum, native_enum=False, create_constraint=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -26,9 +60,9 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # queued|running|done|failed
+    status: Mapped[JobState] = mapped_column(_state(JobState), default=JobState.queued, index=True)
     source: Mapped[str] = mapped_column(Text)
-    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)  # JobOptions.to_json(); raw kwargs on a job failed for them
     language: Mapped[str | None] = mapped_column(String(16))
     language_probability: Mapped[float | None] = mapped_column(Float)
     spoken_languages: Mapped[list | None] = mapped_column(JSON)  # multilingual mode: the file's languages
@@ -45,6 +79,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    def job_options(self) -> JobOptions:
+        return JobOptions.from_json(self.options)
+
 
 class ChunkRow(Base):
     __tablename__ = "chunks"
@@ -53,25 +90,51 @@ class ChunkRow(Base):
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
-    spans: Mapped[list] = mapped_column(JSON)
+    spans: Mapped[list] = mapped_column(JSON)  # the chunk's source spans, as workers.cpu.chunking.Chunk has them
     language: Mapped[str | None] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|decoded
+    status: Mapped[ChunkState] = mapped_column(_state(ChunkState), default=ChunkState.pending)
     worker: Mapped[str | None] = mapped_column(String(255))  # the worker whose decode was stored
 
 
-class SegmentRow(Base):
-    __tablename__ = "segments"
-    __table_args__ = (UniqueConstraint("job_id", "chunk_idx", "idx", name="uq_segment_position"),)
+class _Words(TypeDecorator):
+    """A segment's words as a JSON list of objects."""
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    chunk_idx: Mapped[int] = mapped_column(Integer)
-    idx: Mapped[int] = mapped_column(Integer)
-    start: Mapped[float] = mapped_column(Float)
-    end: Mapped[float] = mapped_column(Float)
-    text: Mapped[str] = mapped_column(Text)
-    language: Mapped[str | None] = mapped_column(String(16))
-    avg_logprob: Mapped[float] = mapped_column(Float)
-    no_speech_prob: Mapped[float] = mapped_column(Float)
-    compression_ratio: Mapped[float] = mapped_column(Float)
-    words: Mapped[list | None] = mapped_column(JSON)
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: list[Word] | None, dialect) -> list[dict] | None:
+        return None if value is None else [asdict(w) for w in value]
+
+    def process_result_value(self, value: list[dict] | None, dialect) -> list[Word] | None:
+        return None if value is None else [Word(**w) for w in value]
+
+
+_SQL_TYPES = {int: Integer, float: Float, list: _Words}
+
+
+def _columns(record: type) -> list[Column]:
+    """One column per dataclass field; `X | None` is nullable, a str with `max_length` a VARCHAR."""
+    hints = get_type_hints(record)
+    columns = []
+    for f in fields(record):
+        hint = hints[f.name]
+        nullable = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+        base = next(a for a in get_args(hint) if a is not type(None)) if nullable else hint
+        base = get_origin(base) or base
+        if base is str:
+            sql_type = String(f.metadata["max_length"]) if "max_length" in f.metadata else Text()
+        else:
+            sql_type = _SQL_TYPES[base]()
+        columns.append(Column(f.name, sql_type, nullable=nullable))
+    return columns
+
+
+segments = Table(
+    "segments",
+    Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    *_columns(Segment),
+    UniqueConstraint("job_id", "chunk_idx", "idx", name="uq_segment_position"),
+)
+Base.registry.map_imperatively(Segment, segments)

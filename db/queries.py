@@ -1,14 +1,15 @@
-"""The reads and writes the pipeline makes, each in its own short transaction."""
+"""The reads and writes the stages make, each in its own short transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ChunkRow, Job, SegmentRow, utcnow
+from murmur.db.models import ENDED, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.workers.transcript import Segment, Transcript
 
 
 def create_job(
@@ -24,7 +25,7 @@ def create_job(
         return job_id
     try:
         with db.begin() as s:
-            job = Job(id=job_id, source=source, options=options, status="queued", chunks_done=0,
+            job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
                       prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
                       callback_url=callback_url, priority=priority)
             s.add(job)
@@ -61,8 +62,8 @@ def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> bool:
     """Mark a job failed unless it has already ended; True if this call ended it."""
     with db.begin() as s:
         result = s.execute(
-            update(Job).where(Job.id == job_id, Job.status.not_in(("done", "failed")))
-            .values(status="failed", error=error, finished_at=utcnow())
+            update(Job).where(Job.id == job_id, Job.status.not_in(ENDED))
+            .values(status=JobState.failed, error=error, finished_at=utcnow())
         )
         return result.rowcount == 1
 
@@ -70,7 +71,7 @@ def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> bool:
 def is_complete(db: sessionmaker[Session], job_id: str) -> bool:
     """Every chunk decoded and the job not yet ended: time to assemble."""
     job = get_job(db, job_id)
-    return job is not None and job.status == "running" and job.n_chunks is not None and job.chunks_done >= job.n_chunks
+    return job is not None and job.status == JobState.running and job.n_chunks is not None and job.chunks_done >= job.n_chunks
 
 
 def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
@@ -81,17 +82,18 @@ def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
     with db.begin() as s:
         result = s.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.n_chunks.is_not(None), Job.chunks_done >= Job.n_chunks)
-            .values(status="done", finished_at=utcnow())
+            .where(Job.id == job_id, Job.status == JobState.running, Job.n_chunks.is_not(None), Job.chunks_done >= Job.n_chunks)
+            .values(status=JobState.done, finished_at=utcnow())
         )
         return result.rowcount == 1
 
 
-def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Iterable[dict], duration: float) -> int:
-    """Record the plan of chunks; replaces an earlier plan of the same job."""
-    rows = [ChunkRow(job_id=job_id, idx=c["idx"], start=c["spans"][0][0], end=c["spans"][-1][1], spans=c["spans"], status="pending") for c in chunks]
+def save_chunks(db: sessionmaker[Session], job_id: str, plan: Sequence[tuple[int, Sequence[tuple[float, float]]]], duration: float) -> int:
+    """Record the plan of chunks, each (index, source spans); replaces an earlier plan of the same job."""
+    rows = [ChunkRow(job_id=job_id, idx=idx, start=spans[0][0], end=spans[-1][1], spans=[list(s) for s in spans],
+                     status=ChunkState.pending) for idx, spans in plan]
     with db.begin() as s:
-        s.execute(delete(SegmentRow).where(SegmentRow.job_id == job_id))
+        s.execute(delete(Segment).where(Segment.job_id == job_id))
         s.execute(delete(ChunkRow).where(ChunkRow.job_id == job_id))
         s.add_all(rows)
         s.execute(update(Job).where(Job.id == job_id).values(n_chunks=len(rows), chunks_done=0, duration=duration))
@@ -107,23 +109,32 @@ def get_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int] | 
 
 
 def replace_segments(
-    db: sessionmaker[Session], job_id: str, chunk_idx: int, segments: Sequence[dict], language: str | None, worker: str | None = None
+    db: sessionmaker[Session], job_id: str, chunk_idx: int, segments: Sequence[Segment], language: str | None, worker: str | None = None
 ) -> None:
     """One transaction: the chunk's old segments out, the new ones in, progress counted once."""
+    if any(segment.chunk_idx != chunk_idx for segment in segments):
+        raise ValueError(f"segments of another chunk handed to chunk {chunk_idx}")
     with db.begin() as s:
         chunk = s.get(ChunkRow, (job_id, chunk_idx), with_for_update=True)
         if chunk is None:
             return  # the job was re-planned or deleted meanwhile
-        s.execute(delete(SegmentRow).where(SegmentRow.job_id == job_id, SegmentRow.chunk_idx == chunk_idx))
-        s.add_all(SegmentRow(job_id=job_id, chunk_idx=chunk_idx, **seg) for seg in segments)
-        if chunk.status != "decoded":
-            chunk.status = "decoded"
+        s.execute(delete(Segment).where(Segment.job_id == job_id, Segment.chunk_idx == chunk_idx))
+        for segment in segments:
+            segment.job_id = job_id
+            s.add(segment)
+        if chunk.status != ChunkState.decoded:
+            chunk.status = ChunkState.decoded
             s.execute(update(Job).where(Job.id == job_id).values(chunks_done=Job.chunks_done + 1))
         chunk.language = language
         chunk.worker = worker
 
 
-def get_segments(db: sessionmaker[Session], job_id: str) -> list[SegmentRow]:
+def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
     with db() as s:
-        query = select(SegmentRow).where(SegmentRow.job_id == job_id).order_by(SegmentRow.chunk_idx, SegmentRow.idx)
+        query = select(Segment).where(Segment.job_id == job_id).order_by(Segment.chunk_idx, Segment.idx)
         return list(s.scalars(query))
+
+
+def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
+    job = get_job(db, job_id)
+    return Transcript(job.id, job.language, job.language_probability, job.duration, get_segments(db, job_id))

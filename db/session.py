@@ -1,47 +1,27 @@
-"""Engine and sessions from MURMUR_DATABASE_URL, schema from Alembic."""
+"""Engines and sessions for a database URL; the schema from Alembic.
+
+Alembic is imported only by the functions that migrate or check the schema,
+so a producer that merely reads a job's status does not load it.
+"""
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError
-
-from workers.errors import MurmurError
 from sqlalchemy.orm import Session, sessionmaker
+
+from murmur.workers.errors import MurmurError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def default_url() -> str:
-    """SQLite in the user's data directory: the embedded runner needs no server."""
-    home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "murmur"
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'murmur.db'}"
-
-
-# Workers and producers share one store of record; without MURMUR_DATABASE_URL they meet here.
-DEFAULT_DISTRIBUTED_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/murmur"
-
-
-def database_url() -> str:
-    """The embedded runner's database: MURMUR_DATABASE_URL, else a local SQLite file."""
-    return os.environ.get("MURMUR_DATABASE_URL") or default_url()
-
-
-def distributed_database_url() -> str:
-    """The workers' and producers' database: MURMUR_DATABASE_URL, else the local Postgres."""
-    return os.environ.get("MURMUR_DATABASE_URL") or DEFAULT_DISTRIBUTED_URL
-
-
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -57,20 +37,24 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def sessions(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url or database_url()), expire_on_commit=False)
+def sessions(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
-def _alembic_config(url: str) -> Config:
+def _alembic_config(url: str):
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine_for(url)
     return config
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations; safe to run on every start."""
-    command.upgrade(_alembic_config(url or database_url()), revision)
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
 
 
 def create_database(url: str) -> bool:
@@ -91,6 +75,9 @@ def create_database(url: str) -> bool:
 
 def check_schema(url: str) -> None:
     """Fail fast, with the fix, when a worker starts against an unmigrated database."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
     try:
         with engine_for(url).connect() as conn:

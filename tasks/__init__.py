@@ -1,1 +1,1 @@
-"""The edge: runners (embedded now, Celery later), tensor store, output formats, CLI."""
+"""The edge: the Celery app and task chain, both runners, the tensor store, producers and the CLI."""

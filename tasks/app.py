@@ -1,39 +1,25 @@
-"""The Celery app: queues, routing and the delivery settings the work tasks rely on.
+"""The Celery app: queues, routing and the delivery settings the task chain relies on.
 
 Importing this module needs no Redis; the connection opens on first use.
 """
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 from kombu import Queue
 
-from tasks.config import env_seconds
+from murmur.settings import get_settings
 
 CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
 GPU_QUEUE = "murmur.gpu"  # detect_language, decode
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
-# A message is handed to another worker when it stays unacknowledged this long.
-# It must outlast the wait of a prefetched chunk behind a batch or two (seconds
-# on a GPU, tens of seconds on a CPU); it is also how long the chunks of a worker
-# killed mid-batch wait before another worker takes them.
-DEFAULT_VISIBILITY_TIMEOUT = 900
-
-
-def broker_url() -> str:
-    return os.environ.get("MURMUR_BROKER_URL") or DEFAULT_BROKER_URL
-
-
-def visibility_timeout() -> int:
-    return env_seconds("MURMUR_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
 
 
 def create_app(broker: str | None = None) -> Celery:
-    timeout = visibility_timeout()
-    broker = broker or broker_url()
-    app = Celery("murmur", broker=broker, backend=os.environ.get("MURMUR_RESULT_URL") or broker, include=["tasks.work"])
+    """The app for `broker` (default MURMUR_BROKER_URL); the task chain is loaded by workers only."""
+    settings = get_settings()
+    timeout = settings.visibility_timeout
+    broker = broker or settings.broker_url
+    app = Celery("murmur", broker=broker, backend=settings.result_url or broker, include=["murmur.tasks.chain"])
     app.conf.update(
         # JSON only: any client in any language can enqueue, and pickle is never accepted
         task_serializer="json",

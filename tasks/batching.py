@@ -1,8 +1,10 @@
-"""Batches from items handed in by many threads: what lets one GPU decode many jobs at once.
+"""Batching: a job's chunks split into balanced batches, and chunks of many jobs gathered into one.
 
-Each Celery thread of a GPU worker submits its chunk and waits on the future;
-one thread takes up to `size` items, waiting at most `flush_seconds` for more
-and only while the broker still holds work (`backlog`), and runs them together.
+`plan_batches` is the embedded runner's: one job, several decoders side by side.
+`Batcher` is a GPU worker's: each Celery thread submits its chunk and waits on
+the future; one thread takes up to `size` items, waiting at most
+`flush_seconds` for more and only while the broker still holds work
+(`backlog`), and runs them together.
 """
 
 from __future__ import annotations
@@ -19,7 +21,27 @@ R = TypeVar("R")
 log = logging.getLogger("murmur")
 
 
+def plan_batches(n_chunks: int, batch_size: int, decoders: int) -> list[slice]:
+    """Split a job's chunks into batches of at most `batch_size`, balanced over `decoders`.
+
+    Nine chunks with batch size 8 and two decoders become 5 + 4, not 8 + 1:
+    both decoders stay busy and neither waits on a lone straggler batch.
+    """
+    if n_chunks == 0:
+        return []
+    count = -(-n_chunks // batch_size)
+    if decoders > 1:
+        count = min(n_chunks, -(-max(count, decoders) // decoders) * decoders)
+    size, extra = divmod(n_chunks, count)
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 class Batcher(Generic[T, R]):
+    """Items from many threads, run `size` at a time by one thread of its own."""
+
     def __init__(
         self,
         run: Callable[[list[T]], Sequence[R]],

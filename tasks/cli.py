@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import fields
+from typing import get_type_hints
 
-from tasks.formats import FORMATS, render
-from tasks.options import OUTPUT_LANGUAGES, TASKS, JobOptions
-from workers.errors import MurmurError
+from murmur.tasks.formats import FORMATS, render
+from murmur.workers.errors import MurmurError
+from murmur.workers.options import JobOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,27 +27,25 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _add_job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="bundled name (base, tiny.en), CTranslate2 directory or Hugging Face id; default $MURMUR_MODEL or base")
-    parser.add_argument("--language", help="language code (e.g. en); default: detected over the whole file")
-    parser.add_argument("--multilingual", action="store_true", help="detect the language of each chunk (code-switched audio)")
-    parser.add_argument("--output-language", choices=OUTPUT_LANGUAGES, default="hybrid", help="with --multilingual: keep each language (hybrid) or translate to English (en)")
-    parser.add_argument("--task", choices=TASKS, default="transcribe")
-    parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--word-timestamps", action="store_true", help="include per-word times in json output")
+def _add_job_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per job option that `command` takes, from JobOptions' own definition."""
+    hints = get_type_hints(JobOptions)
+    for f in fields(JobOptions):
+        if command not in f.metadata["commands"]:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        choices = f.metadata["choices"]
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
+        elif choices is not None:
+            parser.add_argument(flag, choices=[c.value for c in choices], help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=int if hints[f.name] is int else str, help=f.metadata["help"])
 
 
 def _job_options(args: argparse.Namespace) -> dict:
-    return {
-        "model": args.model,
-        "language": args.language,
-        "task": args.task,
-        "multilingual": args.multilingual,
-        "output_language": args.output_language,
-        "batch_size": getattr(args, "batch_size", None),
-        "beam_size": args.beam_size,
-        "word_timestamps": args.word_timestamps,
-    }
+    """The job options given on the command line; those not given are left to the settings and defaults."""
+    return {f.name: getattr(args, f.name) for f in fields(JobOptions) if getattr(args, f.name, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,16 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("transcribe", help="transcribe a file in this process (no Redis, no Postgres)")
     run.add_argument("file")
-    _add_job_options(run)
-    run.add_argument("--batch-size", type=int, help="chunks decoded together (default $MURMUR_BATCH_SIZE or 8)")
+    _add_job_options(run, "transcribe")
     run.add_argument("--format", choices=FORMATS, default="txt")
-    run.add_argument("--device", default=os.environ.get("MURMUR_DEVICE", "auto"), help="auto, cpu or cuda")
-    run.add_argument("--compute-type", default=os.environ.get("MURMUR_COMPUTE_TYPE", "auto"), help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type")
+    run.add_argument("--device", help="auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
+    run.add_argument("--compute-type", help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all (0: every core); on CPU each thread decodes its own batch")
 
     submit = commands.add_parser("submit", help="queue a file (path or s3:// URI) for the workers; prints the job id")
     submit.add_argument("source")
-    _add_job_options(submit)
+    _add_job_options(submit, "submit")
     submit.add_argument("--callback-url", help="POSTed a JSON summary once when the job ends")
     submit.add_argument("--priority", type=int, help="0 (default, most urgent) to 9")
     submit.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar, and print its transcript")
@@ -105,20 +104,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from db.session import sessions, upgrade
-    from tasks import pipeline, runner
+    from murmur.settings import get_settings
 
-    options = JobOptions.from_env(**_job_options(args))
-    upgrade()
-    ctx = pipeline.Context(db=sessions(), device=args.device, compute_type=args.compute_type, threads=args.threads)
+    options = get_settings().job_options(**_job_options(args))  # a bad option fails before torch loads
+    from murmur.tasks.embedded import transcribe
+
     with _progress() as on_progress:
-        transcript = runner.transcribe(os.path.abspath(args.file), options, ctx=ctx, on_progress=on_progress)
+        transcript = transcribe(args.file, device=args.device, compute_type=args.compute_type, threads=args.threads,
+                                on_progress=on_progress, **options.to_json())
     print(render(transcript, args.format))
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from tasks.client import Client
+    from murmur.tasks.client import Client
 
     client = Client()
     job_id = client.submit(args.source, callback_url=args.callback_url, priority=args.priority, **_job_options(args))
@@ -132,7 +131,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from tasks.client import Client
+    from murmur.tasks.client import Client
 
     status = Client().status(args.job)
     if args.json:
@@ -148,29 +147,31 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _result(args: argparse.Namespace) -> int:
-    from tasks.client import Client
+    from murmur.tasks.client import Client
 
     print(render(Client().result(args.job), args.format))
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from tasks import worker
+    from murmur.settings import get_settings
+    from murmur.tasks import worker
 
-    settings = worker.WorkerSettings.from_env(
-        kind=args.kind, device=args.device, compute_type=args.compute_type, threads=args.threads,
+    config = worker.WorkerConfig.from_settings(
+        get_settings(), kind=args.kind, device=args.device, compute_type=args.compute_type, threads=args.threads,
         batch_size=args.batch_size, concurrency=args.concurrency,
     )
-    worker.run(settings, args.loglevel)
+    worker.run(config, args.loglevel)
     return 0
 
 
 def _db(args: argparse.Namespace) -> int:
     from sqlalchemy import make_url
 
-    from db.session import create_database, distributed_database_url, upgrade
+    from murmur.db.session import create_database, upgrade
+    from murmur.settings import get_settings
 
-    url = distributed_database_url()
+    url = get_settings().fleet_database_url
     shown = make_url(url).render_as_string(hide_password=True)
     if create_database(url):
         print(f"created database {shown}")

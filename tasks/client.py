@@ -1,13 +1,14 @@
 """The producer's side: submit a file, follow its job, fetch the transcript.
 
-    from tasks.client import Client
+    from murmur.tasks.client import Client
     client = Client()
     job_id = client.submit("/data/talk.mp3", language="en")
     client.wait(job_id)
     print(client.result(job_id).text)
 
 Other apps need none of this: `murmur.transcribe` with JSON kwargs on the
-`murmur.cpu` queue is the contract (see README).
+`murmur.cpu` queue is the contract (see README). Importing this module loads
+Celery and SQLAlchemy, never torch, CTranslate2 or the VAD.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from datetime import datetime
 
 from celery import Celery
 
-from db import queries
-from db.session import distributed_database_url, sessions
-from tasks.app import CPU_QUEUE, create_app
-from tasks.formats import Transcript
-from tasks.options import JobOptions
-from workers.errors import MurmurError
+from murmur.db import queries
+from murmur.db.models import JobState
+from murmur.db.session import sessions
+from murmur.settings import get_settings
+from murmur.tasks.app import CPU_QUEUE, create_app
+from murmur.workers.errors import MurmurError
+from murmur.workers.transcript import Transcript
 
 
 class JobFailed(MurmurError):
+    """The job ended failed; the message is its reason."""
+
     def __init__(self, job_id: str, error: str | None) -> None:
         super().__init__(error or "the job failed")
         self.job_id = job_id
@@ -37,8 +41,10 @@ class JobFailed(MurmurError):
 
 @dataclass(frozen=True)
 class JobStatus:
+    """A job's state and progress as a producer sees it."""
+
     job_id: str
-    status: str  # queued | running | done | failed
+    status: JobState
     chunks_done: int
     n_chunks: int | None
     language: str | None
@@ -51,10 +57,6 @@ class JobStatus:
     finished_at: datetime | None
 
     @property
-    def ended(self) -> bool:
-        return self.status in ("done", "failed")
-
-    @property
     def compute_seconds(self) -> float:
         return self.prepare_seconds + self.detect_seconds + self.decode_seconds
 
@@ -62,7 +64,7 @@ class JobStatus:
 class Client:
     def __init__(self, broker_url: str | None = None, database_url: str | None = None, app: Celery | None = None) -> None:
         self.app = app or (create_app(broker_url) if broker_url else _default_app())
-        self.db = sessions(database_url or distributed_database_url())
+        self.db = sessions(database_url or get_settings().fleet_database_url)
 
     def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None, **options) -> str:
         """Queue a transcription and return its job id at once.
@@ -70,7 +72,7 @@ class Client:
         The job row exists (queued) before the message is sent, so `status`
         knows the job even while no worker has picked it up yet.
         """
-        job_options = JobOptions.from_env(**options)
+        job_options = get_settings().job_options(**options)
         if "://" not in source:
             source = os.path.abspath(source)  # workers do not share our working directory
         task_id = uuid.uuid4()
@@ -99,9 +101,9 @@ class Client:
             status = self.status(job_id)
             if on_progress and status.n_chunks is not None:
                 on_progress(status.chunks_done, status.n_chunks)
-            if status.status == "failed":
+            if status.status == JobState.failed:
                 raise JobFailed(job_id, status.error)
-            if status.status == "done":
+            if status.status == JobState.done:
                 return status
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {status.status} after {timeout} s")
@@ -109,14 +111,14 @@ class Client:
 
     def result(self, job_id: str) -> Transcript:
         status = self.status(job_id)
-        if status.status == "failed":
+        if status.status == JobState.failed:
             raise JobFailed(job_id, status.error)
-        if status.status != "done":
+        if status.status != JobState.done:
             raise MurmurError(f"job {job_id} is {status.status} ({status.chunks_done}/{status.n_chunks or '?'} chunks): no result yet")
-        return Transcript.from_rows(queries.get_job(self.db, job_id), queries.get_segments(self.db, job_id))
+        return queries.get_transcript(self.db, job_id)
 
 
 def _default_app() -> Celery:
-    from tasks.app import app
+    from murmur.tasks.app import app
 
     return app

@@ -1,30 +1,31 @@
 """Tensor store: chunk features between prepare and decode (a claim check).
 
-Messages carry only the key, shape and dtype; the array lives here. The local
-store is the embedded runner's in-process twin of the Redis one. Either may
-lose an array (eviction, a restarted Redis): `get` then answers None and the
-caller recomputes the chunk from its source.
+Messages carry only the key, shape and dtype; the array lives in a store. The
+local store here is the embedded runner's in-process twin of the Redis one
+(`tasks.redis_backend`). An array can go missing from Redis (eviction, a
+restart, its TTL): `get` then answers None and the caller recomputes the chunk
+from its source. The local store keeps what it is given until it is deleted.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from tasks.config import env_seconds
-
-DEFAULT_TTL_SECONDS = 6 * 3600  # long enough for a deep queue; a lost tensor is recomputed anyway
-
 
 @dataclass(frozen=True)
 class TensorRef:
+    """What a message carries instead of the array."""
+
     key: str
     shape: tuple[int, ...]
     dtype: str
+
+    @property
+    def chunk_idx(self) -> int:
+        return int(self.key.rsplit(":", 1)[1])
 
     def to_json(self) -> dict:
         return {"key": self.key, "shape": list(self.shape), "dtype": self.dtype}
@@ -39,6 +40,8 @@ def feature_key(job_id: str, chunk_idx: int) -> str:
 
 
 class TensorStore(Protocol):
+    """Where features wait between prepare and decode."""
+
     def put(self, job_id: str, chunk_idx: int, array: np.ndarray) -> TensorRef: ...
 
     def get(self, ref: TensorRef) -> np.ndarray | None: ...
@@ -64,41 +67,3 @@ class LocalTensorStore:
     def delete(self, refs: list[TensorRef]) -> None:
         for ref in refs:
             self._arrays.pop(ref.key, None)
-
-
-class RedisTensorStore:
-    """Raw array bytes under the feature key, with a TTL so an abandoned job cannot fill Redis."""
-
-    def __init__(self, url: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(url)
-        self.ttl_seconds = ttl_seconds
-
-    def put(self, job_id: str, chunk_idx: int, array: np.ndarray) -> TensorRef:
-        key = feature_key(job_id, chunk_idx)
-        array = np.ascontiguousarray(array)
-        self._redis.set(key, array.tobytes(), ex=self.ttl_seconds)
-        return TensorRef(key, tuple(array.shape), str(array.dtype))
-
-    def get(self, ref: TensorRef) -> np.ndarray | None:
-        data = self._redis.get(ref.key)
-        dtype = np.dtype(ref.dtype)
-        if data is None or len(data) != math.prod(ref.shape) * dtype.itemsize:
-            return None
-        return np.frombuffer(data, dtype=dtype).reshape(ref.shape)
-
-    def delete(self, refs: list[TensorRef]) -> None:
-        if refs:
-            self._redis.delete(*(ref.key for ref in refs))
-
-
-def tensor_url() -> str:
-    """MURMUR_TENSOR_URL, else the broker's Redis."""
-    from tasks.app import broker_url
-
-    return os.environ.get("MURMUR_TENSOR_URL") or broker_url()
-
-
-def tensor_ttl() -> int:
-    return env_seconds("MURMUR_TENSOR_TTL", DEFAULT_TTL_SECONDS)

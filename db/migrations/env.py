@@ -2,10 +2,9 @@
 
 from alembic import context
 
-from db.models import Base
-from db.session import database_url, engine_for
+from murmur.db.models import Base
 
-engine = context.config.attributes.get("engine") or engine_for(database_url())
+engine = context.config.attributes["engine"]  # set by murmur.db.session
 with engine.begin() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     context.run_migrations()

@@ -1,7 +1,7 @@
 """Decoding: any container and codec PyAV reads → 16 kHz mono float32.
 
-Decoding is streamed frame by frame through one resampler, and `decode_audio`
-writes the blocks straight into a buffer sized from the container's declared
+Decoding is streamed frame by frame through one resampler, and the blocks are
+written straight into a buffer sized from the container's declared
 duration, so a 3-hour file is held once (≈690 MB), never as a list of blocks
 plus a concatenated copy.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from workers.errors import AudioError
+from murmur.workers.errors import AudioError
 
 SAMPLE_RATE = 16000
 
@@ -26,7 +26,7 @@ _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_RATIO = 0.02
 
 
-def check_source(path: str | os.PathLike) -> Path:
+def _check_file(path: str | os.PathLike) -> Path:
     """Reject what cannot be audio before any decoder sees it, with a plain reason."""
     p = Path(path)
     if not p.exists():
@@ -38,19 +38,13 @@ def check_source(path: str | os.PathLike) -> Path:
     return p
 
 
-def iter_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Yield consecutive float32 mono blocks at `sample_rate` as the file decodes.
+def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as one float32 array, filled in place as it decodes.
 
     Raises AudioError for anything PyAV cannot open or decode, and for a file
     whose decoded length falls well short of the length its container declares
     (a truncated download or upload).
     """
-    with _open(path) as (container, stream, declared):
-        yield from _blocks(container, stream, declared, Path(path).name, sample_rate)
-
-
-def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The whole file as one float32 array, filled in place as it decodes."""
     with _open(path) as (container, stream, declared):
         buffer = np.empty(int((declared or 0.0) * sample_rate) + sample_rate, dtype=np.float32)
         filled = 0
@@ -67,7 +61,7 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.
 
 @contextmanager
 def _open(path: str | os.PathLike):
-    p = check_source(path)
+    p = _check_file(path)
     try:
         container = av.open(str(p), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.cpu.audio import SAMPLE_RATE
-from workers.cpu.vad import WINDOW_S, SpeechSpan
+from murmur.workers.cpu.audio import SAMPLE_RATE
+from murmur.workers.cpu.vad import WINDOW_S, SpeechSpan
 
 CHUNK_S = 30.0
 PAD_S = 0.1
@@ -50,13 +50,6 @@ class Chunk:
                 return a + max(t - offset, 0.0)
             offset += length
         return self.spans[-1][1]
-
-    def to_json(self) -> dict:
-        return {"idx": self.idx, "spans": [list(s) for s in self.spans]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Chunk:
-        return cls(idx=int(data["idx"]), spans=tuple((float(a), float(b)) for a, b in data["spans"]))
 
 
 def plan_chunks(

@@ -15,7 +15,7 @@ from itertools import islice
 import numpy as np
 import torch
 
-from workers.cpu.audio import SAMPLE_RATE
+from murmur.workers.cpu.audio import SAMPLE_RATE
 
 N_FFT = 400
 HOP = 160

@@ -12,16 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workers.errors import AudioError
+from murmur.settings import get_settings
+from murmur.workers.errors import AudioError
 
 
-def allowed_roots() -> list[Path]:
-    value = os.environ.get("MURMUR_ALLOWED_ROOTS", "")
-    return [Path(p).resolve() for p in value.split(os.pathsep) if p]
+def check_source(source: str, allowed_roots: tuple[Path, ...] | None = None) -> None:
+    """Reject what a worker must not or cannot read, before any work is queued.
 
-
-def check_source(source: str) -> None:
-    """Reject what a worker must not or cannot read, before any work is queued."""
+    `allowed_roots` defaults to MURMUR_ALLOWED_ROOTS; empty allows any absolute path.
+    """
     if not isinstance(source, str) or not source:
         raise AudioError("the job names no source: give a file path or an s3:// URI")
     if source.startswith("s3://"):
@@ -32,16 +31,16 @@ def check_source(source: str) -> None:
     path = Path(source)
     if not path.is_absolute():
         raise AudioError(f"source path {source!r} is relative: workers need an absolute path")
-    roots = allowed_roots()
+    roots = get_settings().allowed_roots if allowed_roots is None else allowed_roots
     resolved = path.resolve()
     if roots and not any(resolved.is_relative_to(root) for root in roots):
         raise AudioError(f"{source} is outside MURMUR_ALLOWED_ROOTS ({os.pathsep.join(map(str, roots))})")
 
 
 @contextmanager
-def local_file(source: str) -> Iterator[str]:
+def local_file(source: str, allowed_roots: tuple[Path, ...] | None = None) -> Iterator[str]:
     """A path PyAV can open: the file itself, or a temporary download of an s3:// object."""
-    check_source(source)
+    check_source(source, allowed_roots)
     if not source.startswith("s3://"):
         yield source
         return

@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from workers.cpu.audio import SAMPLE_RATE
+from murmur.workers.cpu.audio import SAMPLE_RATE
 
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window the model sees

@@ -13,65 +13,22 @@ back to source time through the chunk's spans.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import ctranslate2
 import numpy as np
 
-from workers.cpu.chunking import Chunk
-from workers.cpu.features import N_FRAMES
-from workers.gpu import filters
-from workers.gpu.model import LoadedModel
+from murmur.workers.cpu.chunking import Chunk
+from murmur.workers.cpu.features import N_FRAMES
+from murmur.workers.gpu import filters
+from murmur.workers.gpu.model import LoadedModel
+from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
+from murmur.workers.transcript import Segment, Word
 
 FRAMES_PER_SECOND = 100  # mel frames
 ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 _CLOSERS = "\"')]}»”’"
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How a job's chunks are decoded.
-
-    With `multilingual`, each chunk's language is detected on its own, chosen
-    among `candidates` (the languages the whole file voted for) when given, so
-    a short chunk is not read as a language nobody speaks in the file.
-    """
-
-    task: str = "transcribe"
-    language: str | None = None
-    multilingual: bool = False
-    output_language: str = "hybrid"
-    beam_size: int = 5
-    word_timestamps: bool = False
-    compression_ratio_threshold: float = filters.COMPRESSION_RATIO_THRESHOLD
-    seed: int = 0
-    candidates: tuple[str, ...] = ()
-
-
-@dataclass
-class Word:
-    start: float
-    end: float
-    text: str
-    probability: float
-
-
-@dataclass
-class Segment:
-    """A sentence-like piece of transcript in source time."""
-
-    chunk_idx: int
-    idx: int
-    start: float
-    end: float
-    text: str
-    language: str | None
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
-    words: list[Word] | None = field(default=None)
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
@@ -90,14 +47,27 @@ def top_languages(
     return out
 
 
-def decode_batch(model: LoadedModel, features: np.ndarray, chunks: list[Chunk], options: DecodeOptions) -> list[list[Segment]]:
-    """Segments for every chunk of the batch, hallucinations removed."""
+def decode_batch(
+    model: LoadedModel,
+    features: np.ndarray,
+    chunks: list[Chunk],
+    options: JobOptions,
+    language: str | None = None,
+    candidates: tuple[str, ...] = (),
+) -> list[list[Segment]]:
+    """Segments for every chunk of the batch, hallucinations removed.
+
+    `language` is the job's (given or voted). With `options.multilingual`, each
+    chunk's language is detected on its own, chosen among `candidates` (the
+    languages the whole file voted for) when given, so a short chunk is not
+    read as a language nobody speaks in the file.
+    """
     ctranslate2.set_random_seed(options.seed)
     encoded = encode(model, features)
-    languages = _chunk_languages(model, encoded, len(chunks), options)
-    tasks = [_chunk_task(lang, options) for lang in languages]
+    languages = _chunk_languages(model, encoded, len(chunks), options, language, candidates)
+    whisper_tasks = [_whisper_task(lang, options) for lang in languages]
     tok = model.tokenizer
-    starts = [tok.start_sequence(lang, task) for lang, task in zip(languages, tasks)]
+    starts = [tok.start_sequence(lang, whisper_task) for lang, whisper_task in zip(languages, whisper_tasks)]
     results = model.whisper.generate(
         encoded,
         [start + [tok.no_timestamps] for start in starts],
@@ -115,7 +85,7 @@ def decode_batch(model: LoadedModel, features: np.ndarray, chunks: list[Chunk], 
         bool(tokens)
         and not filters.is_silence(result.no_speech_prob, avg_logprob)
         # a loop over the whole window: nothing in it can be trusted
-        and not filters.is_repetitive(tok.decode(tokens), options.compression_ratio_threshold)
+        and not filters.is_repetitive(tok.decode(tokens))
         for result, tokens, avg_logprob in zip(results, texts, avg_logprobs)
     ]
     timings = _align(model, encoded, chunks, starts, [t if keep else [] for t, keep in zip(texts, kept)])
@@ -125,24 +95,26 @@ def decode_batch(model: LoadedModel, features: np.ndarray, chunks: list[Chunk], 
             out.append([])
             continue
         words = _timed_words(model, chunk, texts[i], timings[i], languages[i])
-        out.append(_sentences(chunk, words, languages[i], avg_logprobs[i], results[i].no_speech_prob, options))
+        out.append(_sentences(chunk, words, languages[i], avg_logprobs[i], results[i].no_speech_prob, options.word_timestamps))
     return out
 
 
-def _chunk_languages(model: LoadedModel, encoded: ctranslate2.StorageView, n: int, options: DecodeOptions) -> list[str | None]:
+def _chunk_languages(
+    model: LoadedModel, encoded: ctranslate2.StorageView, n: int, options: JobOptions, language: str | None, candidates: tuple[str, ...]
+) -> list[str | None]:
     if not model.multilingual:
         return ["en"] * n
     if options.multilingual:
-        return [lang for lang, _ in top_languages(model, encoded, options.candidates)]
-    return [options.language or "en"] * n
+        return [lang for lang, _ in top_languages(model, encoded, candidates)]
+    return [language or "en"] * n
 
 
-def _chunk_task(language: str | None, options: DecodeOptions) -> str:
-    if options.task == "translate":
-        return "translate"
-    if options.multilingual and options.output_language == "en" and language != "en":
-        return "translate"
-    return "transcribe"
+def _whisper_task(language: str | None, options: JobOptions) -> WhisperTask:
+    if options.task == WhisperTask.translate:
+        return WhisperTask.translate
+    if options.multilingual and options.output_language == OutputLanguage.en and language != "en":
+        return WhisperTask.translate
+    return WhisperTask.transcribe
 
 
 def _align(model, encoded, chunks, starts, texts) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -188,7 +160,7 @@ def _timed_words(model, chunk: Chunk, tokens, timing, language) -> list[Word]:
     return words
 
 
-def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, options) -> list[Segment]:
+def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, word_timestamps: bool) -> list[Segment]:
     groups: list[list[Word]] = [[]]
     for word in words:
         groups[-1].append(word)
@@ -200,7 +172,7 @@ def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, 
         if not text:
             continue
         ratio = filters.compression_ratio(text)
-        if ratio > options.compression_ratio_threshold:
+        if ratio > filters.COMPRESSION_RATIO_THRESHOLD:
             continue
         timed = [Word(round(chunk.to_source(w.start), 3), round(chunk.to_source(w.end), 3), w.text, round(w.probability, 4)) for w in group]
         segments.append(
@@ -214,7 +186,7 @@ def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, 
                 avg_logprob=float(avg_logprob),
                 no_speech_prob=float(no_speech_prob),
                 compression_ratio=ratio,
-                words=timed if options.word_timestamps else None,
+                words=timed if word_timestamps else None,
             )
         )
     return segments

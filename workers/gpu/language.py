@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DETECT_CHUNKS = 5
+MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
 CONFIDENT = 0.5
 
 

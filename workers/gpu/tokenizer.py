@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tokenizers
 
-from workers.errors import ModelError
+from murmur.workers.errors import ModelError
 
 # Scripts written without spaces between words: every token is its own unit.
 _UNSPACED = {"zh", "ja", "th", "lo", "my", "yue"}
@@ -38,11 +38,11 @@ class Tokenizer:
             raise ModelError(f"unknown language {language!r} for this model")
         return self.languages[language]
 
-    def start_sequence(self, language: str | None, task: str) -> list[int]:
-        """<|startoftranscript|> plus language and task for multilingual models."""
+    def start_sequence(self, language: str | None, whisper_task: str) -> list[int]:
+        """<|startoftranscript|> plus language and task (transcribe or translate) for multilingual models."""
         if not self.multilingual:
             return [self.sot]
-        return [self.sot, self.language_token(language or "en"), self.translate if task == "translate" else self.transcribe]
+        return [self.sot, self.language_token(language or "en"), self.translate if whisper_task == "translate" else self.transcribe]
 
     def decode(self, tokens: list[int]) -> str:
         return self._tok.decode([t for t in tokens if t < self.eot])

@@ -1,4 +1,4 @@
-"""The four stages of a job, as both runners call them.
+"""The four stages of a job (prepare, detect language, decode, assemble), as both runners call them.
 
 Each stage loads its inputs (job rows, tensors), calls the compute in
 `workers/`, and stores its outputs (rows, tensors). The embedded runner calls
@@ -18,24 +18,20 @@ from functools import cached_property
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import queries
-from db.models import ChunkRow, utcnow
-from tasks.formats import Transcript
-from tasks.options import JobOptions
-from tasks.store import LocalTensorStore, TensorRef, TensorStore
-from workers.cpu.audio import SAMPLE_RATE, decode_audio
-from workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
-from workers.cpu.features import iter_log_mel, log_mel
-from workers.cpu.sources import local_file
-from workers.cpu.vad import SileroVad, speech_spans
-from workers.errors import MurmurError
-from workers.gpu.decode import Segment, decode_batch, encode, top_languages
-from workers.gpu.language import DETECT_CHUNKS, detection_chunks, vote
-from workers.gpu.model import LoadedModel, load_model, model_n_mels, resolve_device
+from murmur.db import queries
+from murmur.db.models import ENDED, ChunkRow, ChunkState, JobState, utcnow
+from murmur.tasks.store import LocalTensorStore, TensorRef, TensorStore
+from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
+from murmur.workers.cpu.features import iter_log_mel, log_mel
+from murmur.workers.cpu.sources import local_file
+from murmur.workers.cpu.vad import SileroVad, speech_spans
+from murmur.workers.errors import MurmurError
+from murmur.workers.gpu.decode import decode_batch, encode, top_languages
+from murmur.workers.gpu.language import DETECT_CHUNKS, MULTILINGUAL_DETECT_CHUNKS, detection_chunks, vote
+from murmur.workers.gpu.model import LoadedModel, load_model, model_n_mels, resolve_device
 
 log = logging.getLogger("murmur")
-
-MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
 
 
 @dataclass
@@ -72,10 +68,6 @@ class Context:
         return load_model(name, self.device, self.compute_type, self.cpu_threads, 1)
 
 
-def job_options(ctx: Context, job_id: str) -> JobOptions:
-    return JobOptions.from_json(queries.get_job(ctx.db, job_id).options)
-
-
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     """Decode, VAD, chunk and featurize the job's source; one tensor per chunk.
 
@@ -83,11 +75,11 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     """
     started = time.perf_counter()
     job = queries.get_job(ctx.db, job_id)
-    if job is None or job.status in ("done", "failed"):
+    if job is None or job.status in ENDED:
         return None
-    options = JobOptions.from_json(job.options)
+    options = job.job_options()
     n_mels = ctx.n_mels(options.model)
-    queries.update_job(ctx.db, job_id, status="running", started_at=job.started_at or utcnow(), language=options.language or job.language)
+    queries.update_job(ctx.db, job_id, status=JobState.running, started_at=job.started_at or utcnow(), language=options.language or job.language)
     with local_file(job.source) as path:
         audio = decode_audio(path)
     duration = audio.size / SAMPLE_RATE
@@ -97,7 +89,7 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
     refs = [ctx.store.put(job_id, c.idx, f) for c, f in zip(chunks, features)]
     del audio
-    queries.save_chunks(ctx.db, job_id, [c.to_json() for c in chunks], duration)
+    queries.save_chunks(ctx.db, job_id, [(c.idx, c.spans) for c in chunks], duration)
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
     return refs
 
@@ -110,7 +102,7 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
     is decoded, among the languages this vote found spoken in the file.
     """
     started = time.perf_counter()
-    options = job_options(ctx, job_id)
+    options = queries.get_job(ctx.db, job_id).job_options()
     model = ctx.model(options.model)
     spoken: list[str] = []
     if options.language:
@@ -142,27 +134,31 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
     rows = {key: row for job_id in jobs for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
     groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
+    decoding: dict[tuple, tuple] = {}
     stale: list[TensorRef] = []
     for job_id, ref in items:
         job = jobs[job_id]
-        row = rows.get((job_id, _chunk_idx(ref)))
-        if job is None or job.status != "running" or row is None or row.status == "decoded":
+        row = rows.get((job_id, ref.chunk_idx))
+        if job is None or job.status != JobState.running or row is None or row.status == ChunkState.decoded:
             stale.append(ref)  # the job ended, or this chunk is stored already
             continue
-        options = JobOptions.from_json(job.options)
-        key = (options.model, options.decode_options(job.language, job.spoken_languages))
-        groups.setdefault(key, []).append((job_id, ref, Chunk.from_json({"idx": row.idx, "spans": row.spans})))
+        options = job.job_options()
+        candidates = tuple(job.spoken_languages or ())
+        key = (options.batch_key(), job.language, candidates)
+        decoding.setdefault(key, (options, job.language, candidates))
+        groups.setdefault(key, []).append((job_id, ref, _chunk(row)))
     counts: dict[str, int] = {}
-    for (model_name, decode_options), group in groups.items():
+    for key, group in groups.items():
         group = _with_features(ctx, group)
         if not group:
             continue
-        model = ctx.model(model_name, concurrent)
+        options, language, candidates = decoding[key]
+        model = ctx.model(options.model, concurrent)
         features = np.stack([f for *_, f in group])
-        results = decode_batch(model, features, [chunk for _, _, chunk, _ in group], decode_options)
+        results = decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates)
         for (job_id, _, chunk, _), segments in zip(group, results):
-            language = segments[0].language if segments else None
-            queries.replace_segments(ctx.db, job_id, chunk.idx, [_segment_row(s) for s in segments], language, ctx.worker)
+            chunk_language = segments[0].language if segments else None
+            queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker)
             counts[job_id] = counts.get(job_id, 0) + 1
         ctx.store.delete([ref for _, ref, _, _ in group])
     ctx.store.delete(stale)
@@ -178,16 +174,11 @@ def assemble(ctx: Context, job_id: str) -> bool:
     return queries.finish_job(ctx.db, job_id)
 
 
-def transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
-    job = queries.get_job(db, job_id)
-    return Transcript.from_rows(job, queries.get_segments(db, job_id))
-
-
 def _load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:
     """Features of the chunks, from the store or recomputed; detection needs them all."""
     rows = {key: row for job_id in dict.fromkeys(j for j, _ in items)
             for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
-    group = [(j, r, Chunk.from_json({"idx": rows[j, _chunk_idx(r)].idx, "spans": rows[j, _chunk_idx(r)].spans})) for j, r in items]
+    group = [(j, r, _chunk(rows[j, r.chunk_idx])) for j, r in items]
     loaded = _with_features(ctx, group)
     if len(loaded) != len(group):
         raise MurmurError("the job's features could not be recomputed")
@@ -221,27 +212,13 @@ def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
     job = queries.get_job(ctx.db, job_id)
     with local_file(job.source) as path:
         audio = decode_audio(path)
-    return log_mel([chunk_audio(audio, c) for c in chunks], ctx.n_mels(JobOptions.from_json(job.options).model))
+    return log_mel([chunk_audio(audio, c) for c in chunks], ctx.n_mels(job.job_options().model))
 
 
 def _chunk_rows(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> dict[tuple[str, int], ChunkRow]:
     """The job's chunk rows for these tensors, in one query, keyed by (job, chunk index)."""
-    return {(job_id, row.idx): row for row in queries.get_chunks(ctx.db, job_id, [_chunk_idx(r) for r in refs])}
+    return {(job_id, row.idx): row for row in queries.get_chunks(ctx.db, job_id, [r.chunk_idx for r in refs])}
 
 
-def _chunk_idx(ref: TensorRef) -> int:
-    return int(ref.key.rsplit(":", 1)[1])
-
-
-def _segment_row(segment: Segment) -> dict:
-    return {
-        "idx": segment.idx,
-        "start": segment.start,
-        "end": segment.end,
-        "text": segment.text,
-        "language": segment.language,
-        "avg_logprob": segment.avg_logprob,
-        "no_speech_prob": segment.no_speech_prob,
-        "compression_ratio": segment.compression_ratio,
-        "words": [vars(w) for w in segment.words] if segment.words is not None else None,
-    }
+def _chunk(row: ChunkRow) -> Chunk:
+    return Chunk(row.idx, tuple((a, b) for a, b in row.spans))

@@ -1,5 +1,7 @@
-"""The Celery tasks. Each loads its inputs, calls a stage of `tasks.pipeline`, stores
-the outputs and sends the next message; the logic lives in the stages.
+"""The task chain: the Celery tasks transcribe → prepare → detect_language → decode × N → assemble.
+
+Each task loads its inputs, calls a stage of `tasks.stages`, stores the outputs
+and sends the next message; the logic lives in the stages.
 
 Task names and `murmur.transcribe`'s keyword arguments are public API:
 any Celery client can enqueue `murmur.transcribe` on the `murmur.cpu` queue
@@ -8,9 +10,7 @@ with JSON kwargs and get the job id back.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,14 +18,16 @@ from contextlib import contextmanager
 import redis
 from sqlalchemy.exc import OperationalError
 
-from db import queries
-from tasks import pipeline
-from tasks.app import CPU_QUEUE, GPU_QUEUE, app
-from tasks.options import JobOptions
-from tasks.store import TensorRef
-from tasks.worker import process
-from workers.cpu.sources import check_source
-from workers.errors import MurmurError
+from murmur.db import queries
+from murmur.db.models import JobState
+from murmur.settings import get_settings
+from murmur.tasks import stages
+from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, app
+from murmur.tasks.store import TensorRef
+from murmur.tasks.webhook import check_callback_url, notify
+from murmur.tasks.worker import state
+from murmur.workers.cpu.sources import check_source
+from murmur.workers.errors import MurmurError
 
 log = logging.getLogger("murmur")
 # Broker or database briefly away: retry the message rather than fail the job.
@@ -48,13 +50,13 @@ def transcribe(self, source: str, callback_url: str | None = None, priority: int
     Invalid options or a source the workers may not read give a job that is
     failed with the reason, never an exception for the caller to decode.
     """
-    ctx = process().ctx
+    ctx = state().ctx
     job_id = job_id_for(self.request.id)
     try:
-        job_options = JobOptions.from_json(options)
+        job_options = get_settings().job_options(**options)
         check_source(source)
         _check_priority(priority)
-        _check_callback(callback_url)
+        check_callback_url(callback_url)
         error = None
     except (MurmurError, TypeError) as exc:
         job_options, error = None, str(exc)
@@ -63,16 +65,16 @@ def transcribe(self, source: str, callback_url: str | None = None, priority: int
     if error:
         _fail(ctx, job_id, error)
         return job_id
-    if queries.get_job(ctx.db, job_id).status == "queued":
+    if queries.get_job(ctx.db, job_id).status == JobState.queued:
         prepare.apply_async((job_id,), queue=CPU_QUEUE, priority=priority)
     return job_id
 
 
 @app.task(name="murmur.prepare", **_retry)
 def prepare(job_id: str) -> None:
-    ctx = process().ctx
+    ctx = state().ctx
     with _job_errors(ctx, job_id):
-        refs = pipeline.prepare(ctx, job_id)
+        refs = stages.prepare(ctx, job_id)
         if refs is None:
             return  # the job had already ended
         job = queries.get_job(ctx.db, job_id)
@@ -86,22 +88,22 @@ def prepare(job_id: str) -> None:
 
 @app.task(name="murmur.detect_language", **_retry)
 def detect_language(job_id: str, refs: list[dict]) -> None:
-    ctx = process().ctx
+    ctx = state().ctx
     with _job_errors(ctx, job_id):
         job = queries.get_job(ctx.db, job_id)
-        if job is None or job.status != "running":
+        if job is None or job.status != JobState.running:
             return
         chunk_refs = [TensorRef.from_json(r) for r in refs]
-        pipeline.detect_language(ctx, job_id, chunk_refs)
+        stages.detect_language(ctx, job_id, chunk_refs)
         _fan_out(job_id, chunk_refs, job.priority)
 
 
 @app.task(name="murmur.decode", **_retry)
 def decode(job_id: str, ref: dict) -> None:
     """One chunk: handed to this process's batcher, decoded with chunks of other jobs."""
-    ctx = process().ctx
+    ctx = state().ctx
     with _job_errors(ctx, job_id):
-        assemble_now = process().batcher().submit((job_id, TensorRef.from_json(ref))).result()
+        assemble_now = state().batcher().submit((job_id, TensorRef.from_json(ref))).result()
         if assemble_now:
             assemble.apply_async((job_id,), queue=CPU_QUEUE, priority=queries.get_job(ctx.db, job_id).priority)
 
@@ -109,12 +111,12 @@ def decode(job_id: str, ref: dict) -> None:
 @app.task(name="murmur.assemble", **_retry)
 def assemble(job_id: str) -> None:
     """Finish the job; a second delivery finds it finished and does nothing."""
-    ctx = process().ctx
+    ctx = state().ctx
     with _job_errors(ctx, job_id):
-        if pipeline.assemble(ctx, job_id):
+        if stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
             log.info("job %s done: %d chunk(s), %.1f s of audio", job_id, job.n_chunks, job.duration or 0.0)
-            _notify(job)
+            notify(job)
         else:
             log.info("job %s: assemble skipped, already finished or not complete", job_id)
 
@@ -125,7 +127,7 @@ def _fan_out(job_id: str, refs: list[TensorRef], priority: int | None) -> None:
 
 
 @contextmanager
-def _job_errors(ctx: pipeline.Context, job_id: str) -> Iterator[None]:
+def _job_errors(ctx: stages.Context, job_id: str) -> Iterator[None]:
     """A job's error fails that job, with its reason; the worker and other jobs go on."""
     try:
         yield
@@ -139,31 +141,12 @@ def _job_errors(ctx: pipeline.Context, job_id: str) -> Iterator[None]:
         raise  # shown as a failed task in Flower; the message is acknowledged all the same
 
 
-def _fail(ctx: pipeline.Context, job_id: str, error: str) -> None:
+def _fail(ctx: stages.Context, job_id: str, error: str) -> None:
     if queries.fail_job(ctx.db, job_id, error):
         log.warning("job %s failed: %s", job_id, error)
-        _notify(queries.get_job(ctx.db, job_id))
+        notify(queries.get_job(ctx.db, job_id))
 
 
 def _check_priority(priority) -> None:
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9):
         raise MurmurError(f"invalid priority {priority!r}: use 0 (most urgent) to 9")
-
-
-def _check_callback(url) -> None:
-    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-        raise MurmurError(f"invalid callback URL {url!r}: use an http:// or https:// URL")
-
-
-def _notify(job) -> None:
-    """POST the job's outcome to its callback URL, once, when it ends; a dead hook never fails the job."""
-    if not job or not job.callback_url:
-        return
-    body = json.dumps({"job_id": job.id, "status": job.status, "error": job.error, "language": job.language,
-                       "duration": job.duration, "n_chunks": job.n_chunks}).encode()
-    request = urllib.request.Request(job.callback_url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-    except Exception as exc:  # noqa: BLE001 - any failure of someone else's server
-        log.warning("job %s: callback to %s failed: %s", job.id, job.callback_url, exc)

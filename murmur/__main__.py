@@ -1,0 +1,5 @@
+"""`python -m murmur`: the same command line as the `murmur` script."""
+
+from murmur.tasks.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Settings: every MURMUR_* environment variable, its default and its meaning, read once.
+
+Each field names its variable; README's table of variables is checked against
+this class by a test. Code asks `get_settings()`, never `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+
+from murmur.workers.errors import MurmurError
+from murmur.workers.options import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, JobOptions
+
+# Workers and producers share one store of record; without MURMUR_DATABASE_URL they meet here.
+DEFAULT_FLEET_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/murmur"
+
+
+def _variable(name: str, default, shown: str | None = None, parse=str, **kwargs):
+    """A field read from environment variable `name`; `shown` is the default as README writes it."""
+    return field(default=default, metadata={"env": name, "shown": str(default) if shown is None else shown, "parse": parse}, **kwargs)
+
+
+def _seconds(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("a whole number of seconds")
+    return int(text)
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("a whole number") from None
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(p).resolve() for p in text.split(os.pathsep) if p)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = _variable(
+        "MURMUR_DATABASE_URL", None, "embedded: SQLite in ~/.local/share/murmur; fleet: " + DEFAULT_FLEET_DATABASE_URL)
+    broker_url: str = _variable("MURMUR_BROKER_URL", "redis://127.0.0.1:6379/0")
+    result_url: str | None = _variable("MURMUR_RESULT_URL", None, "the broker URL")
+    tensor_url: str | None = _variable("MURMUR_TENSOR_URL", None, "the broker URL")
+    tensor_ttl: int = _variable("MURMUR_TENSOR_TTL", 6 * 3600, parse=_seconds)
+    # A message unacknowledged this long is handed to another worker: it must outlast the
+    # wait of a prefetched chunk behind a batch or two, and it is how long a killed
+    # worker's chunks wait before another worker takes them.
+    visibility_timeout: int = _variable("MURMUR_VISIBILITY_TIMEOUT", 900, parse=_seconds)
+    allowed_roots: tuple[Path, ...] = _variable("MURMUR_ALLOWED_ROOTS", (), "unset: any path", parse=_paths)
+    model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
+    device: str = _variable("MURMUR_DEVICE", "auto")
+    compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")
+    batch_size: int = _variable("MURMUR_BATCH_SIZE", DEFAULT_BATCH_SIZE, parse=_whole)
+    cache_dir: Path = _variable("MURMUR_CACHE_DIR", Path.home() / ".cache" / "murmur", "~/.cache/murmur", parse=Path)
+    data_dir: Path = field(default=Path.home() / ".local" / "share" / "murmur")  # from XDG_DATA_HOME
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            raw = environ.get(name) if name else None
+            if raw:
+                try:
+                    values[f.name] = f.metadata["parse"](raw)
+                except ValueError as exc:
+                    raise MurmurError(f"{name} must be {exc}, not {raw!r}") from None
+        if environ.get("XDG_DATA_HOME"):
+            values["data_dir"] = Path(environ["XDG_DATA_HOME"]) / "murmur"
+        return cls(**values)
+
+    @property
+    def embedded_database_url(self) -> str:
+        """The embedded runner's database: a local SQLite file unless MURMUR_DATABASE_URL names one."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'murmur.db'}"
+
+    @property
+    def fleet_database_url(self) -> str:
+        """The workers' and producers' database: the local Postgres unless MURMUR_DATABASE_URL names one."""
+        return self.database_url or DEFAULT_FLEET_DATABASE_URL
+
+    def job_options(self, **overrides) -> JobOptions:
+        """A job's options: MURMUR_MODEL and MURMUR_BATCH_SIZE as defaults, then the caller's values."""
+        values = {"model": self.model, "batch_size": self.batch_size}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return JobOptions.from_json(values)
+
+
+def variables() -> dict[str, str]:
+    """Each MURMUR_* variable and its default as README shows it."""
+    return {f.metadata["env"]: f.metadata["shown"] for f in fields(Settings) if f.metadata.get("env")}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()

@@ -1,0 +1,78 @@
+"""The embedded runner: one process, no broker, the same stages as the workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from murmur.db import queries
+from murmur.db.session import sessions, upgrade
+from murmur.settings import get_settings
+from murmur.tasks import stages
+from murmur.tasks.batching import plan_batches
+from murmur.workers.errors import MurmurError
+from murmur.workers.options import JobOptions
+from murmur.workers.transcript import Transcript
+
+Progress = Callable[[int, int], None]
+
+
+def transcribe(
+    source: str,
+    *,
+    device: str | None = None,
+    compute_type: str | None = None,
+    threads: int = 0,
+    on_progress: Progress | None = None,
+    **options,
+) -> Transcript:
+    """Transcribe a file in this process and return its transcript.
+
+    The job is recorded in MURMUR_DATABASE_URL, or a local SQLite file; job
+    options default to MURMUR_MODEL and MURMUR_BATCH_SIZE, the device and
+    compute type to MURMUR_DEVICE and MURMUR_COMPUTE_TYPE.
+    """
+    settings = get_settings()
+    job_options = settings.job_options(**options)
+    url = settings.embedded_database_url
+    upgrade(url)
+    ctx = stages.Context(db=sessions(url), device=device or settings.device,
+                         compute_type=compute_type or settings.compute_type, threads=threads)
+    return run(ctx, os.path.abspath(source), job_options, on_progress)
+
+
+def run(ctx: stages.Context, source: str, options: JobOptions, on_progress: Progress | None = None) -> Transcript:
+    """Prepare → detect → decode → assemble `source` with a context the caller keeps.
+
+    On any failure the job is marked failed with a readable reason and the
+    error is raised again, carrying the job id.
+    """
+    job_id = queries.create_job(ctx.db, str(source), options.to_json())
+    try:
+        refs = stages.prepare(ctx, job_id)
+        stages.detect_language(ctx, job_id, refs)
+        batches = plan_batches(len(refs), options.batch_size, ctx.decoders())
+        concurrent = max(1, min(ctx.decoders(), len(batches)))
+        done = 0
+        if on_progress:
+            on_progress(done, len(refs))
+        with ThreadPoolExecutor(max_workers=concurrent) as pool:
+            futures = {pool.submit(stages.decode, ctx, [(job_id, r) for r in refs[b]], concurrent): b for b in batches}
+            for future in as_completed(futures):
+                future.result()
+                done += len(refs[futures[future]])
+                if on_progress:
+                    on_progress(done, len(refs))
+        if not stages.assemble(ctx, job_id):
+            job = queries.get_job(ctx.db, job_id)
+            raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
+        return queries.get_transcript(ctx.db, job_id)
+    except MurmurError as exc:
+        queries.fail_job(ctx.db, job_id, str(exc))
+        exc.job_id = job_id
+        raise
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
+        queries.fail_job(ctx.db, job_id, reason)
+        raise

@@ -1,0 +1,93 @@
+"""A job's options: the one definition behind the CLI flags, the task's kwargs and the job row.
+
+A `JobOptions` is valid once built: every field is type-checked and range-checked
+on construction, so a bad value from any producer fails with a readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import get_type_hints
+
+from murmur.workers.errors import MurmurError
+
+DEFAULT_MODEL = "base"
+DEFAULT_BATCH_SIZE = 8
+_MAX_SIZE = 256  # batch and beam
+
+
+class WhisperTask(StrEnum):
+    """What Whisper is asked to do with the speech."""
+
+    transcribe = "transcribe"
+    translate = "translate"  # into English
+
+
+class OutputLanguage(StrEnum):
+    """With `multilingual`: keep each chunk's own language, or translate non-English chunks."""
+
+    hybrid = "hybrid"
+    en = "en"
+
+
+BOTH = ("transcribe", "submit")  # the CLI commands a flag appears on
+
+
+def _option(default, help: str, commands: tuple[str, ...] = BOTH, choices: type[StrEnum] | None = None):
+    return field(default=default, metadata={"help": help, "commands": commands, "choices": choices})
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    model: str = _option(DEFAULT_MODEL, "bundled name (base, tiny.en), CTranslate2 directory or Hugging Face id; default $MURMUR_MODEL or base")
+    language: str | None = _option(None, "language code (e.g. en); default: detected over the whole file")
+    task: WhisperTask = _option(WhisperTask.transcribe, "transcribe, or translate into English", choices=WhisperTask)
+    multilingual: bool = _option(False, "detect the language of each chunk (code-switched audio)")
+    output_language: OutputLanguage = _option(
+        OutputLanguage.hybrid, "with --multilingual: keep each language (hybrid) or translate to English (en)", choices=OutputLanguage)
+    batch_size: int = _option(DEFAULT_BATCH_SIZE, "chunks decoded together (default $MURMUR_BATCH_SIZE or 8)", commands=("transcribe",))
+    beam_size: int = _option(5, "beam width of the decoder")
+    word_timestamps: bool = _option(False, "include per-word times in json output")
+    seed: int = _option(0, "random seed of the decoder: the same seed gives the same text", commands=())
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata["choices"]
+            if choices is not None:
+                if not isinstance(value, str) or value not in {c.value for c in choices}:
+                    raise MurmurError(f"invalid {_words(f.name)} {value!r}: use {' or '.join(choices)}")
+                object.__setattr__(self, f.name, choices(value))
+            elif hints[f.name] is bool and not isinstance(value, bool):
+                raise MurmurError(f"invalid {_words(f.name)} {value!r}: use true or false")
+            elif hints[f.name] is int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number")
+            elif hints[f.name] is str and (not isinstance(value, str) or not value):
+                raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a name")
+        for name in ("batch_size", "beam_size"):
+            if not 1 <= getattr(self, name) <= _MAX_SIZE:
+                raise MurmurError(f"invalid {_words(name)} {getattr(self, name)!r}: use a whole number from 1 to {_MAX_SIZE}")
+        if self.language is not None and (not isinstance(self.language, str) or not self.language.isalpha()):
+            raise MurmurError(f"invalid language {self.language!r}: use a code such as en or de")
+        if self.multilingual and self.language:
+            raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobOptions:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MurmurError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> dict:
+        return {name: str(value) if isinstance(value, StrEnum) else value for name, value in asdict(self).items()}
+
+    def batch_key(self) -> tuple:
+        """Jobs whose keys are equal can share a decode batch: everything but the batch size matters."""
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "batch_size")
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
