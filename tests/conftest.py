@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,25 +32,30 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Keep the reassembled base model and the default SQLite file out of $HOME."""
-    home = tmp_path_factory.mktemp("murmur-home")
-    os.environ.setdefault("MURMUR_CACHE_DIR", str(Path.home() / ".cache" / "murmur"))
-    os.environ["XDG_DATA_HOME"] = str(home)
-    os.environ.pop("MURMUR_DATABASE_URL", None)
-    yield
+def _isolated_data():
+    """The default SQLite file goes to a temporary directory, for this process and the
+    `murmur` processes the tests start; the reassembled base model stays in the user's
+    cache (MURMUR_CACHE_DIR), shared by every run."""
+    from murmur.settings import get_settings
+
+    with tempfile.TemporaryDirectory(prefix="murmur-data-") as home:
+        os.environ["XDG_DATA_HOME"] = home
+        os.environ.pop("MURMUR_DATABASE_URL", None)
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
 def base_model():
-    from workers.gpu.model import load_model
+    from murmur.workers.gpu.model import load_model
 
     return load_model("base", "cpu", "int8", 2)
 
 
 @pytest.fixture(scope="session")
 def tiny_en_model():
-    from workers.gpu.model import load_model
+    from murmur.workers.gpu.model import load_model
 
     return load_model("tiny.en", "cpu", "int8", 2)
 

@@ -1,4 +1,4 @@
-"""The batcher alone: items from many threads become batches (a pure unit, no broker)."""
+"""Batching as pure units: a job's chunks over parallel decoders, and chunks from many threads (no broker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks.batching import Batcher
+from murmur.tasks.batching import Batcher, plan_batches
 
 
 def test_items_from_many_threads_share_batches_up_to_the_size():
@@ -44,15 +44,38 @@ def test_waits_for_more_only_while_the_queue_holds_work():
 
 
 def test_an_error_reaches_every_item_of_the_batch_and_the_batcher_goes_on():
-    calls = []
+    batches = []
+    release = threading.Event()
 
     def run(items):
-        calls.append(items)
+        if items == ["hold"]:
+            release.wait(5)  # while this first batch runs, the next three pile up together
+            return items
+        batches.append(list(items))
         if "bad" in items:
             raise RuntimeError("model crashed")
         return items
 
-    batcher = Batcher(run, size=1)
-    with pytest.raises(RuntimeError, match="model crashed"):
-        batcher.submit("bad").result(5)
+    batcher = Batcher(run, size=4, flush_seconds=0.05)
+    first = batcher.submit("hold")
+    time.sleep(0.05)
+    shared = [batcher.submit(item) for item in ("ok-1", "bad", "ok-2")]
+    time.sleep(0.05)
+    release.set()
+    assert first.result(5) == "hold"
+    for future in shared:
+        with pytest.raises(RuntimeError, match="model crashed"):
+            future.result(5)
+    assert batches == [["ok-1", "bad", "ok-2"]]  # one batch of three: all three heard of the error
     assert batcher.submit("good").result(5) == "good"
+
+
+def test_batches_are_balanced_over_parallel_decoders():
+    sizes = lambda n, bs, d: [s.stop - s.start for s in plan_batches(n, bs, d)]  # noqa: E731
+    assert sizes(0, 8, 2) == []
+    assert sizes(1, 8, 2) == [1]
+    assert sizes(9, 8, 1) == [5, 4]
+    assert sizes(9, 8, 2) == [5, 4]
+    assert sizes(20, 8, 2) == [5, 5, 5, 5]
+    assert sizes(3, 8, 4) == [1, 1, 1]
+    assert all(s <= 8 for s in sizes(100, 8, 3)) and sum(sizes(100, 8, 3)) == 100

@@ -9,6 +9,8 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import DATA, run_cli, words
 
+pytestmark = pytest.mark.weights
+
 
 @pytest.fixture()
 def env(tmp_path):

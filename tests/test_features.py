@@ -7,8 +7,8 @@ import pytest
 from faster_whisper.feature_extractor import FeatureExtractor
 
 from tests.conftest import DATA
-from workers.cpu.audio import decode_audio
-from workers.cpu.features import CHUNK_SAMPLES, log_mel, mel_filters
+from murmur.workers.cpu.audio import decode_audio
+from murmur.workers.cpu.features import CHUNK_SAMPLES, log_mel, mel_filters
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])

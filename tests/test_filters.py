@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import DATA
-from workers.cpu.audio import SAMPLE_RATE, decode_audio
-from workers.cpu.chunking import Chunk
-from workers.cpu.features import log_mel
-from workers.gpu.decode import DecodeOptions, decode_batch
-from workers.gpu.filters import compression_ratio, is_repetitive, is_silence
+from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+from murmur.workers.cpu.chunking import Chunk
+from murmur.workers.cpu.features import log_mel
+from murmur.workers.gpu.decode import decode_batch
+from murmur.workers.gpu.filters import compression_ratio, is_repetitive, is_silence
+from murmur.workers.options import JobOptions
 
 
 def test_loops_compress_too_well():
@@ -24,10 +27,11 @@ def test_silence_rule_needs_both_signals():
     assert not is_silence(0.1, -1.5)  # the model hears speech
 
 
+@pytest.mark.weights
 def test_quiet_room_decoded_without_vad_is_still_empty(base_model):
     """Even when a noise-only window reaches the decoder, nothing comes out of it."""
     audio = decode_audio(DATA / "nst_quiet_room_4s.wav")
     chunk = Chunk(0, ((0.0, audio.size / SAMPLE_RATE),))
     for language in ("en", "sv"):
-        [segments] = decode_batch(base_model, log_mel([audio], base_model.n_mels), [chunk], DecodeOptions(language=language))
+        [segments] = decode_batch(base_model, log_mel([audio], base_model.n_mels), [chunk], JobOptions(language=language), language)
         assert segments == [], [s.text for s in segments]

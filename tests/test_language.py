@@ -1,6 +1,6 @@
 """Language voting as a pure function."""
 
-from workers.gpu.language import detection_chunks, vote
+from murmur.workers.gpu.language import detection_chunks, vote
 
 
 def test_detection_chunks_spread_over_the_whole_file():

@@ -6,17 +6,23 @@ import hashlib
 
 import pytest
 
-from workers.errors import ModelError
-from workers.gpu.model import _BASE_SHA256, load_model, resolve_compute_type, resolve_model
+from murmur.workers.errors import ModelError
+from murmur.workers.gpu.model import _BASE_SHA256, load_model, resolve_compute_type, resolve_model
 
 
-def test_bundled_base_is_reassembled_and_verified():
-    path = resolve_model("base")
-    digest = hashlib.sha256((path / "model.bin").read_bytes()).hexdigest()
-    assert digest == _BASE_SHA256
-    assert resolve_model("base") == path  # once: the second call reuses the cache
+def test_bundled_base_is_reassembled_once_and_verified(tmp_path):
+    path = resolve_model("base", cache_dir=tmp_path)
+    model_bin = path / "model.bin"
+    assert path.is_relative_to(tmp_path)
+    assert hashlib.sha256(model_bin.read_bytes()).hexdigest() == _BASE_SHA256
+    written = model_bin.stat()
+    assert resolve_model("base", cache_dir=tmp_path) == path
+    again = model_bin.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # reused, not written again
+    assert [p.name for p in path.iterdir() if p.name.endswith(".partial")] == []
 
 
+@pytest.mark.weights
 def test_bundled_tiny_en_and_local_directories():
     tiny = resolve_model("tiny.en")
     assert (tiny / "model.bin").is_file()

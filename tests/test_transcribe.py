@@ -6,23 +6,26 @@ import json
 
 import pytest
 
-from db import queries
-from db.session import sessions, upgrade
-from tasks import pipeline, runner
-from tasks.formats import render
-from tasks.options import JobOptions
+from murmur.db import queries
+from murmur.db.session import sessions, upgrade
+from murmur.tasks import embedded, stages
+from murmur.tasks.formats import render
+from murmur.workers.options import JobOptions
 from tests.conftest import DATA, word_error_rate, words
-from workers.errors import MurmurError
+from murmur.workers.errors import MurmurError
+
+
+pytestmark = pytest.mark.weights
 
 
 @pytest.fixture()
 def ctx(sqlite_url):
     upgrade(sqlite_url)
-    return pipeline.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
+    return stages.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
 
 
 def _run(ctx, name, **options):
-    return runner.transcribe(str(DATA / name), JobOptions(**options), ctx=ctx)
+    return embedded.run(ctx, str(DATA / name), JobOptions(**options))
 
 
 def test_english_clip_with_detected_language(ctx, base_model):
@@ -32,9 +35,9 @@ def test_english_clip_with_detected_language(ctx, base_model):
     assert word_error_rate(reference, result.text) <= 0.1
     assert {"fellow", "americans", "country"} <= set(words(result.text))
     for segment in result.segments:
-        assert 0.0 <= segment["start"] < segment["end"] <= 11.0
-        assert segment["language"] == "en"
-        assert segment["compression_ratio"] < 2.4
+        assert 0.0 <= segment.start < segment.end <= 11.0
+        assert segment.language == "en"
+        assert segment.compression_ratio < 2.4
     job = queries.get_job(ctx.db, result.job_id)
     assert job.status == "done" and job.n_chunks == job.chunks_done == 1
     assert len(queries.get_segments(ctx.db, result.job_id)) == len(result.segments)
@@ -43,12 +46,12 @@ def test_english_clip_with_detected_language(ctx, base_model):
 def test_segments_are_sentences_in_source_time(ctx, base_model):
     result = _run(ctx, "en_de_codeswitch.flac", language="en")
     assert len(result.segments) >= 8  # sentence-like, not one per 30 s chunk
-    starts = [s["start"] for s in result.segments]
+    starts = [s.start for s in result.segments]
     assert starts == sorted(starts)
     truth = json.loads((DATA / "en_de_codeswitch.json").read_text())["segments"]
-    first_english = next(s for s in result.segments if "thank" in words(s["text"]))
-    assert abs(first_english["start"] - truth[0]["start"]) < 1.0
-    assert result.segments[-1]["end"] <= truth[-1]["end"] + 1.0
+    first_english = next(s for s in result.segments if "thank" in words(s.text))
+    assert abs(first_english.start - truth[0]["start"]) < 1.0
+    assert result.segments[-1].end <= truth[-1]["end"] + 1.0
 
 
 def test_fixed_seed_gives_byte_identical_output(ctx, base_model):
@@ -56,6 +59,7 @@ def test_fixed_seed_gives_byte_identical_output(ctx, base_model):
     b = _run(ctx, "mls_spanish_13697_11991_000000.opus", word_timestamps=True)
     assert a.segments and a.job_id != b.job_id
     strip = lambda t: json.dumps({**t.to_json(), "job_id": None}, sort_keys=True)  # noqa: E731
+    assert a.segments[0].words and a.to_json()["segments"][0]["words"][0].keys() == {"start", "end", "text", "probability"}
     assert strip(a) == strip(b)
 
 
@@ -80,22 +84,29 @@ def test_spanish_is_detected_and_translation_is_english(ctx, base_model):
 def test_multilingual_reports_each_chunk_in_its_own_language(ctx, base_model):
     truth = json.loads((DATA / "en_de_codeswitch.json").read_text())["segments"]
     result = _run(ctx, "en_de_codeswitch.flac", multilingual=True)
-    german = [s for s in result.segments if s["language"] == "de"]
-    english = [s for s in result.segments if s["language"] == "en"]
+    german = [s for s in result.segments if s.language == "de"]
+    english = [s for s in result.segments if s.language == "en"]
     assert len(german) >= 5 and len(english) >= 5
-    assert {"und", "die", "wir"} & set(words(" ".join(s["text"] for s in german)))
+    assert {"und", "die", "wir"} & set(words(" ".join(s.text for s in german)))
     for segment in german:  # each German segment lies where a German sentence was spoken
-        middle = (segment["start"] + segment["end"]) / 2
+        middle = (segment.start + segment.end) / 2
         spoken = min(truth, key=lambda t: abs((t["start"] + t["end"]) / 2 - middle))
         assert spoken["lang"] == "de"
     translated = _run(ctx, "en_de_codeswitch.flac", multilingual=True, output_language="en")
-    assert {s["language"] for s in translated.segments} == {"en", "de"}
+    assert {s.language for s in translated.segments} == {"en", "de"}
     assert not {"und", "wir", "die", "das"} & set(words(translated.text))
 
 
 def test_english_only_model_skips_detection(ctx, tiny_en_model):
     result = _run(ctx, "jfk_inaugural_1961.flac", model="tiny.en")
     assert result.language == "en"
+    assert result.language_probability is None  # a vote would have recorded its probability
+    assert "country" in words(result.text)
+
+
+def test_a_given_language_skips_detection(ctx, base_model):
+    result = _run(ctx, "jfk_inaugural_1961.flac", language="en")
+    assert result.language == "en" and result.language_probability is None
     assert "country" in words(result.text)
 
 
@@ -103,11 +114,11 @@ def test_failures_are_recorded_on_the_job(ctx, tmp_path):
     bogus = tmp_path / "notes.wav"
     bogus.write_text("this is not audio at all, just text pretending to be a wav file")
     with pytest.raises(MurmurError, match="not a readable audio file") as caught:
-        runner.transcribe(str(bogus), JobOptions(), ctx=ctx)
+        embedded.run(ctx, str(bogus), JobOptions())
     job = queries.get_job(ctx.db, caught.value.job_id)
     assert job.status == "failed" and "not a readable audio file" in job.error
     with pytest.raises(MurmurError, match="unknown model") as caught:
-        runner.transcribe(str(DATA / "jfk_inaugural_1961.flac"), JobOptions(model="nonexistent-size"), ctx=ctx)
+        embedded.run(ctx, str(DATA / "jfk_inaugural_1961.flac"), JobOptions(model="nonexistent-size"))
     assert queries.get_job(ctx.db, caught.value.job_id).status == "failed"
     # the process goes on: the next job is untouched and succeeds
     assert "country" in words(_run(ctx, "jfk_inaugural_1961.flac", model="tiny.en").text)

@@ -8,8 +8,8 @@ import pytest
 from importlib import resources
 
 from tests.conftest import DATA
-from workers.cpu.audio import decode_audio
-from workers.cpu.vad import CONTEXT, WINDOW, SileroVad, speech_spans
+from murmur.workers.cpu.audio import decode_audio
+from murmur.workers.cpu.vad import CONTEXT, WINDOW, SileroVad, speech_spans
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_empty_audio_has_no_windows(vad):
 
 def test_encoder_blocks_leave_no_seams(vad, monkeypatch):
     """Blocks are cut straight from the audio; where they are cut must not matter."""
-    import workers.cpu.vad as module
+    import murmur.workers.cpu.vad as module
 
     audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
     whole = vad.probabilities(audio)
