@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-distributed clean
+.PHONY: setup run test bench bench-startup bench-distributed clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_embedded.py
+
+# producer commands from the shell beside `celery --help` (needs the machine's Redis)
+bench-startup: setup
+	$(PY) bench/bench_startup.py
 
 # needs the machine's Redis and Postgres, and ../shared/audio
 bench-distributed: setup

@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+from murmur.workers.gpu.model import resolve_model
 
-from workers.cpu.audio import SAMPLE_RATE, decode_audio  # noqa: E402
-from workers.gpu.model import resolve_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AUDIO = Path(os.environ.get("MURMUR_BENCH_AUDIO", ROOT.parent / "shared" / "audio"))
 BIN = Path(sys.executable).parent
@@ -127,7 +126,7 @@ def main() -> None:
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from tasks.client import Client
+    from murmur import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="murmur-bench-"))
     short = [(AUDIO / "real" / f, lang) for f, lang in REAL_SHORT] * 3
@@ -196,7 +195,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"distributed-cpu-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.md"
     path.write_text(table)
-    print(f"written to {path.relative_to(ROOT)}")
+    print(f"written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def render(rows, overhead_ms: float, compute_ms: float, overheads: list[float], args) -> str:

@@ -22,17 +22,16 @@ import numpy as np
 import torch
 from whisper_normalizer.english import EnglishTextNormalizer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from murmur.db.session import sessions, upgrade
+from murmur.tasks import embedded, stages
+from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+from murmur.workers.cpu.chunking import chunk_audio, plan_chunks
+from murmur.workers.cpu.features import log_mel
+from murmur.workers.cpu.vad import SileroVad, speech_spans
+from murmur.workers.gpu.model import resolve_model
+from murmur.workers.options import JobOptions
 
-from db.session import sessions, upgrade  # noqa: E402
-from tasks import pipeline, runner  # noqa: E402
-from tasks.options import JobOptions  # noqa: E402
-from workers.cpu.audio import SAMPLE_RATE, decode_audio  # noqa: E402
-from workers.cpu.chunking import chunk_audio, plan_chunks  # noqa: E402
-from workers.cpu.features import log_mel  # noqa: E402
-from workers.cpu.vad import SileroVad, speech_spans  # noqa: E402
-from workers.gpu.model import resolve_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 AUDIO = Path(os.environ.get("MURMUR_BENCH_AUDIO", ROOT.parent / "shared" / "audio"))
 normalize = EnglishTextNormalizer()
@@ -79,12 +78,12 @@ def main() -> None:
     fw_batched = BatchedInferencePipeline(fw)
     db_url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade(db_url)
-    ctx = pipeline.Context(db=sessions(db_url), device=args.device, compute_type=args.compute_type, threads=args.threads)
+    ctx = stages.Context(db=sessions(db_url), device=args.device, compute_type=args.compute_type, threads=args.threads)
     options = JobOptions(model=args.model, language="en", batch_size=args.batch_size, beam_size=args.beam_size)
     common = dict(language="en", beam_size=args.beam_size)
 
     def murmur(path):
-        return [s["text"] for s in runner.transcribe(str(path), options, ctx=ctx).segments]
+        return [s.text for s in embedded.run(ctx, str(path), options).segments]
 
     def fw_texts(segments):
         return [s.text for s in segments]
