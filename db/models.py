@@ -91,6 +91,7 @@ class ChunkRow(Base):
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
     spans: Mapped[list] = mapped_column(JSON)  # the chunk's source spans, as workers.cpu.chunking.Chunk has them
+    speech: Mapped[list | None] = mapped_column(JSON)  # where the VAD hears speech inside them (Chunk.speech)
     language: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[ChunkState] = mapped_column(_state(ChunkState), default=ChunkState.pending)
     worker: Mapped[str | None] = mapped_column(String(255))  # the worker whose decode was stored

@@ -88,10 +88,10 @@ def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
         return result.rowcount == 1
 
 
-def save_chunks(db: sessionmaker[Session], job_id: str, plan: Sequence[tuple[int, Sequence[tuple[float, float]]]], duration: float) -> int:
-    """Record the plan of chunks, each (index, source spans); replaces an earlier plan of the same job."""
-    rows = [ChunkRow(job_id=job_id, idx=idx, start=spans[0][0], end=spans[-1][1], spans=[list(s) for s in spans],
-                     status=ChunkState.pending) for idx, spans in plan]
+def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, duration: float) -> int:
+    """Record the plan of chunks (workers.cpu.chunking.Chunk); replaces an earlier plan of the same job."""
+    rows = [ChunkRow(job_id=job_id, idx=c.idx, start=c.spans[0][0], end=c.spans[-1][1], spans=[list(s) for s in c.spans],
+                     speech=[list(s) for s in c.speech], status=ChunkState.pending) for c in chunks]
     with db.begin() as s:
         s.execute(delete(Segment).where(Segment.job_id == job_id))
         s.execute(delete(ChunkRow).where(ChunkRow.job_id == job_id))

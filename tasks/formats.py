@@ -16,13 +16,20 @@ def render(transcript: Transcript, fmt: str) -> str:
         return "\n".join(s.text for s in transcript.segments)
     if fmt == "srt":
         return "\n".join(
-            f"{i}\n{clock(s.start, ',')} --> {clock(s.end, ',')}\n{s.text}\n"
-            for i, s in enumerate(transcript.segments, start=1)
+            f"{i}\n{clock(start, ',')} --> {clock(end, ',')}\n{text}\n" for i, (start, end, text) in enumerate(cues(transcript), start=1)
         )
     if fmt == "vtt":
-        cues = "\n".join(f"{clock(s.start, '.')} --> {clock(s.end, '.')}\n{s.text}\n" for s in transcript.segments)
-        return "WEBVTT\n\n" + cues
+        return "WEBVTT\n\n" + "\n".join(f"{clock(start, '.')} --> {clock(end, '.')}\n{text}\n" for start, end, text in cues(transcript))
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def cues(transcript: Transcript) -> list[tuple[float, float, str]]:
+    """Subtitle cues: one per segment, each ending before the next begins, so no two are on screen at once."""
+    segments = transcript.segments
+    return [
+        (s.start, min(s.end, segments[i + 1].start) if i + 1 < len(segments) else s.end, s.text)
+        for i, s in enumerate(segments)
+    ]
 
 
 def clock(seconds: float, decimal_mark: str) -> str:

@@ -25,7 +25,7 @@ from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
 from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
-from murmur.workers.cpu.vad import SileroVad, speech_spans
+from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
 from murmur.workers.errors import MurmurError
 from murmur.workers.gpu.decode import decode_batch, encode, top_languages
 from murmur.workers.gpu.language import DETECT_CHUNKS, MULTILINGUAL_DETECT_CHUNKS, detection_chunks, vote
@@ -84,12 +84,13 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
         audio = decode_audio(path)
     duration = audio.size / SAMPLE_RATE
     probs = ctx.vad.probabilities(audio)
-    chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual)
+    chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual,
+                         speech=speech_spans(probs, EDGES))
     # chunk audio is cut lazily, a block at a time, so the file is not held twice
     features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
     refs = [ctx.store.put(job_id, c.idx, f) for c, f in zip(chunks, features)]
     del audio
-    queries.save_chunks(ctx.db, job_id, [(c.idx, c.spans) for c in chunks], duration)
+    queries.save_chunks(ctx.db, job_id, chunks, duration)
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
     return refs
 
@@ -221,4 +222,4 @@ def _chunk_rows(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> dict[tu
 
 
 def _chunk(row: ChunkRow) -> Chunk:
-    return Chunk(row.idx, tuple((a, b) for a, b in row.spans))
+    return Chunk(row.idx, tuple((a, b) for a, b in row.spans), tuple((a, b) for a, b in row.speech or ()))

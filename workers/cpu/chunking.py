@@ -5,7 +5,9 @@ and word tails are not clipped), a span that still runs past 30 s is cut at
 its quietest point (lowest speech probability) in the second half of the
 window, and consecutive pieces are greedily packed into chunks. Silence
 between spans is left out of a chunk, so a chunk keeps the list of source
-spans it was built from to map its own time back to source time.
+spans it was built from to map its own time back to source time, and the
+finer stretches of speech inside them, so that decode can snap words to where
+speech really is.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Chunk:
 
     idx: int
     spans: tuple[tuple[float, float], ...]
+    speech: tuple[tuple[float, float], ...] = ()  # where the VAD hears speech inside the spans, source time
 
     @property
     def start(self) -> float:
@@ -51,6 +54,29 @@ class Chunk:
             offset += length
         return self.spans[-1][1]
 
+    def pauses(self, min_s: float = 0.0) -> list[tuple[float, float]]:
+        """The silences between its stretches of speech (source time), those of `min_s` or longer."""
+        return [(a[1], b[0]) for a, b in zip(self.speech, self.speech[1:]) if b[0] - a[1] >= max(min_s, 1e-9)]
+
+    def pause_near(self, t: float, reach: float) -> tuple[float, float] | None:
+        """The longest pause that comes within `reach` seconds of `t`."""
+        near = [p for p in self.pauses() if p[0] - reach <= t <= p[1] + reach]
+        return max(near, key=lambda p: p[1] - p[0], default=None)
+
+    def snap(self, start: float, end: float) -> tuple[float, float]:
+        """A word's source times trimmed to the stretch of speech it starts in.
+
+        The alignment ends a word where the next token starts; at the end of a
+        sentence that is after the pause, so the word would cover the silence.
+        A word never spans a pause the VAD heard; its start is taken as it is,
+        unless it lies in a pause, when it moves to the nearest speech.
+        """
+        if not self.speech:
+            return start, end
+        a, b = min(self.speech, key=lambda s: max(s[0] - start, start - s[1], 0.0))
+        start = min(max(start, a), b)
+        return start, min(max(end, start), b)
+
 
 def plan_chunks(
     spans: Sequence[SpeechSpan],
@@ -59,11 +85,13 @@ def plan_chunks(
     max_s: float = CHUNK_S,
     pad_s: float = PAD_S,
     merge: bool = True,
+    speech: Sequence[SpeechSpan] = (),
 ) -> list[Chunk]:
     """Pad, min-cut and greedily merge speech spans into chunks of at most `max_s`.
 
     `merge=False` keeps each speech span its own chunk: for code-switched audio,
     where a chunk's language is detected once and must not span two languages.
+    `speech` (fine-grained VAD spans) is kept with each chunk where it falls inside.
     """
     pieces = _pad_and_join(spans, duration, pad_s)
     cut: list[tuple[float, float]] = []
@@ -78,7 +106,12 @@ def plan_chunks(
         else:
             chunks.append([(a, b)])
             length = b - a
-    return [Chunk(idx=i, spans=tuple(_round_spans(c))) for i, c in enumerate(chunks)]
+    planned = []
+    for i, c in enumerate(chunks):
+        c = _round_spans(c)
+        inside = [(max(a, s.start), min(b, s.end)) for a, b in c for s in speech if s.start < b and s.end > a]
+        planned.append(Chunk(idx=i, spans=tuple(c), speech=tuple(inside)))
+    return planned
 
 
 def chunk_audio(audio: np.ndarray, chunk: Chunk) -> np.ndarray:

@@ -34,6 +34,13 @@ class VadOptions:
     min_silence_s: float = 0.5
 
 
+# Where speech starts and stops, to the window: pauses of 100 ms count, as between
+# sentences, and speech ends at the first window below the threshold (no hysteresis,
+# which kept ends ≈0.1 s late); the defaults above bridge pauses shorter than 0.5 s,
+# as chunking wants.
+EDGES = VadOptions(neg_threshold=0.5, min_speech_s=0.064, min_silence_s=0.1)
+
+
 @dataclass(frozen=True)
 class SpeechSpan:
     """A stretch of speech in source seconds."""

@@ -27,6 +27,8 @@ from murmur.workers.transcript import Segment, Word
 FRAMES_PER_SECOND = 100  # mel frames
 ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
+BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
+SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 _CLOSERS = "\"')]}»”’"
 
@@ -160,21 +162,27 @@ def _timed_words(model, chunk: Chunk, tokens, timing, language) -> list[Word]:
     return words
 
 
-def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, word_timestamps: bool) -> list[Segment]:
+def _sentences(chunk: Chunk, words: list[Word], language, avg_logprob, no_speech_prob, word_timestamps: bool) -> list[Segment]:
+    """Words (chunk time) → sentences in source time whose bounds and words lie on speech."""
     groups: list[list[Word]] = [[]]
     for word in words:
-        groups[-1].append(word)
+        groups[-1].append(Word(chunk.to_source(word.start), chunk.to_source(word.end), word.text, word.probability))
         if word.text.rstrip(_CLOSERS).endswith(_SENTENCE_END):
             groups.append([])
-    segments = []
+    kept = []
     for group in groups:
         text = "".join(w.text for w in group).strip()
-        if not text:
-            continue
-        ratio = filters.compression_ratio(text)
-        if ratio > filters.COMPRESSION_RATIO_THRESHOLD:
-            continue
-        timed = [Word(round(chunk.to_source(w.start), 3), round(chunk.to_source(w.end), 3), w.text, round(w.probability, 4)) for w in group]
+        if text and filters.compression_ratio(text) <= filters.COMPRESSION_RATIO_THRESHOLD:
+            kept.extend(_split_at_pauses(chunk, group))
+    for before, after in zip(kept, kept[1:]):
+        _break_in_pause(chunk, before, after)
+    segments = []
+    for group in kept:
+        text = "".join(w.text for w in group).strip()
+        timed = []
+        for w in group:
+            start, end = chunk.snap(w.start, w.end)
+            timed.append(Word(round(start, 3), round(end, 3), w.text, round(w.probability, 4)))
         segments.append(
             Segment(
                 chunk_idx=chunk.idx,
@@ -185,8 +193,43 @@ def _sentences(chunk, words: list[Word], language, avg_logprob, no_speech_prob, 
                 language=language,
                 avg_logprob=float(avg_logprob),
                 no_speech_prob=float(no_speech_prob),
-                compression_ratio=ratio,
+                compression_ratio=filters.compression_ratio(text),
                 words=timed if word_timestamps else None,
             )
         )
     return segments
+
+
+def _split_at_pauses(chunk: Chunk, words: list[Word]) -> list[list[Word]]:
+    """A sentence cut where the speaker paused SPLIT_PAUSE_S or longer: text with no
+    full stop between two sentences, or one long sentence, still gives cues that
+    do not stay on screen through the silence."""
+    cuts = set()
+    for pause in chunk.pauses(SPLIT_PAUSE_S):
+        if not (words[0].start < pause[0] and pause[1] < words[-1].start + BREAK_REACH_S):
+            continue  # not inside: no word of the sentence starts after it (a late end is not speech)
+        distance = [max(pause[0] - w.start, w.start - pause[1], 0.0) for w in words]
+        j = min(range(1, len(words)), key=distance.__getitem__, default=None)
+        if j is not None and distance[j] <= BREAK_REACH_S:
+            cuts.add(j)
+    bounds = [0, *sorted(cuts), len(words)]
+    return [words[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _break_in_pause(chunk: Chunk, before: list[Word], after: list[Word]) -> None:
+    """Move the break between two sentences into the pause the VAD heard there.
+
+    The alignment can put the break a little inside the speech on either side;
+    speakers pause between sentences, so when a pause lies within reach of the
+    aligned break, the first sentence ends where the pause begins and the next
+    starts where it ends.
+    """
+    pause = chunk.pause_near(after[0].start, BREAK_REACH_S)
+    if pause is None:
+        return
+    begin, end = pause
+    for word in before:
+        word.start, word.end = min(word.start, begin), min(word.end, begin)
+    before[-1].end = begin
+    for word in after:
+        word.start, word.end = max(word.start, end), max(word.end, end)
