@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-startup bench-distributed clean
+.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: setup
 # producer commands from the shell beside `celery --help` (needs the machine's Redis)
 bench-startup: setup
 	$(PY) bench/bench_startup.py
+
+# segment boundaries against the synthetic sets' sentence times (Redis, Postgres, ../shared/audio)
+bench-timestamps: setup
+	$(PY) bench/bench_timestamps.py
 
 # needs the machine's Redis and Postgres, and ../shared/audio
 bench-distributed: setup

@@ -39,3 +39,21 @@ def test_chunk_time_maps_back_to_source_time():
 
 def test_no_speech_no_chunks():
     assert plan_chunks([], np.zeros(100), duration=3.0) == []
+
+
+def test_speech_inside_each_chunk_is_kept_with_it():
+    spans = [SpeechSpan(1.0, 5.0), SpeechSpan(10.0, 38.0)]  # 4.2 s + 28.2 s: two chunks
+    fine = [SpeechSpan(1.0, 2.5), SpeechSpan(2.8, 5.0), SpeechSpan(10.0, 38.0)]
+    chunks = plan_chunks(spans, np.ones(2000), duration=60.0, speech=fine)
+    assert [c.speech for c in chunks] == [((1.0, 2.5), (2.8, 5.0)), ((10.0, 38.0),)]
+    assert plan_chunks(spans, np.ones(2000), duration=60.0)[0].speech == ()
+
+
+def test_snap_trims_a_word_to_the_speech_it_starts_in():
+    chunk = Chunk(0, ((0.9, 5.1), (9.9, 20.1)), speech=((1.0, 2.5), (2.8, 5.0), (10.0, 20.0)))
+    assert chunk.snap(1.2, 2.0) == (1.2, 2.0)  # inside speech: untouched
+    assert chunk.snap(2.0, 10.3) == (2.0, 2.5)  # the last word before a pause does not cover it
+    assert chunk.snap(4.5, 10.4) == (4.5, 5.0)  # nor the pause the chunk cut out
+    assert chunk.snap(9.95, 10.5) == (10.0, 10.5)  # a start in the pause moves to the speech nearest it
+    assert chunk.snap(5.05, 5.1) == (5.0, 5.0)
+    assert Chunk(0, ((0.0, 3.0),)).snap(0.5, 2.9) == (0.5, 2.9)  # no speech known: times as aligned

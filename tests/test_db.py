@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from murmur.db import queries
 from murmur.db.models import Base, ChunkState, JobState
 from murmur.db.session import engine_for, sessions, upgrade
+from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.transcript import Segment, Word
 
 
@@ -40,7 +41,7 @@ def test_migrations_arrive_at_exactly_the_models(db):
 def test_redecoded_chunk_replaces_its_segments(db):
     Session, _ = db
     job = queries.create_job(Session, "/audio.wav", {"model": "base"})
-    queries.save_chunks(Session, job, [(0, ((0.0, 5.0),)), (1, ((6.0, 9.0),))], 9.0)
+    queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),), ((0.1, 4.9),)), Chunk(1, ((6.0, 9.0),))], 9.0)
     queries.replace_segments(Session, job, 0, [_segment(0, "first"), _segment(1, "second")], "en")
     queries.replace_segments(Session, job, 0, [_segment(0, "again")], "en")  # a redelivered decode
     queries.replace_segments(Session, job, 1, [_segment(0, "third", [Word(6.0, 6.5, " third", 0.9)], chunk_idx=1)], "en")
@@ -49,7 +50,9 @@ def test_redecoded_chunk_replaces_its_segments(db):
     assert segments[1].words == [Word(6.0, 6.5, " third", 0.9)] and segments[0].words is None
     row = queries.get_job(Session, job)
     assert row.chunks_done == 2 and row.n_chunks == 2
-    assert [c.status for c in queries.get_chunks(Session, job)] == [ChunkState.decoded, ChunkState.decoded]
+    chunks = queries.get_chunks(Session, job)
+    assert [c.status for c in chunks] == [ChunkState.decoded, ChunkState.decoded]
+    assert [c.speech for c in chunks] == [[[0.1, 4.9]], []]
 
 
 def test_states_are_enums_that_read_back_as_enums(db):

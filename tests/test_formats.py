@@ -37,6 +37,12 @@ def test_srt_and_vtt_cues():
     assert render(transcript, "txt") == "One.\nTwo."
 
 
+def test_cues_never_overlap():
+    transcript = Transcript("job", "en", 0.9, 5.0, [_segment(0.0, 2.5, "One."), _segment(2.0, 3.0, "Two.")])
+    assert render(transcript, "srt") == "1\n00:00:00,000 --> 00:00:02,000\nOne.\n\n2\n00:00:02,000 --> 00:00:03,000\nTwo.\n"
+    assert "00:00:00.000 --> 00:00:02.000" in render(transcript, "vtt")
+
+
 def test_empty_transcript_renders_empty_but_valid():
     empty = Transcript("job", None, None, 4.0, [])
     assert render(empty, "txt") == "" and render(empty, "srt") == ""

@@ -122,3 +122,35 @@ def test_failures_are_recorded_on_the_job(ctx, tmp_path):
     assert queries.get_job(ctx.db, caught.value.job_id).status == "failed"
     # the process goes on: the next job is untouched and succeeds
     assert "country" in words(_run(ctx, "jfk_inaugural_1961.flac", model="tiny.en").text)
+
+
+def test_segment_ends_land_on_speech_not_in_the_pause_after_it(ctx, base_model, tmp_path):
+    """A minute of en_5min, twelve sentences with pauses of 0.4–2.0 s whose times are known."""
+    import wave
+
+    import numpy as np
+
+    from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+
+    truth = [s for s in json.loads((DATA / "en_5min.json").read_text())["segments"] if s["end"] < 62.0]
+    audio = decode_audio(DATA / "en_5min.flac")[: int(62.3 * SAMPLE_RATE)]
+    clip = tmp_path / "en_minute.wav"
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    result = embedded.run(ctx, str(clip), JobOptions(language="en", word_timestamps=True))
+    assert len(result.segments) == len(truth) == 12
+    pauses = [(a["end"] + 0.3, b["start"] - 0.3) for a, b in zip(truth, truth[1:]) if b["start"] - a["end"] > 0.6]
+    assert len(pauses) == 8  # the gaps longer than the 0.3 s of slack on each side
+    for segment in result.segments:
+        for pause in pauses:  # 0.3 s of slack either side of each reference pause
+            assert not pause[0] < segment.end < pause[1], (segment.text, segment.end, pause)
+            assert not pause[0] < segment.start < pause[1], (segment.text, segment.start, pause)
+        for word in segment.words:
+            assert not any(word.start < a and word.end > b for a, b in pauses), (word, segment.text)  # no word spans a pause
+    for reference, segment in zip(truth, result.segments):
+        assert abs(segment.start - reference["start"]) <= 0.3 and abs(segment.end - reference["end"]) <= 0.3, (segment, reference)
+    cues = render(result, "srt").split("\n\n")
+    assert len(cues) == 12

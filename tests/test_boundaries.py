@@ -1,0 +1,57 @@
+"""Where segments and words begin and end, as a pure unit: aligned words in, times on speech out."""
+
+from __future__ import annotations
+
+from murmur.workers.cpu.chunking import Chunk
+from murmur.workers.gpu.decode import _sentences
+from murmur.workers.transcript import Word
+
+# one span of 10 s (chunk time = source time); the VAD heard speech in three stretches
+CHUNK = Chunk(0, ((0.0, 10.0),), speech=((0.1, 3.0), (4.0, 7.0), (8.5, 9.9)))
+
+
+def _segments(*words: tuple[float, float, str]):
+    return _sentences(CHUNK, [Word(a, b, text, 0.9) for a, b, text in words], "en", -0.2, 0.01, word_timestamps=True)
+
+
+def _bounds(segments):
+    return [(s.start, s.end, s.text) for s in segments]
+
+
+def test_a_sentence_end_does_not_absorb_the_pause_after_it():
+    # the alignment ends "one." where "Two" starts: after the pause
+    segments = _segments((0.1, 1.5, " Sentence"), (1.5, 4.0, " one."), (4.0, 5.0, " Two"), (5.0, 7.5, " follows."))
+    assert _bounds(segments) == [(0.1, 3.0, "Sentence one."), (4.0, 7.0, "Two follows.")]
+
+
+def test_a_break_aligned_inside_speech_moves_into_the_nearby_pause():
+    # "Two" aligned 0.2 s before the first stretch of speech ends
+    segments = _segments((0.1, 1.5, " Sentence"), (1.5, 2.8, " one."), (2.8, 5.0, " Two"), (5.0, 7.0, " follows."))
+    assert _bounds(segments) == [(0.1, 3.0, "Sentence one."), (4.0, 7.0, "Two follows.")]
+    assert [(w.start, w.end) for w in segments[1].words] == [(4.0, 5.0), (5.0, 7.0)]
+
+
+def test_no_word_spans_a_pause_the_vad_heard():
+    segments = _segments((0.1, 2.0, " One"), (2.0, 4.5, " long"), (4.5, 7.0, " sentence."))
+    words = [w for s in segments for w in s.words]
+    for word in words:
+        assert not (word.start < 3.0 and word.end > 4.0)  # none covers the pause 3.0–4.0
+    assert [(w.start, w.end) for w in words] == [(0.1, 2.0), (2.0, 3.0), (4.5, 7.0)]
+
+
+def test_text_with_no_full_stop_is_cut_at_a_long_pause_only():
+    # 1.5 s pause (7.0–8.5) between two sentences the text did not separate; no word starts near the 3.0–4.0 one
+    segments = _segments((0.1, 2.0, " First"), (2.0, 5.0, " part"), (5.0, 8.6, " goes"), (8.6, 9.9, " on"))
+    assert _bounds(segments) == [(0.1, 7.0, "First part goes"), (8.6, 9.9, "on")]
+
+
+def test_a_last_word_ending_late_is_not_cut_off_its_sentence():
+    # "rolls" starts before the long pause and its aligned end runs into the next speech
+    segments = _segments((4.0, 5.0, " Cinnamon"), (5.0, 6.5, " rolls"), (6.5, 8.7, " here."))
+    assert _bounds(segments) == [(4.0, 7.0, "Cinnamon rolls here.")]
+
+
+def test_without_known_speech_times_stay_as_aligned():
+    chunk = Chunk(0, ((2.0, 12.0),))
+    [segment] = _sentences(chunk, [Word(0.5, 1.0, " Hi", 0.9), Word(1.0, 2.5, " there.", 0.8)], "en", -0.2, 0.01, False)
+    assert (segment.start, segment.end, segment.words) == (2.5, 4.5, None)
