@@ -22,12 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
 
+from bench_distributed import Fleet  # the fleet `make bench-distributed` starts: 1 CPU + 2 GPU-queue workers
 from murmur.workers.gpu.model import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,30 +74,6 @@ def summary(per_set: dict[str, list[tuple[float, float]]]) -> dict:
     return rows
 
 
-class Fleet:
-    """One CPU and two GPU-queue workers, as `make bench-distributed` starts them."""
-
-    def __init__(self, env: dict, logs: Path) -> None:
-        self.env, self.logs, self.procs = env, logs, []
-
-    def start(self) -> None:
-        for name, kind in (("cpu", "cpu"), ("gpu1", "gpu"), ("gpu2", "gpu")):
-            log = self.logs / f"{name}.log"
-            proc = subprocess.Popen([str(BIN / "murmur"), "worker", kind, "--threads", "1"], env=self.env,
-                                    stdout=log.open("w"), stderr=subprocess.STDOUT)
-            self.procs.append(proc)
-            deadline = time.monotonic() + 120
-            while " ready." not in log.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"worker {name} did not start:\n{log.read_text()[-2000:]}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-            proc.wait(30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="base")
@@ -128,7 +104,8 @@ def main() -> None:
         subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
         redis.Redis.from_url(args.broker_url).flushdb()
         fleet = Fleet(env, Path(tempfile.mkdtemp(prefix="murmur-ts-logs-")))
-        fleet.start()
+        for name, kind in (("cpu", "cpu"), ("gpu1", "gpu"), ("gpu2", "gpu")):
+            fleet.start(name, kind, "--threads", "1")
         try:
             client = murmur.Client(broker_url=args.broker_url, database_url=args.database_url)
             jobs = {name: client.submit(str(path), language=languages[name]) for name, path in files.items()}
@@ -137,7 +114,7 @@ def main() -> None:
                 client.wait(job, timeout=1800, poll_seconds=0.05)
                 fleet_results[name] = client.result(job)
         finally:
-            fleet.stop()
+            fleet.stop_all()
         results["murmur distributed"] = {n: [(s.start, s.end) for s in t.segments] for n, t in fleet_results.items()}
         texts["murmur distributed"] = {n: [s.text for s in t.segments] for n, t in fleet_results.items()}
 

@@ -12,11 +12,10 @@ import json
 import os
 import sys
 from dataclasses import fields
-from typing import get_type_hints
 
 from murmur.tasks.formats import FORMATS, render
 from murmur.workers.errors import MurmurError
-from murmur.workers.options import JobOptions
+from murmur.workers.options import JobOptions, field_types
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_job_options(parser: argparse.ArgumentParser, command: str) -> None:
     """One flag per job option that `command` takes, from JobOptions' own definition."""
-    hints = get_type_hints(JobOptions)
+    hints = field_types()
     for f in fields(JobOptions):
         if command not in f.metadata["commands"]:
             continue

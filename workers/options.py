@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from functools import cache
 from typing import get_type_hints
 
 from murmur.workers.errors import MurmurError
@@ -52,7 +53,7 @@ class JobOptions:
     seed: int = _option(0, "random seed of the decoder: the same seed gives the same text", commands=())
 
     def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
+        hints = field_types()
         for f in fields(self):
             value = getattr(self, f.name)
             choices = f.metadata["choices"]
@@ -87,6 +88,12 @@ class JobOptions:
     def batch_key(self) -> tuple:
         """Jobs whose keys are equal can share a decode batch: everything but the batch size matters."""
         return tuple(getattr(self, f.name) for f in fields(self) if f.name != "batch_size")
+
+
+@cache
+def field_types() -> dict[str, type]:
+    """Each option's type, resolved once: the annotations are strings, and resolving them is most of a construction's cost."""
+    return get_type_hints(JobOptions)
 
 
 def _words(name: str) -> str:
