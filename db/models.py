@@ -39,6 +39,14 @@ class ChunkState(StrEnum):
     decoded = "decoded"
 
 
+class CallbackState(StrEnum):
+    """A job's webhook, once the job has ended: to send, sent, or given up on."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -75,6 +83,13 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     callback_url: Mapped[str | None] = mapped_column(Text)  # POSTed once when the job ends
     priority: Mapped[int | None] = mapped_column(Integer)
+    # Postgres is the record: the reconciler re-drives a job from these when its messages are lost
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # re-drives of prepare, detection or assembly
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)  # the last step forward
+    lease_worker: Mapped[str | None] = mapped_column(String(255))  # who prepares or detects it now …
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # … while they live
+    callback_state: Mapped[CallbackState | None] = mapped_column(_state(CallbackState))
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -95,6 +110,9 @@ class ChunkRow(Base):
     language: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[ChunkState] = mapped_column(_state(ChunkState), default=ChunkState.pending)
     worker: Mapped[str | None] = mapped_column(String(255))  # the worker whose decode was stored
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # re-drives after its decode was lost
+    lease_worker: Mapped[str | None] = mapped_column(String(255))  # the worker that holds its decode message
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class _Words(TypeDecorator):

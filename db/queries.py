@@ -1,14 +1,20 @@
-"""The reads and writes the stages make, each in its own short transaction."""
+"""The reads and writes the stages make, each in its own short transaction.
+
+Every state change is a conditional update, so that a duplicate of any message
+(a redelivery, a re-drive by the reconciler) finds the change made and does
+nothing: a job is planned once, a chunk stored once, a job ended once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from murmur.db.models import ENDED, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.workers.transcript import Segment, Transcript
 
 
@@ -27,7 +33,8 @@ def create_job(
         with db.begin() as s:
             job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
                       prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
-                      callback_url=callback_url, priority=priority)
+                      callback_url=callback_url, priority=priority, attempts=0, callback_attempts=0,
+                      progress_at=utcnow())
             s.add(job)
             s.flush()
             return job.id
@@ -63,7 +70,8 @@ def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> bool:
     with db.begin() as s:
         result = s.execute(
             update(Job).where(Job.id == job_id, Job.status.not_in(ENDED))
-            .values(status=JobState.failed, error=error, finished_at=utcnow())
+            .values(status=JobState.failed, error=error, finished_at=utcnow(), lease_worker=None, lease_until=None,
+                    **_callback_due())
         )
         return result.rowcount == 1
 
@@ -83,21 +91,97 @@ def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
         result = s.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobState.running, Job.n_chunks.is_not(None), Job.chunks_done >= Job.n_chunks)
-            .values(status=JobState.done, finished_at=utcnow())
+            .values(status=JobState.done, finished_at=utcnow(), lease_worker=None, lease_until=None, **_callback_due())
         )
         return result.rowcount == 1
 
 
-def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, duration: float) -> int:
-    """Record the plan of chunks (workers.cpu.chunking.Chunk); replaces an earlier plan of the same job."""
-    rows = [ChunkRow(job_id=job_id, idx=c.idx, start=c.spans[0][0], end=c.spans[-1][1], spans=[list(s) for s in c.spans],
-                     speech=[list(s) for s in c.speech], status=ChunkState.pending) for c in chunks]
+def claim_job(db: sessionmaker[Session], job_id: str, worker: str | None, lease_seconds: float) -> Job | None:
+    """Take the job for prepare: a queued job, or one whose prepare died before it was planned.
+
+    None when it has ended, is planned already, or another live worker holds it:
+    a duplicate prepare then does nothing, and a finished job is never planned again.
+    """
+    now = utcnow()
     with db.begin() as s:
-        s.execute(delete(Segment).where(Segment.job_id == job_id))
-        s.execute(delete(ChunkRow).where(ChunkRow.job_id == job_id))
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.n_chunks.is_(None), Job.status.in_([JobState.queued, JobState.running]),
+                   _lease_free(Job, now, worker))
+            .values(status=JobState.running, started_at=func.coalesce(Job.started_at, now), lease_worker=worker,
+                    lease_until=now + timedelta(seconds=lease_seconds), progress_at=now)
+        )
+        if result.rowcount != 1:
+            return None
+    return get_job(db, job_id)
+
+
+def claim_detection(db: sessionmaker[Session], job_id: str, worker: str | None, lease_seconds: float) -> bool:
+    """Take a planned job whose language is not known yet, for detection; False for a duplicate."""
+    now = utcnow()
+    with db.begin() as s:
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobState.running, Job.n_chunks.is_not(None), Job.language.is_(None),
+                   _lease_free(Job, now, worker))
+            .values(lease_worker=worker, lease_until=now + timedelta(seconds=lease_seconds))
+        )
+        return result.rowcount == 1
+
+
+def set_language(db: sessionmaker[Session], job_id: str, language: str, probability: float | None, spoken: list[str]) -> None:
+    """The job's language is known: detection's lease is given back."""
+    update_job(db, job_id, language=language, language_probability=probability, spoken_languages=spoken,
+               lease_worker=None, lease_until=None, progress_at=utcnow())
+
+
+def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, duration: float, worker: str | None = None) -> bool:
+    """Record the plan of chunks (workers.cpu.chunking.Chunk), once; False if the job was planned,
+    ended or taken by another worker meanwhile (nothing is then written)."""
+    rows = [ChunkRow(job_id=job_id, idx=c.idx, start=c.spans[0][0], end=c.spans[-1][1], spans=[list(s) for s in c.spans],
+                     speech=[list(s) for s in c.speech], status=ChunkState.pending, attempts=0) for c in chunks]
+    with db.begin() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobState.running or job.n_chunks is not None or job.lease_worker != worker:
+            return False
         s.add_all(rows)
-        s.execute(update(Job).where(Job.id == job_id).values(n_chunks=len(rows), chunks_done=0, duration=duration))
-    return len(rows)
+        job.n_chunks, job.chunks_done, job.duration = len(rows), 0, duration
+        job.lease_worker, job.lease_until, job.progress_at = None, None, utcnow()
+    return True
+
+
+def claim_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int], worker: str | None, lease_seconds: float) -> list[int]:
+    """Lease the chunks a decode message names to this worker; returns those it may decode.
+
+    A chunk already stored, or held by another live worker, is left alone.
+    """
+    now = utcnow()
+    with db.begin() as s:
+        claimed = s.scalars(
+            update(ChunkRow)
+            .where(ChunkRow.job_id == job_id, ChunkRow.idx.in_(list(indices)), ChunkRow.status == ChunkState.pending,
+                   _lease_free(ChunkRow, now, worker))
+            .values(lease_worker=worker, lease_until=now + timedelta(seconds=lease_seconds))
+            .returning(ChunkRow.idx)
+        )
+        return sorted(claimed)
+
+
+def release_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int], worker: str | None) -> None:
+    """Give back leases this worker holds but will not work on (its batch was refused)."""
+    with db.begin() as s:
+        s.execute(update(ChunkRow).where(ChunkRow.job_id == job_id, ChunkRow.idx.in_(list(indices)),
+                                         ChunkRow.lease_worker == worker).values(lease_worker=None, lease_until=None))
+
+
+def renew_leases(db: sessionmaker[Session], worker: str, lease_seconds: float) -> int:
+    """Push back the end of every lease `worker` holds; it calls this while it lives."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    with db.begin() as s:
+        jobs = s.execute(update(Job).where(Job.lease_worker == worker, Job.status.not_in(ENDED)).values(lease_until=until))
+        chunks = s.execute(update(ChunkRow).where(ChunkRow.lease_worker == worker, ChunkRow.status == ChunkState.pending)
+                           .values(lease_until=until))
+        return jobs.rowcount + chunks.rowcount
 
 
 def get_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int] | None = None) -> list[ChunkRow]:
@@ -110,23 +194,23 @@ def get_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int] | 
 
 def replace_segments(
     db: sessionmaker[Session], job_id: str, chunk_idx: int, segments: Sequence[Segment], language: str | None, worker: str | None = None
-) -> None:
-    """One transaction: the chunk's old segments out, the new ones in, progress counted once."""
+) -> bool:
+    """Store a decoded chunk's segments and count it, in one transaction; False if it was stored already."""
     if any(segment.chunk_idx != chunk_idx for segment in segments):
         raise ValueError(f"segments of another chunk handed to chunk {chunk_idx}")
     with db.begin() as s:
         chunk = s.get(ChunkRow, (job_id, chunk_idx), with_for_update=True)
-        if chunk is None:
-            return  # the job was re-planned or deleted meanwhile
+        if chunk is None or chunk.status == ChunkState.decoded:
+            return False  # deleted meanwhile, or stored by a duplicate of this decode: the first one stands
         s.execute(delete(Segment).where(Segment.job_id == job_id, Segment.chunk_idx == chunk_idx))
         for segment in segments:
             segment.job_id = job_id
             s.add(segment)
-        if chunk.status != ChunkState.decoded:
-            chunk.status = ChunkState.decoded
-            s.execute(update(Job).where(Job.id == job_id).values(chunks_done=Job.chunks_done + 1))
-        chunk.language = language
-        chunk.worker = worker
+        chunk.status = ChunkState.decoded
+        chunk.language, chunk.worker = language, worker
+        chunk.lease_worker, chunk.lease_until = None, None
+        s.execute(update(Job).where(Job.id == job_id).values(chunks_done=Job.chunks_done + 1, progress_at=utcnow()))
+        return True
 
 
 def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
@@ -138,3 +222,46 @@ def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
     job = get_job(db, job_id)
     return Transcript(job.id, job.language, job.language_probability, job.duration, get_segments(db, job_id))
+
+
+def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> int:
+    """Delete jobs that ended more than `older_than` ago, with their chunks and segments; how many went."""
+    cutoff = utcnow() - older_than
+    deleted = 0
+    while True:
+        with db.begin() as s:
+            ids = list(s.scalars(select(Job.id).where(Job.status.in_(ENDED), Job.finished_at < cutoff).limit(limit)))
+            if not ids:
+                return deleted
+            s.execute(delete(Segment).where(Segment.job_id.in_(ids)))
+            s.execute(delete(ChunkRow).where(ChunkRow.job_id.in_(ids)))
+            s.execute(delete(Job).where(Job.id.in_(ids)))
+            deleted += len(ids)
+
+
+def _lease_free(table, now: datetime, worker: str | None):
+    """No lease on the row, a lapsed one, or this worker's own."""
+    free = [table.lease_until.is_(None), table.lease_until < now]
+    return or_(*free, table.lease_worker == worker) if worker is not None else or_(*free)
+
+
+def _callback_due() -> dict:
+    """An ending job with a webhook has its POST to send."""
+    return {"callback_state": case((Job.callback_url.is_not(None), CallbackState.pending.value), else_=None),
+            "progress_at": utcnow()}
+
+
+def unsent_callbacks(db: sessionmaker[Session], job_ids: Sequence[str]) -> list[str]:
+    """Of these jobs, those that ended with their webhook still to send."""
+    with db() as s:
+        return list(s.scalars(select(Job.id).where(Job.id.in_(list(set(job_ids))), Job.status == JobState.failed,
+                                                   Job.callback_state == CallbackState.pending, Job.callback_attempts == 0)))
+
+
+def claim_callback(db: sessionmaker[Session], job_id: str, seen_attempts: int) -> bool:
+    """Count one try of the job's webhook; only one sender wins each try, so a hook is not sent twice at once."""
+    with db.begin() as s:
+        result = s.execute(update(Job).where(Job.id == job_id, Job.callback_state == CallbackState.pending,
+                                             Job.callback_attempts == seen_attempts)
+                           .values(callback_attempts=seen_attempts + 1, progress_at=utcnow()))
+        return result.rowcount == 1

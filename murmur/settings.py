@@ -7,6 +7,7 @@ this class by a test. Code asks `get_settings()`, never `os.environ`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,12 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("a whole number from 1")
+    return int(text)
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)
@@ -40,6 +47,26 @@ def _paths(text: str) -> tuple[Path, ...]:
     return tuple(Path(p).resolve() for p in text.split(os.pathsep) if p)
 
 
+def _bytes(text: str) -> int:
+    """A size: a whole number of bytes, or with a suffix K, M, G or T (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match or int(match[1]) < 1:
+        raise ValueError("a size in bytes such as 2G or 500M")
+    return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds, or a number with s, m, h or d (30d is thirty days); 0 turns the feature off."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError("a duration such as 3600, 90m, 4h or 30d")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = _variable(
@@ -48,11 +75,24 @@ class Settings:
     result_url: str | None = _variable("MURMUR_RESULT_URL", None, "the broker URL")
     tensor_url: str | None = _variable("MURMUR_TENSOR_URL", None, "the broker URL")
     tensor_ttl: int = _variable("MURMUR_TENSOR_TTL", 6 * 3600, parse=_seconds)
-    # A message unacknowledged this long is handed to another worker: it must outlast the
-    # wait of a prefetched chunk behind a batch or two, and it is how long a killed
-    # worker's chunks wait before another worker takes them.
-    visibility_timeout: int = _variable("MURMUR_VISIBILITY_TIMEOUT", 900, parse=_seconds)
+    # A message unacknowledged this long is handed to another worker. Recovery from a dead
+    # worker comes from leases (below), so this only has to outlast the longest live task:
+    # redelivering a task that is still running would only duplicate work.
+    visibility_timeout: int = _variable("MURMUR_VISIBILITY_TIMEOUT", 3600, parse=_seconds)
+    # A worker holds each job it prepares and each chunk it was handed for this long,
+    # renewed every third of it while the worker lives; a lapsed lease is re-driven.
+    lease_seconds: int = _variable("MURMUR_LEASE_SECONDS", 30, parse=_seconds)
+    stall_timeout: int = _variable("MURMUR_STALL_TIMEOUT", 120, parse=_seconds)
+    max_attempts: int = _variable("MURMUR_MAX_ATTEMPTS", 3, parse=_positive)
+    reconcile_interval: int = _variable("MURMUR_RECONCILE_INTERVAL", 10, parse=_seconds)
+    retention: int = _variable("MURMUR_RETENTION", 0, "0: keep every job", parse=parse_duration)
+    max_duration: int = _variable("MURMUR_MAX_DURATION", 4 * 3600, "14400 (4 h)", parse=parse_duration)
+    max_bytes: int = _variable("MURMUR_MAX_BYTES", 2 * 1024**3, "2G", parse=_bytes)
+    tensor_budget: int | None = _variable("MURMUR_TENSOR_BUDGET", None, "half of Redis' maxmemory, or 2G", parse=_bytes)
     allowed_roots: tuple[Path, ...] = _variable("MURMUR_ALLOWED_ROOTS", (), "unset: any path", parse=_paths)
+    model_dirs: tuple[Path, ...] = _variable("MURMUR_MODEL_DIRS", (), "unset: bundled models only", parse=_paths)
+    callback_allow: tuple[str, ...] = _variable("MURMUR_CALLBACK_ALLOW", (), "unset: public addresses only", parse=_names)
+    callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")
     compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")

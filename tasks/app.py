@@ -12,6 +12,8 @@ from murmur.settings import get_settings
 
 CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
 GPU_QUEUE = "murmur.gpu"  # detect_language, decode
+HOOK_QUEUE = "murmur.hooks"  # notify: webhooks, consumed by the CPU workers
+QUEUES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE, "hooks": HOOK_QUEUE}
 
 
 def create_app(broker: str | None = None) -> Celery:
@@ -26,10 +28,12 @@ def create_app(broker: str | None = None) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_queues=[Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
+        task_queues=[Queue(q) for q in QUEUES.values()],
         task_default_queue=CPU_QUEUE,
-        task_routes={"murmur.detect_language": {"queue": GPU_QUEUE}, "murmur.decode": {"queue": GPU_QUEUE}},
-        # a message is acknowledged after its work is stored; a lost worker's messages go to another
+        task_routes={"murmur.detect_language": {"queue": GPU_QUEUE}, "murmur.decode": {"queue": GPU_QUEUE},
+                     "murmur.notify": {"queue": HOOK_QUEUE}},
+        # a message is acknowledged after its work is stored; a dead worker's work is re-driven
+        # from its lapsed leases (tasks.reconciler), well before the visibility timeout
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a worker holds only what its threads are working on

@@ -1,4 +1,4 @@
-"""The task chain: the Celery tasks transcribe → prepare → detect_language → decode × N → assemble.
+"""The task chain: the Celery tasks transcribe → prepare → detect_language → decode × N → assemble → notify.
 
 Each task loads its inputs, calls a stage of `tasks.stages`, stores the outputs
 and sends the next message; the logic lives in the stages.
@@ -16,22 +16,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from murmur.db import queries
 from murmur.db.models import JobState
 from murmur.settings import get_settings
 from murmur.tasks import stages
-from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, app
-from murmur.tasks.store import TensorRef
-from murmur.tasks.webhook import check_callback_url, notify
+from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, app
+from murmur.tasks.reconciler import Redrive
+from murmur.tasks.store import TensorRef, feature_key
+from murmur.workers.cpu.features import N_FRAMES
+from murmur.tasks.webhook import check_callback_url
 from murmur.tasks.worker import state
 from murmur.workers.cpu.sources import check_source
 from murmur.workers.errors import MurmurError
 
 log = logging.getLogger("murmur")
-# Broker or database briefly away: retry the message rather than fail the job.
-TRANSIENT = (OperationalError, redis.ConnectionError, redis.TimeoutError)
+# Broker or database briefly away: retry the message rather than fail the job. Should the
+# retries run out, the reconciler sends the step again once the job has stalled.
+TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.TimeoutError)
 _retry = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 10}
 
 
@@ -90,20 +94,22 @@ def prepare(job_id: str) -> None:
 def detect_language(job_id: str, refs: list[dict]) -> None:
     ctx = state().ctx
     with _job_errors(ctx, job_id):
-        job = queries.get_job(ctx.db, job_id)
-        if job is None or job.status != JobState.running:
-            return
-        chunk_refs = [TensorRef.from_json(r) for r in refs]
+        chunk_refs = _own_refs(job_id, refs)
+        if not queries.claim_detection(ctx.db, job_id, ctx.worker, get_settings().lease_seconds):
+            return  # detected already, ended, or another live worker is on it
         stages.detect_language(ctx, job_id, chunk_refs)
-        _fan_out(job_id, chunk_refs, job.priority)
+        _fan_out(job_id, chunk_refs, queries.get_job(ctx.db, job_id).priority)
 
 
 @app.task(name="murmur.decode", **_retry)
 def decode(job_id: str, ref: dict) -> None:
-    """One chunk: handed to this process's batcher, decoded with chunks of other jobs."""
+    """One chunk: leased to this worker, handed to its batcher, decoded with chunks of other jobs."""
     ctx = state().ctx
     with _job_errors(ctx, job_id):
-        assemble_now = state().batcher().submit((job_id, TensorRef.from_json(ref))).result()
+        [tensor] = _own_refs(job_id, [ref])
+        if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.worker, get_settings().lease_seconds):
+            return  # stored already, the job ended, or another live worker holds it
+        assemble_now = state().batcher().submit((job_id, tensor)).result()
         if assemble_now:
             assemble.apply_async((job_id,), queue=CPU_QUEUE, priority=queries.get_job(ctx.db, job_id).priority)
 
@@ -116,9 +122,47 @@ def assemble(job_id: str) -> None:
         if stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
             log.info("job %s done: %d chunk(s), %.1f s of audio", job_id, job.n_chunks, job.duration or 0.0)
-            notify(job)
+            _notify_later(job)
         else:
             log.info("job %s: assemble skipped, already finished or not complete", job_id)
+
+
+@app.task(name="murmur.notify", **_retry)
+def notify(job_id: str) -> None:
+    """POST the ended job's webhook, off the Celery threads: a slow hook never holds up a job."""
+    state().hooks().send(job_id)
+
+
+def redrive(r: Redrive) -> None:
+    """Send a step again, as the reconciler decided."""
+    ctx = state().ctx
+    job = queries.get_job(ctx.db, r.job_id)
+    if r.step == "prepare":
+        prepare.apply_async((r.job_id,), queue=CPU_QUEUE, priority=r.priority)
+    elif r.step == "assemble":
+        assemble.apply_async((r.job_id,), queue=CPU_QUEUE, priority=r.priority)
+    elif r.step == "notify":
+        notify.apply_async((r.job_id,), queue=HOOK_QUEUE)
+    else:
+        n_mels = ctx.n_mels(job.job_options().model)
+        indices = r.chunks or tuple(range(job.n_chunks or 0))
+        refs = [TensorRef(feature_key(r.job_id, i), (n_mels, N_FRAMES), "float32") for i in indices]
+        if r.step == "detect_language":
+            detect_language.apply_async((r.job_id, [ref.to_json() for ref in refs]), queue=GPU_QUEUE, priority=r.priority)
+        else:
+            _fan_out(r.job_id, refs, r.priority)
+
+
+def _own_refs(job_id: str, refs: list) -> list[TensorRef]:
+    """The message's tensor references, each checked to be this job's own chunk (never another job's key)."""
+    try:
+        parsed = [TensorRef.from_json(r) for r in refs]
+        ok = all(r.key == feature_key(job_id, r.chunk_idx) and r.dtype == "float32" and len(r.shape) == 2 for r in parsed)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        ok = False
+    if not ok:
+        raise RefusedMessage(f"refused a message for job {job_id}: its tensor references are not that job's chunks")
+    return parsed
 
 
 def _fan_out(job_id: str, refs: list[TensorRef], priority: int | None) -> None:
@@ -133,6 +177,8 @@ def _job_errors(ctx: stages.Context, job_id: str) -> Iterator[None]:
         yield
     except TRANSIENT:
         raise  # retried by Celery
+    except RefusedMessage as exc:
+        log.warning("%s", exc)  # a forged or garbled message: dropped, the job it names is left alone
     except MurmurError as exc:
         _fail(ctx, job_id, str(exc))
     except Exception as exc:
@@ -144,7 +190,16 @@ def _job_errors(ctx: stages.Context, job_id: str) -> Iterator[None]:
 def _fail(ctx: stages.Context, job_id: str, error: str) -> None:
     if queries.fail_job(ctx.db, job_id, error):
         log.warning("job %s failed: %s", job_id, error)
-        notify(queries.get_job(ctx.db, job_id))
+        _notify_later(queries.get_job(ctx.db, job_id))
+
+
+def _notify_later(job) -> None:
+    if job is not None and job.callback_url:
+        notify.apply_async((job.id,), queue=HOOK_QUEUE)
+
+
+class RefusedMessage(Exception):
+    """A message that no honest producer sends; it is dropped without touching any job."""
 
 
 def _check_priority(priority) -> None:

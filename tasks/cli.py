@@ -2,7 +2,7 @@
 
 `transcribe` runs the embedded pipeline in this process; `submit`, `status`
 and `result` talk to a worker fleet that `worker cpu|gpu` starts; `db upgrade`
-prepares its database.
+prepares its database and `prune` deletes old jobs from it.
 """
 
 from __future__ import annotations
@@ -86,7 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     database = commands.add_parser("db", help="database administration")
     database.add_argument("action", choices=("upgrade",), help="upgrade: create the database if needed and apply the migrations")
+    prune = commands.add_parser("prune", help="delete jobs that ended long ago, with their chunks and segments")
+    prune.add_argument("--older-than", required=True, metavar="AGE", type=_age,
+                       help="ended more than this long ago: seconds, or a number with s, m, h or d (30d)")
     return parser
+
+
+def _age(text: str) -> int:
+    from murmur.settings import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid age {text!r}: use {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +191,20 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db}
+def _prune(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from murmur.db.queries import prune
+    from murmur.db.session import sessions
+    from murmur.settings import get_settings
+
+    removed = prune(sessions(get_settings().fleet_database_url), timedelta(seconds=args.older_than))
+    print(f"deleted {removed} job(s) that ended more than {args.older_than} s ago")
+    return 0
+
+
+_COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db,
+             "prune": _prune}
 
 
 class _progress:

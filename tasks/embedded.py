@@ -38,7 +38,8 @@ def transcribe(
     url = settings.embedded_database_url
     upgrade(url)
     ctx = stages.Context(db=sessions(url), device=device or settings.device,
-                         compute_type=compute_type or settings.compute_type, threads=threads)
+                         compute_type=compute_type or settings.compute_type, threads=threads,
+                         max_duration=settings.max_duration)
     return run(ctx, os.path.abspath(source), job_options, on_progress)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -10,13 +12,44 @@ import redis
 
 from murmur.tasks.store import TensorRef, feature_key
 
+log = logging.getLogger("murmur")
+
+
+DEFAULT_BUDGET = 2 * 1024**3
+
 
 class RedisTensorStore:
-    """Raw array bytes under the feature key, with a TTL so an abandoned job cannot fill Redis."""
+    """Raw array bytes under the feature key, with a TTL so an abandoned job cannot fill Redis.
 
-    def __init__(self, url: str, ttl_seconds: int) -> None:
+    `wait_for_room` is the backpressure: prepare holds off while Redis uses more
+    than `budget` bytes (default: half of its maxmemory, or 2 GiB without one),
+    so a burst of long jobs cannot push Redis into refusing writes, or, under
+    an eviction policy, into evicting the queues themselves.
+    """
+
+    def __init__(self, url: str, ttl_seconds: int, budget: int | None = None) -> None:
         self._redis = redis.Redis.from_url(url)
         self.ttl_seconds = ttl_seconds
+        self._budget = budget
+
+    @property
+    def budget(self) -> int:
+        if self._budget is None:
+            maxmemory = int(self._redis.config_get("maxmemory").get("maxmemory", 0) or 0)
+            self._budget = maxmemory // 2 if maxmemory else DEFAULT_BUDGET
+        return self._budget
+
+    def used(self) -> int:
+        return int(self._redis.info("memory")["used_memory"])
+
+    def wait_for_room(self, poll_seconds: float = 0.5) -> None:
+        warned = False
+        while self.used() > self.budget:
+            if not warned:
+                log.warning("Redis holds %d MB, over the tensor budget of %d MB: prepare waits for decode to drain it",
+                            self.used() >> 20, self.budget >> 20)
+                warned = True
+            time.sleep(poll_seconds)
 
     def put(self, job_id: str, chunk_idx: int, array: np.ndarray) -> TensorRef:
         key = feature_key(job_id, chunk_idx)

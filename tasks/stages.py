@@ -14,12 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db import queries
-from murmur.db.models import ENDED, ChunkRow, ChunkState, JobState, utcnow
+from murmur.db.models import ChunkRow, ChunkState, JobState
 from murmur.tasks.store import LocalTensorStore, TensorRef, TensorStore
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
 from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
@@ -43,8 +44,11 @@ class Context:
     device: str = "auto"
     compute_type: str = "auto"
     threads: int = 0  # CPU threads for the model in all; 0: every core
-    worker: str | None = None  # recorded on each chunk this process decodes
+    worker: str | None = None  # holds the leases of this process's work, recorded on each chunk it decodes
     decodes: bool = True  # False on a CPU worker: featurize without loading a decoder
+    model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
+    lease_seconds: float = 30.0
+    max_duration: float | None = None  # seconds of audio a job may have
 
     @cached_property
     def vad(self) -> SileroVad:
@@ -59,13 +63,14 @@ class Context:
         return 1 if resolve_device(self.device) == "cuda" else self.cpu_threads
 
     def n_mels(self, name: str) -> int:
-        return self.model(name).n_mels if self.decodes else model_n_mels(name)
+        return self.model(name).n_mels if self.decodes else model_n_mels(name, self.model_dirs)
 
     def model(self, name: str, concurrent: int = 1) -> LoadedModel:
         """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
         if concurrent > 1 and resolve_device(self.device) == "cpu":
-            return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent)
-        return load_model(name, self.device, self.compute_type, self.cpu_threads, 1)
+            return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent,
+                              self.model_dirs)
+        return load_model(name, self.device, self.compute_type, self.cpu_threads, 1, self.model_dirs)
 
 
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
@@ -74,23 +79,29 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     None when the job has already ended (a redelivered message): nothing to do.
     """
     started = time.perf_counter()
-    job = queries.get_job(ctx.db, job_id)
-    if job is None or job.status in ENDED:
-        return None
+    job = queries.claim_job(ctx.db, job_id, ctx.worker, ctx.lease_seconds)
+    if job is None:
+        return None  # ended, planned already, or in another live worker's hands: a duplicate message
     options = job.job_options()
     n_mels = ctx.n_mels(options.model)
-    queries.update_job(ctx.db, job_id, status=JobState.running, started_at=job.started_at or utcnow(), language=options.language or job.language)
+    if options.language:
+        queries.update_job(ctx.db, job_id, language=options.language)
     with local_file(job.source) as path:
-        audio = decode_audio(path)
+        audio = decode_audio(path, max_seconds=ctx.max_duration)
     duration = audio.size / SAMPLE_RATE
     probs = ctx.vad.probabilities(audio)
     chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual,
                          speech=speech_spans(probs, EDGES))
     # chunk audio is cut lazily, a block at a time, so the file is not held twice
     features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
-    refs = [ctx.store.put(job_id, c.idx, f) for c, f in zip(chunks, features)]
+    refs = []
+    for chunk, array in zip(chunks, features):
+        ctx.store.wait_for_room()  # backpressure: the GPU workers must drain the store first
+        refs.append(ctx.store.put(job_id, chunk.idx, array))
     del audio
-    queries.save_chunks(ctx.db, job_id, chunks, duration)
+    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.worker):
+        ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
+        return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
     return refs
 
@@ -117,7 +128,7 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
         language, probability = guess.language, guess.probability
         if options.multilingual:
             spoken = list(guess.spoken())
-    queries.update_job(ctx.db, job_id, language=language, language_probability=probability, spoken_languages=spoken)
+    queries.set_language(ctx.db, job_id, language, probability, spoken)
     queries.add_timing(ctx.db, job_id, "detect", time.perf_counter() - started)
     return language
 
@@ -137,30 +148,36 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
     decoding: dict[tuple, tuple] = {}
     stale: list[TensorRef] = []
+    broken: set[str] = set()
     for job_id, ref in items:
         job = jobs[job_id]
         row = rows.get((job_id, ref.chunk_idx))
-        if job is None or job.status != JobState.running or row is None or row.status == ChunkState.decoded:
+        if job is None or job.status != JobState.running or row is None or row.status == ChunkState.decoded or job_id in broken:
             stale.append(ref)  # the job ended, or this chunk is stored already
             continue
-        options = job.job_options()
-        candidates = tuple(job.spoken_languages or ())
-        key = (options.batch_key(), job.language, candidates)
+        try:
+            options = job.job_options()
+            candidates = tuple(job.spoken_languages or ())
+            key = (options.batch_key(), job.language, candidates)
+            chunk = _chunk(row)
+        except Exception as exc:  # noqa: BLE001 - a row no producer of ours writes: that job alone fails
+            _fail_for(ctx, job_id, exc)
+            broken.add(job_id)
+            stale.append(ref)
+            continue
         decoding.setdefault(key, (options, job.language, candidates))
-        groups.setdefault(key, []).append((job_id, ref, _chunk(row)))
+        groups.setdefault(key, []).append((job_id, ref, chunk))
     counts: dict[str, int] = {}
     for key, group in groups.items():
         group = _with_features(ctx, group)
         if not group:
             continue
         options, language, candidates = decoding[key]
-        model = ctx.model(options.model, concurrent)
-        features = np.stack([f for *_, f in group])
-        results = decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates)
-        for (job_id, _, chunk, _), segments in zip(group, results):
-            chunk_language = segments[0].language if segments else None
-            queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker)
-            counts[job_id] = counts.get(job_id, 0) + 1
+        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent):
+            for (job_id, _, chunk, _), segments in zip(part, results):
+                chunk_language = segments[0].language if segments else None
+                if queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker):
+                    counts[job_id] = counts.get(job_id, 0) + 1
         ctx.store.delete([ref for _, ref, _, _ in group])
     ctx.store.delete(stale)
     elapsed = time.perf_counter() - started
@@ -168,6 +185,40 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     for job_id, n in counts.items():
         queries.add_timing(ctx.db, job_id, "decode", elapsed * n / total)  # the batch's time, shared by chunks
     return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
+
+
+def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int):
+    """The group's results; should the batch raise, each job's chunks are decoded on their own and
+    only a job whose own chunks fail is failed, with its reason. Yields (items, their segments)."""
+    model = ctx.model(options.model, concurrent)
+    try:
+        features = np.stack([f for *_, f in group])
+        yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates)
+        return
+    except Exception as exc:  # noqa: BLE001 - sorted out per job below
+        jobs = list(dict.fromkeys(job_id for job_id, *_ in group))
+        if len(jobs) == 1:
+            _fail_for(ctx, jobs[0], exc)
+            return
+        log.warning("a batch of %d jobs raised (%s); decoding each job on its own", len(jobs), exc)
+    for job_id in jobs:
+        part = [item for item in group if item[0] == job_id]
+        try:
+            features = np.stack([f for *_, f in part])
+            results = decode_batch(model, features, [chunk for _, _, chunk, _ in part], options, language, candidates)
+        except Exception as exc:  # noqa: BLE001 - this job's own fault
+            _fail_for(ctx, job_id, exc)
+            continue
+        yield part, results
+
+
+def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:
+    if isinstance(exc, MurmurError):
+        reason = str(exc)
+    else:
+        log.exception("job %s: internal error while decoding", job_id, exc_info=exc)
+        reason = f"internal error while decoding: {type(exc).__name__}: {exc}"
+    queries.fail_job(ctx.db, job_id, reason)
 
 
 def assemble(ctx: Context, job_id: str) -> bool:

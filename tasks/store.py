@@ -32,7 +32,10 @@ class TensorRef:
 
     @classmethod
     def from_json(cls, data: dict) -> TensorRef:
-        return cls(data["key"], tuple(data["shape"]), data["dtype"])
+        shape = tuple(data["shape"])
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ValueError(f"bad shape {data['shape']!r}")
+        return cls(str(data["key"]), shape, str(data["dtype"]))
 
 
 def feature_key(job_id: str, chunk_idx: int) -> str:
@@ -47,6 +50,8 @@ class TensorStore(Protocol):
     def get(self, ref: TensorRef) -> np.ndarray | None: ...
 
     def delete(self, refs: list[TensorRef]) -> None: ...
+
+    def wait_for_room(self) -> None: ...
 
 
 class LocalTensorStore:
@@ -67,3 +72,6 @@ class LocalTensorStore:
     def delete(self, refs: list[TensorRef]) -> None:
         for ref in refs:
             self._arrays.pop(ref.key, None)
+
+    def wait_for_room(self) -> None:
+        """In one process decode runs after prepare: there is never anything to wait for."""

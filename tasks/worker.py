@@ -12,15 +12,19 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
+from murmur.db import queries
 from murmur.db.session import check_schema, sessions
 from murmur.settings import Settings, get_settings
 from murmur.tasks import stages
-from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, app
+from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, QUEUES, app
 from murmur.tasks.batching import Batcher
+from murmur.tasks.reconciler import Reconciler
 from murmur.tasks.redis_backend import RedisTensorStore, queue_backlog
 from murmur.tasks.store import TensorRef
+from murmur.tasks.webhook import HookSender
 from murmur.workers.errors import MurmurError
 
 log = logging.getLogger("murmur")
@@ -64,15 +68,53 @@ class WorkerState:
         self.settings = settings
         self.ctx = stages.Context(
             db=sessions(settings.fleet_database_url),
-            store=RedisTensorStore(settings.tensor_url or settings.broker_url, settings.tensor_ttl),
+            store=RedisTensorStore(settings.tensor_url or settings.broker_url, settings.tensor_ttl, settings.tensor_budget),
             device=config.device,
             compute_type=config.compute_type,
             threads=config.threads,
             worker=f"{config.kind}-{config.name}",
             decodes=config.kind == "gpu",
+            model_dirs=settings.model_dirs,
+            lease_seconds=settings.lease_seconds,
+            max_duration=settings.max_duration,
         )
         self._batcher: Batcher | None = None
+        self._hooks: HookSender | None = None
         self._lock = threading.Lock()
+
+    def hooks(self) -> HookSender:
+        with self._lock:
+            if self._hooks is None:
+                self._hooks = HookSender(self.ctx.db, self.settings, _retry_hook)
+            return self._hooks
+
+    def start_background(self) -> None:
+        """Threads that live as long as the process: lease renewal, and on CPU workers the reconciler."""
+        threading.Thread(target=self._renew_leases, name="murmur-leases", daemon=True).start()
+        if self.config.kind == "cpu":
+            threading.Thread(target=self._reconcile, name="murmur-reconciler", daemon=True).start()
+
+    def _renew_leases(self) -> None:
+        """While this process lives, the jobs and chunks it holds stay its own."""
+        while True:
+            time.sleep(self.settings.lease_seconds / 3)
+            try:
+                queries.renew_leases(self.ctx.db, self.ctx.worker, self.settings.lease_seconds)
+            except Exception:  # noqa: BLE001 - the database is away; try again next round
+                log.warning("could not renew this worker's leases", exc_info=True)
+
+    def _reconcile(self) -> None:
+        from murmur.tasks.chain import redrive
+
+        backlogs = {kind: queue_backlog(self.settings.broker_url, queue) for kind, queue in QUEUES.items()}
+        reconciler = Reconciler(self.ctx.db, self.settings, lambda kind: backlogs[kind]())
+        while True:
+            time.sleep(self.settings.reconcile_interval)
+            try:
+                for r in reconciler.tick() or ():
+                    redrive(r)
+            except Exception:  # noqa: BLE001 - broker or database away: the rows keep, try again next round
+                log.warning("reconciler pass failed", exc_info=True)
 
     def batcher(self) -> Batcher:
         with self._lock:
@@ -85,8 +127,16 @@ class WorkerState:
         """One batch; each item learns whether it should trigger its job's assembly."""
         log.info("decoding a batch of %d chunk(s) from %d job(s)", len(items), len({j for j, _ in items}))
         completed = set(stages.decode(self.ctx, items))
+        for job_id in queries.unsent_callbacks(self.ctx.db, [j for j, _ in items]):
+            _retry_hook(job_id, 0)  # jobs this batch failed: their webhooks go out now
         first: dict[str, int] = {}
         return [job_id in completed and first.setdefault(job_id, i) == i for i, (job_id, _) in enumerate(items)]
+
+
+def _retry_hook(job_id: str, seconds: float) -> None:
+    from murmur.tasks.chain import notify
+
+    notify.apply_async((job_id,), queue=HOOK_QUEUE, countdown=seconds)
 
 
 _state: WorkerState | None = None
@@ -100,6 +150,7 @@ def state() -> WorkerState:
         if _state is None:
             settings = get_settings()
             _state = WorkerState(WorkerConfig.from_settings(settings), settings)
+            _state.start_background()
         return _state
 
 
@@ -123,10 +174,11 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     else:
         proc.ctx.vad  # noqa: B018 - load the VAD weights now, not in the first job
         proc.ctx.n_mels(settings.model)
-    queue = GPU_QUEUE if config.kind == "gpu" else CPU_QUEUE
+    proc.start_background()
+    queues = GPU_QUEUE if config.kind == "gpu" else f"{CPU_QUEUE},{HOOK_QUEUE}"
     app.worker_main([
         "worker",
-        "--queues", queue,
+        "--queues", queues,
         "--pool", "threads",
         "--concurrency", str(config.threads_in_pool()),
         "--hostname", f"{config.kind}-{config.name}",

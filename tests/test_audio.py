@@ -73,3 +73,11 @@ def test_bad_inputs_raise_readable_errors(tmp_path):
     for path, message in cases.items():
         with pytest.raises(AudioError, match=message):
             decode_audio(path)
+
+
+def test_audio_past_the_duration_limit_is_refused_from_the_stream(tmp_path):
+    # a header that claims 1 s over 60 s of audio: the limit holds on what decodes, not on the claim
+    audio = decode_audio(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3", max_seconds=70)
+    assert abs(audio.size / SAMPLE_RATE - 68.0) < 0.1
+    with pytest.raises(AudioError, match=r"longer than the limit of 60 s \(MURMUR_MAX_DURATION\)"):
+        decode_audio(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3", max_seconds=60)

@@ -1,14 +1,19 @@
-"""Migrations and the replace-never-append rule on SQLite and the real Postgres."""
+"""Migrations, the guarded state changes, leases, the reconciler and pruning, on SQLite and the real Postgres."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
+
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from murmur.db import queries
-from murmur.db.models import Base, ChunkState, JobState
+from murmur.db.models import Base, CallbackState, ChunkState, JobState
 from murmur.db.session import engine_for, sessions, upgrade
+from murmur.settings import Settings
+from murmur.tasks.reconciler import Reconciler
 from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.transcript import Segment, Word
 
@@ -18,6 +23,9 @@ def db(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     upgrade(url)
     upgrade(url)  # idempotent
+    with engine_for(url).begin() as conn:  # the Postgres database is shared by the session's tests: start empty
+        for table in ("segments", "chunks", "jobs"):
+            conn.execute(text(f"DELETE FROM {table}"))
     return sessions(url), url
 
 
@@ -38,21 +46,110 @@ def test_migrations_arrive_at_exactly_the_models(db):
     assert {"jobs", "chunks", "segments", "alembic_version"} <= set(inspect(engine_for(url)).get_table_names())
 
 
-def test_redecoded_chunk_replaces_its_segments(db):
+def test_a_chunk_is_stored_once_and_a_duplicate_decode_changes_nothing(db):
     Session, _ = db
     job = queries.create_job(Session, "/audio.wav", {"model": "base"})
-    queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),), ((0.1, 4.9),)), Chunk(1, ((6.0, 9.0),))], 9.0)
-    queries.replace_segments(Session, job, 0, [_segment(0, "first"), _segment(1, "second")], "en")
-    queries.replace_segments(Session, job, 0, [_segment(0, "again")], "en")  # a redelivered decode
-    queries.replace_segments(Session, job, 1, [_segment(0, "third", [Word(6.0, 6.5, " third", 0.9)], chunk_idx=1)], "en")
+    assert queries.claim_job(Session, job, "cpu-1", 30) is not None
+    assert queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),), ((0.1, 4.9),)), Chunk(1, ((6.0, 9.0),))], 9.0, "cpu-1")
+    assert queries.replace_segments(Session, job, 0, [_segment(0, "first"), _segment(1, "second")], "en")
+    assert not queries.replace_segments(Session, job, 0, [_segment(0, "again")], "en")  # a redelivered decode
+    assert queries.replace_segments(Session, job, 1, [_segment(0, "third", [Word(6.0, 6.5, " third", 0.9)], chunk_idx=1)], "en")
     segments = queries.get_segments(Session, job)
-    assert [s.text for s in segments] == ["again", "third"]
-    assert segments[1].words == [Word(6.0, 6.5, " third", 0.9)] and segments[0].words is None
+    assert [s.text for s in segments] == ["first", "second", "third"]
+    assert segments[2].words == [Word(6.0, 6.5, " third", 0.9)] and segments[0].words is None
     row = queries.get_job(Session, job)
     assert row.chunks_done == 2 and row.n_chunks == 2
     chunks = queries.get_chunks(Session, job)
     assert [c.status for c in chunks] == [ChunkState.decoded, ChunkState.decoded]
     assert [c.speech for c in chunks] == [[[0.1, 4.9]], []]
+
+
+def test_a_duplicate_prepare_never_plans_a_job_twice_nor_wipes_a_finished_one(db):
+    Session, _ = db
+    job = queries.create_job(Session, "/audio.wav", {"model": "base"}, callback_url="https://example.org/hook")
+    assert queries.claim_job(Session, job, "cpu-1", 30) is not None
+    assert queries.claim_job(Session, job, "cpu-2", 30) is None  # cpu-1's lease is live
+    assert not queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),))], 5.0, "cpu-2")  # not its lease
+    assert queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),))], 5.0, "cpu-1")
+    assert queries.claim_job(Session, job, "cpu-2", 30) is None  # planned: a late duplicate does nothing
+    assert queries.replace_segments(Session, job, 0, [_segment(0, "kept")], "en")
+    assert queries.finish_job(Session, job) and not queries.finish_job(Session, job)
+    assert queries.claim_job(Session, job, "cpu-3", 30) is None
+    assert not queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),))], 5.0, "cpu-3")
+    assert [s.text for s in queries.get_segments(Session, job)] == ["kept"]
+    row = queries.get_job(Session, job)
+    assert row.status is JobState.done and row.callback_state is CallbackState.pending
+
+
+def test_chunk_leases_are_exclusive_while_renewed_and_free_once_lapsed(db):
+    Session, _ = db
+    job = queries.create_job(Session, "/audio.wav", {"model": "base"})
+    queries.claim_job(Session, job, "cpu-1", 30)
+    queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),)), Chunk(1, ((6.0, 9.0),))], 9.0, "cpu-1")
+    assert queries.claim_chunks(Session, job, [0, 1], "gpu-1", 0.5) == [0, 1]
+    assert queries.claim_chunks(Session, job, [0], "gpu-2", 30) == []  # gpu-1 holds it
+    assert queries.claim_chunks(Session, job, [0], "gpu-1", 30) == [0]  # its own again (a redelivery)
+    assert queries.renew_leases(Session, "gpu-1", 0.5) == 2
+    time.sleep(0.7)
+    assert queries.claim_chunks(Session, job, [1], "gpu-2", 30) == [1]  # gpu-1 stopped renewing
+    queries.replace_segments(Session, job, 1, [], None, "gpu-2")
+    assert queries.claim_chunks(Session, job, [1], "gpu-1", 30) == []  # stored
+
+
+def _reconciler(Session, **settings):
+    return Reconciler(Session, Settings(**{"stall_timeout": 1, "max_attempts": 2, **settings}), lambda kind: 0)
+
+
+def test_the_reconciler_re_drives_lost_work_and_fails_a_job_past_its_attempts(db):
+    Session, _ = db
+    lost = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=3)  # its message never came
+    dying = queries.create_job(Session, "/audio.wav", {"model": "base"})  # its worker dies in prepare, every time
+    planned = queries.create_job(Session, "/audio.wav", {"model": "base"})  # its decode messages were lost
+    queries.claim_job(Session, planned, "cpu-1", 30)
+    queries.save_chunks(Session, planned, [Chunk(0, ((0.0, 5.0),)), Chunk(1, ((6.0, 9.0),))], 9.0, "cpu-1")
+    queries.set_language(Session, planned, "en", None, [])
+    queries.replace_segments(Session, planned, 0, [], None, "gpu-1")
+    reconciler = _reconciler(Session)
+    assert reconciler.tick() == []  # nothing has stalled yet
+    queries.claim_job(Session, dying, "cpu-1", 0.1)
+    time.sleep(1.2)
+    redrives = {(r.step, r.job_id): r for r in reconciler.tick()}
+    assert set(redrives) == {("prepare", lost), ("prepare", dying), ("decode", planned)}
+    assert redrives["prepare", lost].priority == 3 and redrives["decode", planned].chunks == (1,)
+    assert reconciler.tick() == []  # each re-drive restarts the clock
+    for attempt in (2, 3):
+        queries.claim_job(Session, dying, f"cpu-{attempt}", 0.1)
+        time.sleep(0.2)
+        redrives = reconciler.tick()
+    row = queries.get_job(Session, dying)
+    assert row.status is JobState.failed and row.attempts == 2
+    assert "gave up after 3 tries" in row.error and "cpu-3 stopped during prepare" in row.error
+    assert queries.get_job(Session, lost).attempts == 1 and queries.get_job(Session, lost).status is JobState.queued
+
+
+def test_the_reconciler_leaves_a_job_alone_while_its_queue_holds_work(db):
+    Session, _ = db
+    job = queries.create_job(Session, "/audio.wav", {"model": "base"})
+    time.sleep(1.1)
+    busy = Reconciler(Session, Settings(stall_timeout=1), lambda kind: 5)
+    assert busy.tick() == []
+    assert [r.step for r in _reconciler(Session).tick()] == ["prepare"]
+    assert queries.get_job(Session, job).attempts == 1
+
+
+def test_prune_deletes_only_jobs_that_ended_long_ago(db):
+    Session, _ = db
+    old, recent, running = (queries.create_job(Session, "/audio.wav", {}) for _ in range(3))
+    for job in (old, recent):
+        queries.claim_job(Session, job, "cpu-1", 30)
+        queries.save_chunks(Session, job, [Chunk(0, ((0.0, 5.0),))], 5.0, "cpu-1")
+        queries.replace_segments(Session, job, 0, [_segment(0, "x")], "en")
+        queries.finish_job(Session, job)
+    queries.update_job(Session, old, finished_at=datetime.now(timezone.utc) - timedelta(days=31))
+    assert queries.prune(Session, timedelta(days=30)) == 1
+    assert queries.get_job(Session, old) is None and queries.get_segments(Session, old) == []
+    assert queries.get_chunks(Session, old) == []
+    assert queries.get_job(Session, recent) is not None and queries.get_job(Session, running) is not None
 
 
 def test_states_are_enums_that_read_back_as_enums(db):

@@ -38,3 +38,19 @@ def test_unusable_names_fail_with_a_reason(tmp_path):
         resolve_model(str(tmp_path))
     with pytest.raises(ModelError, match="not supported on cpu"):
         resolve_compute_type("float16", "cpu")
+
+
+@pytest.mark.weights
+def test_a_fleet_loads_only_bundled_models_and_those_under_its_model_dirs(tmp_path, monkeypatch):
+    tiny = resolve_model("tiny.en")
+    for name in (str(tiny), "/etc", "/no/such/dir", "../../etc", str(tmp_path)):
+        with pytest.raises(ModelError) as refused:
+            resolve_model(name, model_dirs=())
+        assert str(refused.value).startswith(f"model {name!r} is not available: use base, tiny.en")  # exists or not: same words
+    assert resolve_model(str(tiny), model_dirs=(tiny.parent,)) == tiny
+    assert resolve_model(tiny.name, model_dirs=(tiny.parent,)) == tiny  # a name inside a model directory
+    with pytest.raises(ModelError, match="is not available"):
+        resolve_model(f"{tiny.name}/../../..", model_dirs=(tiny.parent,))
+    (tmp_path / "base").mkdir()  # a folder named like a bundled model in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("base").name.startswith("base-")  # the bundled one, not ./base

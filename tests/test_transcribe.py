@@ -6,7 +6,10 @@ import json
 
 import pytest
 
+from sqlalchemy import update
+
 from murmur.db import queries
+from murmur.db.models import ChunkRow, Job
 from murmur.db.session import sessions, upgrade
 from murmur.tasks import embedded, stages
 from murmur.tasks.formats import render
@@ -154,3 +157,28 @@ def test_segment_ends_land_on_speech_not_in_the_pause_after_it(ctx, base_model, 
         assert abs(segment.start - reference["start"]) <= 0.3 and abs(segment.end - reference["end"]) <= 0.3, (segment, reference)
     cues = render(result, "srt").split("\n\n")
     assert len(cues) == 12
+
+
+def _planned(ctx, name: str, **options) -> tuple[str, list]:
+    job_id = queries.create_job(ctx.db, str(DATA / name), JobOptions(**options).to_json())
+    refs = stages.prepare(ctx, job_id)
+    stages.detect_language(ctx, job_id, refs)
+    return job_id, refs
+
+
+def test_a_job_that_breaks_its_batch_fails_alone(ctx, base_model):
+    """One batch, three jobs: one whose chunk row is damaged (its decode raises), one whose stored
+    options no longer parse; only they fail, each with its own reason, and the third is decoded."""
+    good, good_refs = _planned(ctx, "jfk_inaugural_1961.flac", language="en")
+    damaged, damaged_refs = _planned(ctx, "stereo_two_speakers.wav", language="en")
+    garbled, garbled_refs = _planned(ctx, "stereo_two_speakers.wav", language="en")
+    with ctx.db.begin() as s:
+        s.execute(update(ChunkRow).where(ChunkRow.job_id == damaged).values(speech=[[0.0, "late"]]))
+        s.execute(update(Job).where(Job.id == garbled).values(options={"model": "base", "seed": [1]}))
+    items = [(damaged, damaged_refs[0]), (good, good_refs[0]), (garbled, garbled_refs[0])]
+    assert stages.decode(ctx, items) == [good]  # the one job this batch completed
+    assert stages.assemble(ctx, good)
+    assert "country" in words(queries.get_transcript(ctx.db, good).text)
+    for job_id, reason in [(damaged, "internal error while decoding: "), (garbled, "invalid seed [1]")]:
+        row = queries.get_job(ctx.db, job_id)
+        assert row.status == "failed" and reason in row.error, row.error

@@ -15,7 +15,16 @@ from murmur.workers.errors import MurmurError
 
 DEFAULT_MODEL = "base"
 DEFAULT_BATCH_SIZE = 8
-_MAX_SIZE = 256  # batch and beam
+MAX_BATCH_SIZE = 256
+MAX_BEAM_SIZE = 16  # Whisper's default is 5; a wider beam multiplies a worker's memory and time per chunk
+
+# The language codes Whisper models know (large-v3 adds Cantonese, yue); a test
+# checks the list against the bundled tokenizer, so a typo never reaches a decoder.
+LANGUAGES = frozenset("""
+af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy id
+is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si
+sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo yue zh
+""".split())
 
 
 class WhisperTask(StrEnum):
@@ -67,11 +76,11 @@ class JobOptions:
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number")
             elif hints[f.name] is str and (not isinstance(value, str) or not value):
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a name")
-        for name in ("batch_size", "beam_size"):
-            if not 1 <= getattr(self, name) <= _MAX_SIZE:
-                raise MurmurError(f"invalid {_words(name)} {getattr(self, name)!r}: use a whole number from 1 to {_MAX_SIZE}")
-        if self.language is not None and (not isinstance(self.language, str) or not self.language.isalpha()):
-            raise MurmurError(f"invalid language {self.language!r}: use a code such as en or de")
+        for name, top in (("batch_size", MAX_BATCH_SIZE), ("beam_size", MAX_BEAM_SIZE)):
+            if not 1 <= getattr(self, name) <= top:
+                raise MurmurError(f"invalid {_words(name)} {getattr(self, name)!r}: use a whole number from 1 to {top}")
+        if self.language is not None and (not isinstance(self.language, str) or self.language not in LANGUAGES):
+            raise MurmurError(f"invalid language {repr(self.language)[:40]}: use a Whisper language code such as en or de")
         if self.multilingual and self.language:
             raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
 

@@ -38,17 +38,24 @@ def _check_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
     """The whole file as one float32 array, filled in place as it decodes.
 
-    Raises AudioError for anything PyAV cannot open or decode, and for a file
+    Raises AudioError for anything PyAV cannot open or decode, for a file
     whose decoded length falls well short of the length its container declares
-    (a truncated download or upload).
+    (a truncated download or upload), and, as soon as the stream passes it,
+    for audio longer than `max_seconds`: counted from the decoded samples, not
+    the header, so a small file of hours of silence cannot fill the memory.
     """
     with _open(path) as (container, stream, declared):
+        if max_seconds is not None and declared is not None:
+            declared = min(declared, max_seconds)  # a header's claim never sizes the buffer beyond the limit
         buffer = np.empty(int((declared or 0.0) * sample_rate) + sample_rate, dtype=np.float32)
         filled = 0
+        limit = None if max_seconds is None else int(max_seconds * sample_rate)
         for block in _blocks(container, stream, declared, Path(path).name, sample_rate):
+            if limit is not None and filled + block.size > limit:
+                raise AudioError(f"{Path(path).name} is longer than the limit of {_clock(max_seconds)} (MURMUR_MAX_DURATION)")
             if filled + block.size > buffer.size:
                 grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
                 grown[:filled] = buffer[:filled]
@@ -94,6 +101,11 @@ def _blocks(container, stream, declared: float | None, name: str, sample_rate: i
     got = produced / sample_rate
     if declared and declared - got > max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_RATIO * declared):
         raise AudioError(f"{name} is truncated: it declares {declared:.1f} s but only {got:.1f} s decode")
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{seconds:g} s"
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:

