@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -167,21 +167,20 @@ def claim_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int],
         return sorted(claimed)
 
 
-def release_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int], worker: str | None) -> None:
-    """Give back leases this worker holds but will not work on (its batch was refused)."""
-    with db.begin() as s:
-        s.execute(update(ChunkRow).where(ChunkRow.job_id == job_id, ChunkRow.idx.in_(list(indices)),
-                                         ChunkRow.lease_worker == worker).values(lease_worker=None, lease_until=None))
-
-
-def renew_leases(db: sessionmaker[Session], worker: str, lease_seconds: float) -> int:
-    """Push back the end of every lease `worker` holds; it calls this while it lives."""
+def renew_leases(db: sessionmaker[Session], owner: str, lease_seconds: float, jobs: Sequence[str],
+                 chunks: Sequence[tuple[str, int]]) -> int:
+    """Push back the end of the leases `owner` holds on the jobs and chunks it is working on."""
     until = utcnow() + timedelta(seconds=lease_seconds)
+    renewed = 0
     with db.begin() as s:
-        jobs = s.execute(update(Job).where(Job.lease_worker == worker, Job.status.not_in(ENDED)).values(lease_until=until))
-        chunks = s.execute(update(ChunkRow).where(ChunkRow.lease_worker == worker, ChunkRow.status == ChunkState.pending)
-                           .values(lease_until=until))
-        return jobs.rowcount + chunks.rowcount
+        if jobs:
+            renewed += s.execute(update(Job).where(Job.id.in_(list(jobs)), Job.lease_worker == owner)
+                                 .values(lease_until=until)).rowcount
+        if chunks:
+            renewed += s.execute(update(ChunkRow).where(tuple_(ChunkRow.job_id, ChunkRow.idx).in_(list(chunks)),
+                                                        ChunkRow.lease_worker == owner, ChunkRow.status == ChunkState.pending)
+                                 .values(lease_until=until)).rowcount
+    return renewed
 
 
 def get_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int] | None = None) -> list[ChunkRow]:

@@ -44,7 +44,6 @@ def create_app(broker: str | None = None) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_ignore_result=True,  # only murmur.transcribe keeps a result: the job id
         result_expires=24 * 3600,
         worker_send_task_events=True,  # Flower sees tasks

@@ -95,9 +95,10 @@ def detect_language(job_id: str, refs: list[dict]) -> None:
     ctx = state().ctx
     with _job_errors(ctx, job_id):
         chunk_refs = _own_refs(job_id, refs)
-        if not queries.claim_detection(ctx.db, job_id, ctx.worker, get_settings().lease_seconds):
+        if not queries.claim_detection(ctx.db, job_id, ctx.lease_owner, ctx.lease_seconds):
             return  # detected already, ended, or another live worker is on it
-        stages.detect_language(ctx, job_id, chunk_refs)
+        with ctx.held.holding(jobs=[job_id]):
+            stages.detect_language(ctx, job_id, chunk_refs)
         _fan_out(job_id, chunk_refs, queries.get_job(ctx.db, job_id).priority)
 
 
@@ -107,9 +108,10 @@ def decode(job_id: str, ref: dict) -> None:
     ctx = state().ctx
     with _job_errors(ctx, job_id):
         [tensor] = _own_refs(job_id, [ref])
-        if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.worker, get_settings().lease_seconds):
+        if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.lease_owner, ctx.lease_seconds):
             return  # stored already, the job ended, or another live worker holds it
-        assemble_now = state().batcher().submit((job_id, tensor)).result()
+        with ctx.held.holding(chunks=[(job_id, tensor.chunk_idx)]):
+            assemble_now = state().batcher().submit((job_id, tensor)).result()
         if assemble_now:
             assemble.apply_async((job_id,), queue=CPU_QUEUE, priority=queries.get_job(ctx.db, job_id).priority)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +37,37 @@ from murmur.workers.gpu.model import LoadedModel, load_model, model_n_mels, reso
 log = logging.getLogger("murmur")
 
 
+class Leases:
+    """The jobs and chunks this process is working on right now: only these leases are renewed.
+
+    A task that ends without finishing (an error, a retry) drops out of here, so
+    its lease lapses and the reconciler hands the work on, even when the
+    database could not be told."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, int] = {}
+        self._chunks: dict[tuple[str, int], int] = {}
+
+    @contextmanager
+    def holding(self, jobs: Sequence[str] = (), chunks: Sequence[tuple[str, int]] = ()) -> Iterator[None]:
+        with self._lock:
+            for key, table in [*((j, self._jobs) for j in jobs), *((c, self._chunks) for c in chunks)]:
+                table[key] = table.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for key, table in [*((j, self._jobs) for j in jobs), *((c, self._chunks) for c in chunks)]:
+                    table[key] -= 1
+                    if not table[key]:
+                        del table[key]
+
+    def snapshot(self) -> tuple[list[str], list[tuple[str, int]]]:
+        with self._lock:
+            return list(self._jobs), list(self._chunks)
+
+
 @dataclass
 class Context:
     """What the stages share in one process: the database, the tensor store, models."""
@@ -44,11 +77,14 @@ class Context:
     device: str = "auto"
     compute_type: str = "auto"
     threads: int = 0  # CPU threads for the model in all; 0: every core
-    worker: str | None = None  # holds the leases of this process's work, recorded on each chunk it decodes
+    worker: str | None = None  # recorded on each chunk this process decodes
+    lease_owner: str | None = None  # the name its leases are held under: unique to this start of the process
     decodes: bool = True  # False on a CPU worker: featurize without loading a decoder
     model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
+
+    held: Leases = field(default_factory=lambda: Leases())
 
     @cached_property
     def vad(self) -> SileroVad:
@@ -79,9 +115,15 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     None when the job has already ended (a redelivered message): nothing to do.
     """
     started = time.perf_counter()
-    job = queries.claim_job(ctx.db, job_id, ctx.worker, ctx.lease_seconds)
+    job = queries.claim_job(ctx.db, job_id, ctx.lease_owner, ctx.lease_seconds)
     if job is None:
         return None  # ended, planned already, or in another live worker's hands: a duplicate message
+    with ctx.held.holding(jobs=[job_id]):
+        return _prepare(ctx, job, started)
+
+
+def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
+    job_id = job.id
     options = job.job_options()
     n_mels = ctx.n_mels(options.model)
     if options.language:
@@ -99,7 +141,7 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
         ctx.store.wait_for_room()  # backpressure: the GPU workers must drain the store first
         refs.append(ctx.store.put(job_id, chunk.idx, array))
     del audio
-    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.worker):
+    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_owner):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from murmur.db import queries
@@ -73,6 +75,7 @@ class WorkerState:
             compute_type=config.compute_type,
             threads=config.threads,
             worker=f"{config.kind}-{config.name}",
+            lease_owner=f"{config.kind}-{config.name}/{uuid.uuid4().hex[:8]}",
             decodes=config.kind == "gpu",
             model_dirs=settings.model_dirs,
             lease_seconds=settings.lease_seconds,
@@ -98,8 +101,11 @@ class WorkerState:
         """While this process lives, the jobs and chunks it holds stay its own."""
         while True:
             time.sleep(self.settings.lease_seconds / 3)
+            jobs, chunks = self.ctx.held.snapshot()
+            if not jobs and not chunks:
+                continue
             try:
-                queries.renew_leases(self.ctx.db, self.ctx.worker, self.settings.lease_seconds)
+                queries.renew_leases(self.ctx.db, self.ctx.lease_owner, self.settings.lease_seconds, jobs, chunks)
             except Exception:  # noqa: BLE001 - the database is away; try again next round
                 log.warning("could not renew this worker's leases", exc_info=True)
 
@@ -176,6 +182,22 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
         proc.ctx.n_mels(settings.model)
     proc.start_background()
     queues = GPU_QUEUE if config.kind == "gpu" else f"{CPU_QUEUE},{HOOK_QUEUE}"
+    try:
+        _consume(config, queues, loglevel)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    from celery.worker import state as celery_state
+
+    if code not in (0, None) and not celery_state.should_stop and not celery_state.should_terminate:
+        # Celery gives up on some broker losses (a Redis restarted under it); nobody asked this
+        # worker to stop, so it starts afresh (a new lease owner: the old one's leases lapse)
+        log.error("the Celery worker stopped with exit code %s; starting this worker again", code)
+        os.execv(sys.executable, [sys.executable, "-m", "murmur", *sys.argv[1:]])
+    raise SystemExit(code)
+
+
+def _consume(config: WorkerConfig, queues: str, loglevel: str) -> None:
     app.worker_main([
         "worker",
         "--queues", queues,

@@ -89,7 +89,8 @@ def test_chunk_leases_are_exclusive_while_renewed_and_free_once_lapsed(db):
     assert queries.claim_chunks(Session, job, [0, 1], "gpu-1", 0.5) == [0, 1]
     assert queries.claim_chunks(Session, job, [0], "gpu-2", 30) == []  # gpu-1 holds it
     assert queries.claim_chunks(Session, job, [0], "gpu-1", 30) == [0]  # its own again (a redelivery)
-    assert queries.renew_leases(Session, "gpu-1", 0.5) == 2
+    assert queries.renew_leases(Session, "gpu-1", 0.5, [], [(job, 0), (job, 1)]) == 2
+    assert queries.renew_leases(Session, "gpu-2", 30, [], [(job, 0)]) == 0  # not its lease
     time.sleep(0.7)
     assert queries.claim_chunks(Session, job, [1], "gpu-2", 30) == [1]  # gpu-1 stopped renewing
     queries.replace_segments(Session, job, 1, [], None, "gpu-2")

@@ -3,6 +3,8 @@ subprocesses (one CPU, two GPU-queue workers on the CPU), real weights, real aud
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -12,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -36,7 +40,9 @@ from murmur.workers.transcript import Segment
 pytestmark = [pytest.mark.services, pytest.mark.weights]
 BROKER_URL = os.environ.get("MURMUR_TEST_BROKER_URL", "redis://127.0.0.1:6379/9")
 BIN = Path(sys.executable).parent
-VISIBILITY_TIMEOUT = 15  # how long a killed worker's chunks wait before another worker takes them
+# a killed worker's chunks go to another once their lease lapses: 6 s, then the next reconciler pass
+FAST_RECOVERY = {"MURMUR_LEASE_SECONDS": "6", "MURMUR_RECONCILE_INTERVAL": "2"}
+HOOK_SECRET = "test-secret"
 
 
 class Worker:
@@ -80,7 +86,9 @@ def fleet(tmp_path_factory):
         **os.environ,
         "MURMUR_BROKER_URL": BROKER_URL,
         "MURMUR_DATABASE_URL": database_url,
-        "MURMUR_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+        **FAST_RECOVERY,
+        "MURMUR_CALLBACK_ALLOW": "127.0.0.1",  # the tests' own hook servers; 127.0.0.3 stays refused
+        "MURMUR_CALLBACK_SECRET": HOOK_SECRET,
         "MURMUR_ALLOWED_ROOTS": os.pathsep.join([str(DATA), str(inputs)]),
         "MURMUR_DEVICE": "cpu",
     }
@@ -91,7 +99,6 @@ def fleet(tmp_path_factory):
     try:
         for worker in workers:
             worker.wait_for(" ready.")
-        os.environ["MURMUR_VISIBILITY_TIMEOUT"] = str(VISIBILITY_TIMEOUT)  # the test's own client app
         get_settings.cache_clear()
         yield type("Fleet", (), {"env": env, "workers": workers, "inputs": inputs, "database_url": database_url,
                                  "client": Client(broker_url=BROKER_URL, database_url=database_url)})
@@ -247,7 +254,9 @@ class _Hooks(BaseHTTPRequestHandler):
     received: list = []
 
     def do_POST(self):  # noqa: N802
-        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        signed = hmac.new(HOOK_SECRET.encode(), self.headers["X-Murmur-Timestamp"].encode() + b"." + body, hashlib.sha256)
+        self.received.append({**json.loads(body), "verified": self.headers["X-Murmur-Signature"] == f"sha256={signed.hexdigest()}"})
         self.send_response(204)
         self.end_headers()
 
@@ -255,33 +264,105 @@ class _Hooks(BaseHTTPRequestHandler):
         pass
 
 
-def test_redelivered_decode_and_assemble_change_nothing(fleet):
+def _hooks_for(job_id: str, timeout: float = 30, at_least: int = 1) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while len(hooks := [h for h in _Hooks.received if h["job_id"] == job_id]) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return hooks
+
+
+def test_duplicates_of_every_task_change_nothing_and_the_hook_is_posted_once_signed(fleet):
     server = HTTPServer(("127.0.0.1", 0), _Hooks)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     client = fleet.client
     try:
         job_id = client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en",
-                               callback_url=f"http://127.0.0.1:{server.server_port}/hook")
+                               callback_url=f"http://127.0.0.1:{server.server_port}/hook?token=abc")
         before = client.wait(job_id, timeout=120)
         segments = [(s.chunk_idx, s.idx, s.text) for s in queries.get_segments(client.db, job_id)]
+        assert _hooks_for(job_id)
         ref = {"key": f"murmur:feat:{job_id}:0", "shape": [80, 3000], "dtype": "float32"}
-        decode = client.app.send_task("murmur.decode", args=(job_id, ref), queue=GPU_QUEUE)
-        assembles = [client.app.send_task("murmur.assemble", args=(job_id,), queue="murmur.cpu") for _ in range(2)]
-        gpu = [w for w in fleet.workers if w.kind == "gpu"]
-        deadline = time.monotonic() + 60
-        while not any(f"murmur.decode[{decode.id}] succeeded" in w.text() for w in gpu):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        cpu = next(w for w in fleet.workers if w.kind == "cpu")
-        for message in assembles:
-            cpu.wait_for(f"murmur.assemble[{message.id}] succeeded", timeout=60)
+        sent = [client.app.send_task("murmur.decode", args=(job_id, ref), queue=GPU_QUEUE),
+                client.app.send_task("murmur.detect_language", args=(job_id, [ref]), queue=GPU_QUEUE),
+                client.app.send_task("murmur.prepare", args=(job_id,), queue="murmur.cpu"),
+                client.app.send_task("murmur.transcribe", kwargs={"source": str(DATA / "jfk_inaugural_1961.flac")},
+                                     task_id=str(uuid.UUID(job_id)), queue="murmur.cpu"),
+                *[client.app.send_task("murmur.assemble", args=(job_id,), queue="murmur.cpu") for _ in range(2)]]
+        for message in sent:
+            deadline = time.monotonic() + 60
+            while not any(f"[{message.id}] succeeded" in w.text() for w in fleet.workers):
+                assert time.monotonic() < deadline, message
+                time.sleep(0.1)
+        time.sleep(1)
         after = client.status(job_id)
         assert after.status == "done" and after.finished_at == before.finished_at and after.chunks_done == 1
         assert [(s.chunk_idx, s.idx, s.text) for s in queries.get_segments(client.db, job_id)] == segments
-        hooks = [h for h in _Hooks.received if h["job_id"] == job_id]
-        assert len(hooks) == 1 and hooks[0]["status"] == "done"  # assembled exactly once
+        hooks = _hooks_for(job_id)
+        assert len(hooks) == 1 and hooks[0]["status"] == "done" and hooks[0]["verified"]  # once, signed
+        cpu = next(w for w in fleet.workers if w.kind == "cpu")
+        assert "token=abc" not in cpu.text() and f"127.0.0.1:{server.server_port}/hook" in cpu.text()
     finally:
         server.shutdown()
+
+
+def test_hooks_to_addresses_not_allowed_are_refused_and_failed_jobs_are_posted_too(fleet):
+    refused = HTTPServer(("127.0.0.3", 0), _Hooks)  # loopback, but not in MURMUR_CALLBACK_ALLOW
+    allowed = HTTPServer(("127.0.0.1", 0), _Hooks)
+    for server in (refused, allowed):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = fleet.client
+    try:
+        done = client.submit(str(DATA / "stereo_two_speakers.wav"), language="en",
+                             callback_url=f"http://127.0.0.3:{refused.server_port}/hook")
+        failed = client.submit(str(fleet.inputs / "nothing-here.flac"),
+                               callback_url=f"http://127.0.0.1:{allowed.server_port}/hook")
+        client.wait(done, timeout=120)
+        with pytest.raises(JobFailed, match="no such file"):
+            client.wait(failed, timeout=60)
+        [hook] = _hooks_for(failed)
+        assert hook["status"] == "failed" and "no such file" in hook["error"] and hook["verified"]
+        deadline = time.monotonic() + 30
+        while queries.get_job(client.db, done).callback_state != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _hooks_for(done, timeout=0, at_least=0) == []
+        cpu = next(w for w in fleet.workers if w.kind == "cpu")
+        assert "127.0.0.3, which is not a public address" in cpu.text()
+    finally:
+        refused.shutdown()
+        allowed.shutdown()
+
+
+def test_forged_messages_are_refused_and_touch_no_job(fleet):
+    client = fleet.client
+    victim = client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    other = client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")
+    client.wait(victim, timeout=120)
+    client.wait(other, timeout=120)
+    store = redis.Redis.from_url(BROKER_URL)
+    store.set("murmur:feat:someone:7", b"precious")
+    gpu = [w for w in fleet.workers if w.kind == "gpu"]
+    offsets = [len(w.text()) for w in gpu]
+    forged = [{"key": f"murmur:feat:{other}:0", "shape": [80, 3000], "dtype": "float32"},  # another job's tensor
+              {"key": "murmur:feat:someone:7", "shape": [80, 3000], "dtype": "float32"},  # any key ending in :<int>
+              {"key": f"murmur:feat:{victim}:0", "shape": ["a"], "dtype": "float32"},
+              "not a reference"]
+    for ref in forged:
+        client.app.send_task("murmur.decode", args=(victim, ref), queue=GPU_QUEUE)
+    deadline = time.monotonic() + 60
+    while sum(w.text()[o:].count("refused a message for job") for w, o in zip(gpu, offsets)) < len(forged):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert store.get("murmur:feat:someone:7") == b"precious"
+    assert client.status(victim).status == "done" and client.status(other).status == "done"
+    # pickle is never accepted: the worker refuses the message and goes on
+    with client.app.producer_or_acquire() as producer:
+        producer.publish({"task": "murmur.prepare", "id": str(uuid.uuid4()), "args": [victim], "kwargs": {}},
+                         serializer="pickle", routing_key="murmur.cpu", exchange="murmur.cpu",
+                         headers={"task": "murmur.prepare", "id": str(uuid.uuid4())})
+    cpu = next(w for w in fleet.workers if w.kind == "cpu")
+    cpu.wait_for("ContentDisallowed", timeout=30)
+    assert client.status(victim).status == "done" and all(w.proc.poll() is None for w in fleet.workers)
 
 
 def test_a_tensor_lost_from_redis_is_recomputed(fleet):
@@ -308,19 +389,24 @@ def test_a_tensor_lost_from_redis_is_recomputed(fleet):
 
 def test_flower_lists_the_workers_and_a_finished_task(fleet):
     port = _free_port()
-    env = {**fleet.env, "FLOWER_UNAUTHENTICATED_API": "true"}
-    flower = subprocess.Popen([str(BIN / "celery"), "-A", "murmur.tasks.app", "flower", f"--port={port}", "--address=127.0.0.1"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    flower = subprocess.Popen([str(BIN / "celery"), "-A", "murmur.tasks.app", "flower", f"--port={port}", "--address=127.0.0.1",
+                               "--basic-auth=ops:correct-horse"], env=fleet.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         api = f"http://127.0.0.1:{port}/api"
         deadline = time.monotonic() + 60
         while True:
             try:
                 urllib.request.urlopen(f"{api}/workers", timeout=5).read()
+                raise AssertionError("flower answered without credentials")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401
                 break
             except OSError:
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.5)
+        auth = urllib.request.HTTPBasicAuthHandler()
+        auth.add_password(None, f"http://127.0.0.1:{port}/", "ops", "correct-horse")
+        urllib.request.install_opener(urllib.request.build_opener(auth))
         job_id = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
         fleet.client.wait(job_id, timeout=120)
         deadline = time.monotonic() + 30
@@ -334,18 +420,14 @@ def test_flower_lists_the_workers_and_a_finished_task(fleet):
             assert time.monotonic() < deadline, (sorted(workers), len(tasks))
             time.sleep(0.5)
     finally:
+        urllib.request.install_opener(urllib.request.build_opener())
         flower.terminate()
         flower.wait(20)
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(fleet, embedded):
-    """SIGKILL a GPU worker while it decodes: its unacknowledged chunks go to the other worker.
-
-    The kill comes once the victim has stopped fetching messages: a message that
-    kombu's Redis transport has popped from the queue but not yet recorded as
-    unacknowledged is lost with the process, and only a re-drive from Postgres
-    (issue 8's reconciler) can recover that one.
-    """
+    """SIGKILL a GPU worker while it decodes: its chunks go to the other worker once their leases lapse,
+    within seconds and long before the hour-long visibility timeout would hand its messages back."""
     client = fleet.client
     gpu = [w for w in fleet.workers if w.kind == "gpu"]
     offsets = [len(w.text()) for w in gpu]
@@ -368,7 +450,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(fleet, embedded):
     assert "succeeded" not in victim.text()[victim.text().rindex("decoding a batch of"):]  # still mid-batch
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait()
+    killed = time.monotonic()
     status = client.wait(job_id, timeout=300)
+    assert time.monotonic() - killed < 120
     assert status.chunks_done == status.n_chunks
     with client.db() as s:
         rows = s.execute(select(Segment.chunk_idx, Segment.idx).where(Segment.job_id == job_id)).all()

@@ -1,0 +1,267 @@
+"""Faults an operator meets, on real services: a private redis-server of this test's own (flushed,
+restarted), its own Postgres database (blocked), `murmur worker` processes it starts and kills.
+
+Recovery here comes from Postgres alone: the visibility timeout stays at its hour-long default,
+so every job that ends did so because leases lapsed or the reconciler re-drove it from its rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, func, select, text
+
+from murmur.db import queries
+from murmur.db.session import sessions, upgrade
+from murmur.settings import get_settings
+from murmur.tasks import stages
+from murmur.tasks.client import Client, JobFailed
+from murmur.tasks.embedded import run as run_embedded
+from murmur.workers.options import JobOptions
+from murmur.workers.transcript import Segment
+from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, words
+from tests.test_distributed import Worker
+
+pytestmark = [pytest.mark.services, pytest.mark.weights]
+DATABASE = "murmur_fault_test"
+SETTINGS = {"MURMUR_LEASE_SECONDS": "6", "MURMUR_STALL_TIMEOUT": "10", "MURMUR_RECONCILE_INTERVAL": "2",
+            "MURMUR_MAX_ATTEMPTS": "2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, keeping nothing on disk, like a cache restarted by its host."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.workdir = _free_port(), workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.start()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Fleet:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis = PrivateRedis(tmp)
+        self.database_url = fresh_postgres(DATABASE, create=False)
+        self.env = {**os.environ, **SETTINGS, "MURMUR_BROKER_URL": self.redis.url, "MURMUR_DATABASE_URL": self.database_url,
+                    "MURMUR_ALLOWED_ROOTS": str(DATA), "MURMUR_DEVICE": "cpu"}
+        assert run_cli("db", "upgrade", env=self.env).returncode == 0
+        self.workers: list[Worker] = []
+        self.started = 0
+
+    def start(self, kind: str) -> Worker:
+        self.started += 1
+        worker = Worker(kind, self.env, self.tmp / f"{kind}-{self.started}.log")
+        worker.wait_for(" ready.")
+        self.workers.append(worker)
+        return worker
+
+    def kill(self, worker: Worker) -> None:
+        worker.proc.send_signal(signal.SIGKILL)
+        worker.proc.wait()
+        self.workers.remove(worker)
+
+    def stop(self, worker: Worker) -> None:
+        worker.stop()
+        self.workers.remove(worker)
+
+    def of(self, kind: str) -> Worker:
+        return next(w for w in self.workers if w.kind == kind)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    fleet = Fleet(tmp_path_factory.mktemp("faults"))
+    saved = {k: os.environ.get(k) for k in SETTINGS}
+    try:
+        fleet.start("cpu")
+        fleet.start("gpu")
+        os.environ.update(SETTINGS)
+        get_settings.cache_clear()
+        fleet.client = Client(broker_url=fleet.redis.url, database_url=fleet.database_url)
+        yield fleet
+    finally:
+        for worker in list(fleet.workers):
+            fleet.stop(worker)
+        fleet.redis.stop()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory):
+    """The embedded runner's transcripts of the same files."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'murmur.db'}"
+    upgrade(url)
+    ctx = stages.Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
+    cache: dict = {}
+
+    def texts(name: str, **options) -> list[str]:
+        key = (name, tuple(sorted(options.items())))
+        if key not in cache:
+            cache[key] = [s.text for s in run_embedded(ctx, str(DATA / name), JobOptions(**options)).segments]
+        return cache[key]
+
+    return texts
+
+
+def _texts(client: Client, job_id: str) -> list[str]:
+    return [s.text for s in client.result(job_id).segments]
+
+
+def _wait_planned(client: Client, jobs: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while any(client.status(j).n_chunks is None for j in jobs):
+        assert time.monotonic() < deadline, [client.status(j) for j in jobs]
+        time.sleep(0.05)
+
+
+FILES = [("jfk_inaugural_1961.flac", "en"), ("mls_spanish_13697_11991_000000.opus", "es"), ("stereo_two_speakers.wav", "en")]
+
+
+def _no_duplicates(client: Client, job_id: str) -> None:
+    with client.db() as s:
+        positions = s.execute(select(Segment.chunk_idx, Segment.idx).where(Segment.job_id == job_id)).all()
+    assert len(positions) == len(set(positions))
+
+
+def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, expected):
+    for name, language in FILES:
+        expected(name, language=language)
+    fleet.stop(fleet.of("gpu"))  # nobody consumes: the decode messages and tensors wait in Redis
+    jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
+    _wait_planned(fleet.client, jobs)
+    store = redis.Redis.from_url(fleet.redis.url)
+    assert store.keys("murmur:feat:*") and sum(store.llen(k) for k in store.keys("murmur.gpu*")) >= len(jobs)
+    store.flushall()  # every queued message and tensor is gone
+    flushed = time.monotonic()
+    fleet.start("gpu")
+    for job_id, (name, language) in zip(jobs, FILES):
+        fleet.client.wait(job_id, timeout=180)
+        assert _texts(fleet.client, job_id) == expected(name, language=language), name
+        _no_duplicates(fleet.client, job_id)
+        assert fleet.client.status(job_id).chunks_done == fleet.client.status(job_id).n_chunks
+    assert time.monotonic() - flushed < 120
+    with fleet.client.db() as s:
+        assert all(a >= 1 for a in s.scalars(text("SELECT attempts FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}))
+
+
+def test_a_restarted_redis_that_kept_nothing_loses_no_job(fleet, expected):
+    jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES * 2]
+    _wait_planned(fleet.client, jobs[:1])
+    fleet.redis.restart()  # mid-run: queues, tensors and Celery's own keys are gone
+    for job_id, (name, language) in zip(jobs, FILES * 2):
+        fleet.client.wait(job_id, timeout=240)
+        assert _texts(fleet.client, job_id) == expected(name, language=language), name
+        _no_duplicates(fleet.client, job_id)
+    assert all(w.proc.poll() is None for w in fleet.workers)
+
+
+def test_a_cpu_worker_killed_mid_prepare_is_replaced_within_a_minute(fleet, expected):
+    cpu = fleet.of("cpu")
+    offset = len(cpu.text())
+    job_id = fleet.client.submit(str(DATA / "en_5min.flac"), language="en")
+    cpu.wait_for(f"murmur.prepare[", after=offset, timeout=60)
+    time.sleep(0.5)  # well inside prepare: decoding five minutes of FLAC, the VAD, the features
+    assert fleet.client.status(job_id).n_chunks is None
+    fleet.kill(cpu)
+    killed = time.monotonic()
+    fleet.start("cpu")  # its replacement (and the fleet's reconciler)
+    deadline = time.monotonic() + 120
+    while fleet.client.status(job_id).n_chunks is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    replanned = time.monotonic() - killed
+    fleet.client.wait(job_id, timeout=300)
+    assert replanned < 60, replanned
+    assert _texts(fleet.client, job_id) == expected("en_5min.flac", language="en")
+    assert queries.get_job(fleet.client.db, job_id).attempts == 1
+
+
+def test_a_file_that_kills_its_worker_every_time_fails_after_max_attempts(fleet):
+    """The test plays the poison: whenever a CPU worker starts preparing this job, it dies."""
+    good = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    fleet.client.wait(good, timeout=120)
+    poison = fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")
+    kills = 0
+    deadline = time.monotonic() + 300
+    while fleet.client.status(poison).status != "failed":
+        cpu = fleet.of("cpu")
+        offset = len(cpu.text())
+        while f"murmur.prepare[" not in cpu.text()[offset:] and fleet.client.status(poison).status != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        if fleet.client.status(poison).status == "failed":
+            break
+        fleet.kill(cpu)
+        kills += 1
+        fleet.start("cpu")
+    with pytest.raises(JobFailed, match=r"gave up after 3 tries \(MURMUR_MAX_ATTEMPTS\): its worker cpu-\d+@\S+ stopped during prepare"):
+        fleet.client.wait(poison, timeout=5)
+    assert kills == 3
+    assert fleet.client.status(good).status == "done"
+    after = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    fleet.client.wait(after, timeout=120)  # the fleet goes on
+    assert "curtain" in words(fleet.client.result(after).text)
+
+
+def test_postgres_unreachable_for_two_minutes_mid_decode(fleet, expected):
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    jobs = [fleet.client.submit(str(DATA / "en_5min.flac"), language="en"),
+            fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")]
+    deadline = time.monotonic() + 180
+    while fleet.client.status(jobs[0]).chunks_done < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fleet.client.db.kw["bind"].dispose()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false"))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": DATABASE})
+        time.sleep(120)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS true"))
+        admin.dispose()
+    for job_id, name in zip(jobs, ("en_5min.flac", "jfk_inaugural_1961.flac")):
+        fleet.client.wait(job_id, timeout=300)
+        assert _texts(fleet.client, job_id) == expected(name, language="en"), name
+        _no_duplicates(fleet.client, job_id)
+    with fleet.client.db() as s:
+        assert s.scalar(select(func.count()).select_from(Segment).where(Segment.job_id == jobs[0])) == len(expected("en_5min.flac", language="en"))
+    assert all(w.proc.poll() is None for w in fleet.workers)
