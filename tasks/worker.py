@@ -183,8 +183,7 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     proc.start_background()
     queues = GPU_QUEUE if config.kind == "gpu" else f"{CPU_QUEUE},{HOOK_QUEUE}"
     try:
-        _consume(config, queues, loglevel)
-        code = 0
+        code = _consume(config, queues, loglevel)
     except SystemExit as exc:
         code = exc.code
     from celery.worker import state as celery_state
@@ -197,8 +196,9 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     raise SystemExit(code)
 
 
-def _consume(config: WorkerConfig, queues: str, loglevel: str) -> None:
-    app.worker_main([
+def _consume(config: WorkerConfig, queues: str, loglevel: str) -> int | None:
+    """Run Celery's worker until it stops; its exit code."""
+    return app.start([
         "worker",
         "--queues", queues,
         "--pool", "threads",

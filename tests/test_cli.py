@@ -68,7 +68,8 @@ def test_bad_input_is_one_line_and_a_failed_job(env, tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--beam-size", "0"], ["--task", "summarise"], ["--format", "docx"], ["--batch-size", "many"], ["--multilingual", "--language", "en"]],
+    [["--beam-size", "0"], ["--task", "summarise"], ["--format", "docx"], ["--batch-size", "many"], ["--multilingual", "--language", "en"],
+     ["--language", "english"], ["--beam-size", "64"], ["--model", "/etc"]],
 )
 def test_invalid_options_are_one_line(env, args):
     done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), *args, env=env)
@@ -109,3 +110,19 @@ def test_progress_bar_on_a_terminal(env):
     assert done.returncode == 0
     assert "country" in words(done.stdout)
     assert b"decoding" in shown and b"chunk" in shown
+
+
+def test_prune_deletes_the_jobs_that_ended_before_the_age_given(env):
+    done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), "--language", "en", env=env)
+    assert done.returncode == 0, done.stderr
+    kept = run_cli("prune", "--older-than", "30d", env=env)
+    assert kept.returncode == 0 and kept.stdout.strip() == "deleted 0 job(s) that ended more than 2592000 s ago"
+    engine = create_engine(env["MURMUR_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET finished_at = '2020-01-01 00:00:00.000000+00:00'"))
+    pruned = run_cli("prune", "--older-than", "30d", env=env)
+    assert pruned.returncode == 0 and pruned.stdout.startswith("deleted 1 job(s)"), pruned.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM segments")).scalar() == 0
+    bad = run_cli("prune", "--older-than", "a month", env=env)
+    assert bad.returncode == 2 and "invalid age 'a month'" in bad.stderr
