@@ -182,18 +182,48 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
         proc.ctx.n_mels(settings.model)
     proc.start_background()
     queues = GPU_QUEUE if config.kind == "gpu" else f"{CPU_QUEUE},{HOOK_QUEUE}"
+    logging.getLogger("celery.worker.worker").addHandler(_RestartOnUnrecoverable())
     try:
         code = _consume(config, queues, loglevel)
     except SystemExit as exc:
         code = exc.code
+    if code not in (0, None) and not _asked_to_stop():
+        _start_again(f"the Celery worker stopped with exit code {code}")
+    raise SystemExit(code)
+
+
+RESTART_GRACE_SECONDS = 10
+
+
+class _RestartOnUnrecoverable(logging.Handler):
+    """Celery gives up on some broker losses (a Redis restarted while this worker held unacknowledged
+    messages: kombu's restore fails, "Unrecoverable error"), and its shutdown can then hang. Nobody
+    asked this worker to stop, so after a grace period it starts afresh, under a new lease owner:
+    whatever it held lapses and the reconciler hands it on."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.CRITICAL and record.getMessage().startswith("Unrecoverable error"):
+            timer = threading.Timer(RESTART_GRACE_SECONDS, _restart_unless_stopping, (record.getMessage(),))
+            timer.daemon = True
+            timer.start()
+
+
+def _asked_to_stop() -> bool:
     from celery.worker import state as celery_state
 
-    if code not in (0, None) and not celery_state.should_stop and not celery_state.should_terminate:
-        # Celery gives up on some broker losses (a Redis restarted under it); nobody asked this
-        # worker to stop, so it starts afresh (a new lease owner: the old one's leases lapse)
-        log.error("the Celery worker stopped with exit code %s; starting this worker again", code)
-        os.execv(sys.executable, [sys.executable, "-m", "murmur", *sys.argv[1:]])
-    raise SystemExit(code)
+    return bool(celery_state.should_stop or celery_state.should_terminate)
+
+
+def _restart_unless_stopping(reason: str) -> None:
+    if not _asked_to_stop():
+        _start_again(reason)
+
+
+def _start_again(reason: str) -> None:
+    log.error("%s; starting this worker again", reason)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "murmur", *sys.argv[1:]])
 
 
 def _consume(config: WorkerConfig, queues: str, loglevel: str) -> int | None:
