@@ -228,6 +228,7 @@ def test_a_file_that_kills_its_worker_every_time_fails_after_max_attempts(fleet)
             time.sleep(0.02)
         if fleet.client.status(poison).status == "failed":
             break
+        time.sleep(0.3)  # the task has taken its lease: a message received but not yet started would only stall
         fleet.kill(cpu)
         kills += 1
         fleet.start("cpu")
