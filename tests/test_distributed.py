@@ -3,6 +3,7 @@ subprocesses (one CPU, two GPU-queue workers on the CPU), real weights, real aud
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -404,15 +405,17 @@ def test_flower_lists_the_workers_and_a_finished_task(fleet):
             except OSError:
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.5)
-        auth = urllib.request.HTTPBasicAuthHandler()
-        auth.add_password(None, f"http://127.0.0.1:{port}/", "ops", "correct-horse")
-        urllib.request.install_opener(urllib.request.build_opener(auth))
+        credentials = {"Authorization": "Basic " + base64.b64encode(b"ops:correct-horse").decode()}
+
+        def get(url: str, timeout: float) -> bytes:
+            return urllib.request.urlopen(urllib.request.Request(url, headers=credentials), timeout=timeout).read()
+
         job_id = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
         fleet.client.wait(job_id, timeout=120)
         deadline = time.monotonic() + 30
         while True:
-            workers = json.loads(urllib.request.urlopen(f"{api}/workers?refresh=1", timeout=20).read())
-            tasks = json.loads(urllib.request.urlopen(f"{api}/tasks", timeout=5).read())
+            workers = json.loads(get(f"{api}/workers?refresh=1", 20))
+            tasks = json.loads(get(f"{api}/tasks", 5))
             finished = [t for t in tasks.values() if t.get("name") == "murmur.assemble" and t.get("state") == "SUCCESS"
                         and job_id in (t.get("args") or "")]
             if {w.name for w in fleet.workers} <= set(workers) and finished:
@@ -420,7 +423,6 @@ def test_flower_lists_the_workers_and_a_finished_task(fleet):
             assert time.monotonic() < deadline, (sorted(workers), len(tasks))
             time.sleep(0.5)
     finally:
-        urllib.request.install_opener(urllib.request.build_opener())
         flower.terminate()
         flower.wait(20)
 
