@@ -138,7 +138,6 @@ def notify(job_id: str) -> None:
 def redrive(r: Redrive) -> None:
     """Send a step again, as the reconciler decided."""
     ctx = state().ctx
-    job = queries.get_job(ctx.db, r.job_id)
     if r.step == "prepare":
         prepare.apply_async((r.job_id,), queue=CPU_QUEUE, priority=r.priority)
     elif r.step == "assemble":
@@ -146,6 +145,7 @@ def redrive(r: Redrive) -> None:
     elif r.step == "notify":
         notify.apply_async((r.job_id,), queue=HOOK_QUEUE)
     else:
+        job = queries.get_job(ctx.db, r.job_id)
         n_mels = ctx.n_mels(job.job_options().model)
         indices = r.chunks or tuple(range(job.n_chunks or 0))
         refs = [TensorRef(feature_key(r.job_id, i), (n_mels, N_FRAMES), "float32") for i in indices]

@@ -44,10 +44,10 @@ class RedisTensorStore:
 
     def wait_for_room(self, poll_seconds: float = 0.5) -> None:
         warned = False
-        while self.used() > self.budget:
+        while (used := self.used()) > self.budget:
             if not warned:
                 log.warning("Redis holds %d MB, over the tensor budget of %d MB: prepare waits for decode to drain it",
-                            self.used() >> 20, self.budget >> 20)
+                            used >> 20, self.budget >> 20)
                 warned = True
             time.sleep(poll_seconds)
 

@@ -1,5 +1,5 @@
-"""Faults an operator meets, on real services: a private redis-server of this test's own (flushed,
-restarted), its own Postgres database (blocked), `murmur worker` processes it starts and kills.
+"""Faults an operator meets, on real services: a private redis-server of this test's own (flushed),
+its own Postgres database, `murmur worker` processes it starts and stops.
 
 Recovery here comes from Postgres alone: the visibility timeout stays at its hour-long default,
 so every job that ends did so because leases lapsed or the reconciler re-drove it from its rows.
@@ -8,7 +8,6 @@ so every job that ends did so because leases lapsed or the reconciler re-drove i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,26 +16,16 @@ import pytest
 import redis
 from sqlalchemy import select, text
 
-from murmur.db.session import sessions, upgrade
 from murmur.settings import get_settings
-from murmur.tasks import stages
 from murmur.tasks.client import Client
-from murmur.tasks.embedded import run as run_embedded
-from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment
 from tests.conftest import DATA, fresh_postgres, run_cli
-from tests.test_distributed import Worker
+from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - embedded is a fixture
 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
 DATABASE = "murmur_fault_test"
 SETTINGS = {"MURMUR_LEASE_SECONDS": "6", "MURMUR_STALL_TIMEOUT": "10", "MURMUR_RECONCILE_INTERVAL": "2",
             "MURMUR_MAX_ATTEMPTS": "2"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrivateRedis:
@@ -59,11 +48,6 @@ class PrivateRedis:
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 time.sleep(0.05)
-
-    def restart(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.start()
 
     def stop(self) -> None:
         self.proc.kill()
@@ -116,23 +100,6 @@ def fleet(tmp_path_factory):
         get_settings.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def expected(tmp_path_factory):
-    """The embedded runner's transcripts of the same files."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'murmur.db'}"
-    upgrade(url)
-    ctx = stages.Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
-    cache: dict = {}
-
-    def texts(name: str, **options) -> list[str]:
-        key = (name, tuple(sorted(options.items())))
-        if key not in cache:
-            cache[key] = [s.text for s in run_embedded(ctx, str(DATA / name), JobOptions(**options)).segments]
-        return cache[key]
-
-    return texts
-
-
 def _texts(client: Client, job_id: str) -> list[str]:
     return [s.text for s in client.result(job_id).segments]
 
@@ -153,9 +120,9 @@ def _no_duplicates(client: Client, job_id: str) -> None:
     assert len(positions) == len(set(positions))
 
 
-def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, expected):
+def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, embedded):
     for name, language in FILES:
-        expected(name, language=language)
+        embedded(name, language=language)  # the expected transcripts, before the fleet gets busy
     fleet.stop(fleet.of("gpu"))  # nobody consumes: the decode messages and tensors wait in Redis
     jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
     _wait_planned(fleet.client, jobs)
@@ -166,7 +133,7 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, ex
     fleet.start("gpu")
     for job_id, (name, language) in zip(jobs, FILES):
         fleet.client.wait(job_id, timeout=180)
-        assert _texts(fleet.client, job_id) == expected(name, language=language), name
+        assert _texts(fleet.client, job_id) == [t.text for t in embedded(name, language=language).segments], name
         _no_duplicates(fleet.client, job_id)
         assert fleet.client.status(job_id).chunks_done == fleet.client.status(job_id).n_chunks
     assert time.monotonic() - flushed < 120
