@@ -9,6 +9,7 @@ from celery import Celery
 from kombu import Queue
 
 from murmur.settings import get_settings
+from murmur.tasks.redis_transport import TRANSPORT
 
 CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
 GPU_QUEUE = "murmur.gpu"  # detect_language, decode
@@ -16,19 +17,34 @@ HOOK_QUEUE = "murmur.hooks"  # notify: webhooks, consumed by the CPU workers
 QUEUES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE, "hooks": HOOK_QUEUE}
 
 
+MAX_PRIORITY = 9  # a job's priority: 0, the default, is the most urgent
+
+
+def is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def message_priority(app: Celery, priority: int | None) -> int:
+    """The broker's priority for a job's: kombu's Redis serves 0 first, RabbitMQ serves the highest first."""
+    priority = priority or 0
+    return priority if is_redis(app.conf.broker_url) else MAX_PRIORITY - priority
+
+
 def create_app(broker: str | None = None) -> Celery:
     """The app for `broker` (default MURMUR_BROKER_URL); the task chain is loaded by workers only."""
     settings = get_settings()
     timeout = settings.visibility_timeout
     broker = broker or settings.broker_url
-    app = Celery("murmur", broker=broker, backend=settings.result_url or broker, include=["murmur.tasks.chain"])
+    results = settings.result_url or (broker if is_redis(broker) else settings.tensor_url)
+    app = Celery("murmur", broker=broker, backend=results, include=["murmur.tasks.chain"])
     app.conf.update(
         # JSON only: any client in any language can enqueue, and pickle is never accepted
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_queues=[Queue(q) for q in QUEUES.values()],
+        # RabbitMQ keeps message priorities only on queues declared with a maximum
+        task_queues=[Queue(q, max_priority=None if is_redis(broker) else MAX_PRIORITY) for q in QUEUES.values()],
         task_default_queue=CPU_QUEUE,
         task_routes={"murmur.detect_language": {"queue": GPU_QUEUE}, "murmur.decode": {"queue": GPU_QUEUE},
                      "murmur.notify": {"queue": HOOK_QUEUE}},
@@ -44,6 +60,8 @@ def create_app(broker: str | None = None) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
+        # redis:// only: rediss:// keeps kombu's own transport, whose TLS checks key on the scheme
+        broker_transport=TRANSPORT if broker.startswith("redis://") else None,
         task_ignore_result=True,  # only murmur.transcribe keeps a result: the job id
         result_expires=24 * 3600,
         worker_send_task_events=True,  # Flower sees tasks

@@ -70,7 +70,7 @@ class WorkerState:
         self.settings = settings
         self.ctx = stages.Context(
             db=sessions(settings.fleet_database_url),
-            store=RedisTensorStore(settings.tensor_url or settings.broker_url, settings.tensor_ttl, settings.tensor_budget),
+            store=RedisTensorStore(settings.store_url, settings.tensor_ttl, settings.tensor_budget),
             device=config.device,
             compute_type=config.compute_type,
             threads=config.threads,
@@ -182,7 +182,6 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
         proc.ctx.n_mels(settings.model)
     proc.start_background()
     queues = GPU_QUEUE if config.kind == "gpu" else f"{CPU_QUEUE},{HOOK_QUEUE}"
-    logging.getLogger("celery.worker.worker").addHandler(_RestartOnUnrecoverable())
     try:
         code = _consume(config, queues, loglevel)
     except SystemExit as exc:
@@ -192,31 +191,10 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     raise SystemExit(code)
 
 
-RESTART_GRACE_SECONDS = 10
-
-
-class _RestartOnUnrecoverable(logging.Handler):
-    """Celery gives up on some broker losses (a Redis restarted while this worker held unacknowledged
-    messages: kombu's restore fails, "Unrecoverable error"), and its shutdown can then hang. Nobody
-    asked this worker to stop, so after a grace period it starts afresh, under a new lease owner:
-    whatever it held lapses and the reconciler hands it on."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.CRITICAL and record.getMessage().startswith("Unrecoverable error"):
-            timer = threading.Timer(RESTART_GRACE_SECONDS, _restart_unless_stopping, (record.getMessage(),))
-            timer.daemon = True
-            timer.start()
-
-
 def _asked_to_stop() -> bool:
     from celery.worker import state as celery_state
 
     return bool(celery_state.should_stop or celery_state.should_terminate)
-
-
-def _restart_unless_stopping(reason: str) -> None:
-    if not _asked_to_stop():
-        _start_again(reason)
 
 
 def _start_again(reason: str) -> None:
