@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,20 +35,21 @@ class RedisTensorStore:
 
     @property
     def budget(self) -> int:
-        if self._budget is None:
-            maxmemory = int(self._redis.config_get("maxmemory").get("maxmemory", 0) or 0)
-            self._budget = maxmemory // 2 if maxmemory else DEFAULT_BUDGET
-        return self._budget
+        """Read afresh each time: an operator may change maxmemory on a running Redis."""
+        if self._budget is not None:
+            return self._budget
+        maxmemory = int(self._redis.config_get("maxmemory").get("maxmemory", 0) or 0)
+        return maxmemory // 2 if maxmemory else DEFAULT_BUDGET
 
     def used(self) -> int:
         return int(self._redis.info("memory")["used_memory"])
 
     def wait_for_room(self, poll_seconds: float = 0.5) -> None:
         warned = False
-        while (used := self.used()) > self.budget:
+        while (used := self.used()) > (budget := self.budget):
             if not warned:
                 log.warning("Redis holds %d MB, over the tensor budget of %d MB: prepare waits for decode to drain it",
-                            used >> 20, self.budget >> 20)
+                            used >> 20, budget >> 20)
                 warned = True
             time.sleep(poll_seconds)
 
@@ -70,11 +72,35 @@ class RedisTensorStore:
 
 
 def queue_backlog(url: str, queue: str) -> Callable[[], int]:
-    """A function counting the messages waiting in `queue`, over all of kombu's priority lists.
+    """A function counting the messages waiting in `queue` on the broker at `url` (Redis or
+    RabbitMQ); messages already delivered to a worker are not counted."""
+    from murmur.tasks.app import is_redis
 
-    kombu keeps one Redis list per priority step (`queue`, `queue\\x06\\x163`, …);
-    messages already delivered to a worker are not counted.
-    """
+    return _redis_backlog(url, queue) if is_redis(url) else _amqp_backlog(url, queue)
+
+
+def _amqp_backlog(url: str, queue: str) -> Callable[[], int]:
+    from kombu import Connection
+
+    lock = threading.Lock()  # an AMQP connection is not shared between threads
+    held: list[Connection] = []
+
+    def backlog() -> int:
+        with lock:
+            if not held:
+                held.append(Connection(url, connect_timeout=5))
+            try:
+                return held[0].default_channel.queue_declare(queue, passive=True).message_count
+            except Exception:
+                held.pop().release()  # a fresh connection next time
+                raise
+
+    return backlog
+
+
+def _redis_backlog(url: str, queue: str) -> Callable[[], int]:
+    """Summed over all of kombu's priority lists: it keeps one Redis list per priority step
+    (`queue`, `queue\\x06\\x163`, …)."""
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
     client = redis.Redis.from_url(url)

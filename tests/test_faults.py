@@ -8,18 +8,20 @@ so every job that ends did so because leases lapsed or the reconciler re-drove i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, func, select, text
 
+from murmur.db import queries
 from murmur.settings import get_settings
-from murmur.tasks.client import Client
+from murmur.tasks.client import Client, JobFailed
 from murmur.workers.transcript import Segment
-from tests.conftest import DATA, fresh_postgres, run_cli
+from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, words
 from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - embedded is a fixture
 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
@@ -76,6 +78,12 @@ class Fleet:
         worker.stop()
         self.workers.remove(worker)
 
+    def kill(self, worker: Worker) -> None:
+        worker.proc.send_signal(signal.SIGKILL)
+        worker.proc.wait()
+        worker.stop()  # closes its log
+        self.workers.remove(worker)
+
     def of(self, kind: str) -> Worker:
         return next(w for w in self.workers if w.kind == kind)
 
@@ -101,7 +109,11 @@ def fleet(tmp_path_factory):
 
 
 def _texts(client: Client, job_id: str) -> list[str]:
-    return [s.text for s in client.result(job_id).segments]
+    return _texts_of(client.result(job_id))
+
+
+def _texts_of(transcript) -> list[str]:
+    return [s.text for s in transcript.segments]
 
 
 def _wait_planned(client: Client, jobs: list[str], timeout: float = 120) -> None:
@@ -127,7 +139,11 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, em
     jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
     _wait_planned(fleet.client, jobs)
     store = redis.Redis.from_url(fleet.redis.url)
-    assert store.keys("murmur:feat:*") and sum(store.llen(k) for k in store.keys("murmur.gpu*")) >= len(jobs)
+    deadline = time.monotonic() + 30  # a job is planned just before its messages are sent
+    while sum(store.llen(k) for k in store.keys("murmur.gpu*")) < len(jobs):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.keys("murmur:feat:*")
     store.flushall()  # every queued message and tensor is gone
     flushed = time.monotonic()
     fleet.start("gpu")
@@ -139,3 +155,132 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, em
     assert time.monotonic() - flushed < 120
     with fleet.client.db() as s:
         assert all(a >= 1 for a in s.scalars(text("SELECT attempts FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}))
+
+
+def _wait_some_chunk_done(client: Client, jobs: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(client.status(j).chunks_done for j in jobs):
+        assert time.monotonic() < deadline, [client.status(j) for j in jobs]
+        time.sleep(0.05)
+
+
+def test_redis_restarted_mid_run_every_job_ends_done(fleet, embedded):
+    expected = {name: _texts_of(embedded(name, language=language)) for name, language in FILES}
+    jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
+    _wait_some_chunk_done(fleet.client, jobs)
+    fleet.redis.stop()  # a Redis that keeps nothing on disk, restarted by its host mid-decode
+    fleet.redis.start()
+    restarted = time.monotonic()
+    for job_id, (name, _) in zip(jobs, FILES):
+        fleet.client.wait(job_id, timeout=180)
+        assert _texts(fleet.client, job_id) == expected[name], name
+        _no_duplicates(fleet.client, job_id)
+    assert time.monotonic() - restarted < 150
+    # the same worker processes go on consuming: a job submitted now is transcribed by them
+    pids = {w.proc.pid for w in fleet.workers}
+    after = fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")
+    fleet.client.wait(after, timeout=60)
+    assert _texts(fleet.client, after) == expected["jfk_inaugural_1961.flac"]
+    assert {w.proc.pid for w in fleet.workers} == pids and all(w.proc.poll() is None for w in fleet.workers)
+
+
+def _in_prepare(client: Client, job_id: str, deadline: float, not_by: str | None = None) -> str | None:
+    """Wait until a worker (not `not_by`) holds the job's lease and has not planned it yet: that
+    worker's lease owner; None once the job failed."""
+    while True:
+        job = queries.get_job(client.db, job_id)
+        if job.status == "failed":
+            return None
+        if job.lease_worker not in (None, not_by) and job.n_chunks is None:
+            return job.lease_worker
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+
+
+def test_a_cpu_worker_killed_mid_prepare_is_replaced_within_a_minute(fleet, embedded):
+    expected = _texts_of(embedded("en_5min.flac", language="en"))
+    job_id = fleet.client.submit(str(DATA / "en_5min.flac"), language="en")
+    assert _in_prepare(fleet.client, job_id, time.monotonic() + 60)
+    fleet.kill(fleet.of("cpu"))
+    killed = time.monotonic()
+    fleet.start("cpu")  # its replacement (and the fleet's reconciler); the message itself stays unacked for an hour
+    deadline = time.monotonic() + 120
+    while fleet.client.status(job_id).n_chunks is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    replanned = time.monotonic() - killed
+    fleet.client.wait(job_id, timeout=300)
+    assert replanned < 60, replanned
+    assert _texts(fleet.client, job_id) == expected
+    _no_duplicates(fleet.client, job_id)
+    assert queries.get_job(fleet.client.db, job_id).attempts == 1
+
+
+def test_a_file_that_kills_its_worker_every_time_fails_after_max_attempts(fleet):
+    """The test plays the poison: whenever a CPU worker starts preparing this job, it dies."""
+    good = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    fleet.client.wait(good, timeout=120)
+    poison = fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")
+    kills = 0
+    deadline = time.monotonic() + 300
+    holder = None
+    while holder := _in_prepare(fleet.client, poison, deadline, not_by=holder):
+        fleet.kill(fleet.of("cpu"))
+        kills += 1
+        fleet.start("cpu")
+    tries = int(SETTINGS["MURMUR_MAX_ATTEMPTS"]) + 1  # the first run and each re-drive
+    with pytest.raises(JobFailed, match=rf"gave up after {tries} tries \(MURMUR_MAX_ATTEMPTS\): its worker cpu-\d+@\S+ stopped during prepare"):
+        fleet.client.wait(poison, timeout=5)
+    assert kills == tries
+    assert fleet.client.status(good).status == "done"
+    after = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
+    fleet.client.wait(after, timeout=120)  # the fleet goes on
+    assert "curtain" in words(fleet.client.result(after).text)
+
+
+def test_postgres_unreachable_for_two_minutes_mid_decode(fleet, embedded):
+    names = ("en_5min.flac", "jfk_inaugural_1961.flac")
+    expected = {name: _texts_of(embedded(name, language="en")) for name in names}
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    jobs = [fleet.client.submit(str(DATA / name), language="en") for name in names]
+    deadline = time.monotonic() + 180
+    while fleet.client.status(jobs[0]).chunks_done < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert fleet.client.status(jobs[0]).status == "running"
+    fleet.client.db.kw["bind"].dispose()
+    try:  # only this test's database is blocked; the server and every other database stay up
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false"))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": DATABASE})
+        time.sleep(120)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS true"))
+        admin.dispose()
+    for job_id, name in zip(jobs, names):
+        fleet.client.wait(job_id, timeout=300)
+        assert _texts(fleet.client, job_id) == expected[name], name
+        _no_duplicates(fleet.client, job_id)
+    with fleet.client.db() as s:
+        stored = s.scalar(select(func.count()).select_from(Segment).where(Segment.job_id == jobs[0]))
+    assert stored == len(expected["en_5min.flac"])
+    assert all(w.proc.poll() is None for w in fleet.workers)
+
+
+def test_a_redis_that_refuses_writes_for_a_while_costs_no_job(fleet, embedded):
+    """A full Redis under `noeviction`: every tensor write and every publish fails for a few seconds."""
+    expected = _texts_of(embedded("en_5min.flac", language="en"))
+    job_id = fleet.client.submit(str(DATA / "en_5min.flac"), language="en")
+    assert _in_prepare(fleet.client, job_id, time.monotonic() + 60)
+    broker = redis.Redis.from_url(fleet.redis.url)
+    broker.config_set("maxmemory-policy", "noeviction")
+    broker.config_set("maxmemory", "1")  # below what it holds: writes are refused ("OOM command not allowed")
+    try:
+        time.sleep(4)
+    finally:
+        broker.config_set("maxmemory", "0")
+    fleet.client.wait(job_id, timeout=240)
+    assert _texts(fleet.client, job_id) == expected
+    _no_duplicates(fleet.client, job_id)
+    assert all(w.proc.poll() is None for w in fleet.workers)
