@@ -23,7 +23,7 @@ from murmur.db import queries
 from murmur.db.models import JobState
 from murmur.settings import get_settings
 from murmur.tasks import stages
-from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, app
+from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, app, message_priority
 from murmur.tasks.reconciler import Redrive
 from murmur.tasks.store import TensorRef, feature_key
 from murmur.workers.cpu.features import N_FRAMES
@@ -33,9 +33,10 @@ from murmur.workers.cpu.sources import check_source
 from murmur.workers.errors import MurmurError
 
 log = logging.getLogger("murmur")
-# Broker or database briefly away: retry the message rather than fail the job. Should the
-# retries run out, the reconciler sends the step again once the job has stalled.
-TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.TimeoutError)
+# Broker or database briefly away, or a Redis under `noeviction` full for now: retry the message
+# rather than fail the job. Should the retries run out, the reconciler sends the step again once
+# the job has stalled.
+TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError)
 _retry = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 10}
 
 
@@ -48,7 +49,8 @@ def job_id_for(task_id: str | None) -> str:
 
 
 @app.task(name="murmur.transcribe", bind=True, ignore_result=False, **_retry)
-def transcribe(self, source: str, callback_url: str | None = None, priority: int | None = None, **options) -> str:
+def transcribe(self, source: str | None = None, callback_url: str | None = None, priority: int | None = None,
+               **options) -> str:
     """Create the job (queued) and send it to prepare; returns the job id.
 
     Invalid options or a source the workers may not read give a job that is
@@ -56,21 +58,25 @@ def transcribe(self, source: str, callback_url: str | None = None, priority: int
     """
     ctx = state().ctx
     job_id = job_id_for(self.request.id)
+    job_options, hook = None, None
     try:
+        check_callback_url(callback_url)
+        hook = callback_url  # a failed job is posted too, if its URL is one
         job_options = get_settings().job_options(**options)
         check_source(source)
         _check_priority(priority)
-        check_callback_url(callback_url)
         error = None
     except (MurmurError, TypeError) as exc:
-        job_options, error = None, str(exc)
+        error = str(exc)
     stored = job_options.to_json() if job_options else options
-    queries.create_job(ctx.db, str(source), stored, job_id, callback_url, priority if isinstance(priority, int) else None)
+    # the record of a refused job keeps what was sent, in a form the database takes
+    queries.create_job(ctx.db, str(source).replace("\x00", "\\x00"), stored, job_id, hook,
+                       priority if isinstance(priority, int) else None)
     if error:
         _fail(ctx, job_id, error)
         return job_id
     if queries.get_job(ctx.db, job_id).status == JobState.queued:
-        prepare.apply_async((job_id,), queue=CPU_QUEUE, priority=priority)
+        _send(prepare, (job_id,), CPU_QUEUE, priority)
     return job_id
 
 
@@ -83,9 +89,9 @@ def prepare(job_id: str) -> None:
             return  # the job had already ended
         job = queries.get_job(ctx.db, job_id)
         if not refs:
-            assemble.apply_async((job_id,), queue=CPU_QUEUE, priority=job.priority)  # no speech: nothing to decode
+            _send(assemble, (job_id,), CPU_QUEUE, job.priority)  # no speech: nothing to decode
         elif job.language is None:
-            detect_language.apply_async((job_id, [r.to_json() for r in refs]), queue=GPU_QUEUE, priority=job.priority)
+            _send(detect_language, (job_id, [r.to_json() for r in refs]), GPU_QUEUE, job.priority)
         else:
             _fan_out(job_id, refs, job.priority)
 
@@ -113,7 +119,7 @@ def decode(job_id: str, ref: dict) -> None:
         with ctx.held.holding(chunks=[(job_id, tensor.chunk_idx)]):
             assemble_now = state().batcher().submit((job_id, tensor)).result()
         if assemble_now:
-            assemble.apply_async((job_id,), queue=CPU_QUEUE, priority=queries.get_job(ctx.db, job_id).priority)
+            _send(assemble, (job_id,), CPU_QUEUE, queries.get_job(ctx.db, job_id).priority)
 
 
 @app.task(name="murmur.assemble", **_retry)
@@ -139,9 +145,9 @@ def redrive(r: Redrive) -> None:
     """Send a step again, as the reconciler decided."""
     ctx = state().ctx
     if r.step == "prepare":
-        prepare.apply_async((r.job_id,), queue=CPU_QUEUE, priority=r.priority)
+        _send(prepare, (r.job_id,), CPU_QUEUE, r.priority)
     elif r.step == "assemble":
-        assemble.apply_async((r.job_id,), queue=CPU_QUEUE, priority=r.priority)
+        _send(assemble, (r.job_id,), CPU_QUEUE, r.priority)
     elif r.step == "notify":
         notify.apply_async((r.job_id,), queue=HOOK_QUEUE)
     else:
@@ -150,7 +156,7 @@ def redrive(r: Redrive) -> None:
         indices = r.chunks or tuple(range(job.n_chunks or 0))
         refs = [TensorRef(feature_key(r.job_id, i), (n_mels, N_FRAMES), "float32") for i in indices]
         if r.step == "detect_language":
-            detect_language.apply_async((r.job_id, [ref.to_json() for ref in refs]), queue=GPU_QUEUE, priority=r.priority)
+            _send(detect_language, (r.job_id, [ref.to_json() for ref in refs]), GPU_QUEUE, r.priority)
         else:
             _fan_out(r.job_id, refs, r.priority)
 
@@ -167,9 +173,13 @@ def _own_refs(job_id: str, refs: list) -> list[TensorRef]:
     return parsed
 
 
+def _send(task, args: tuple, queue: str, priority: int | None) -> None:
+    task.apply_async(args, queue=queue, priority=message_priority(app, priority))
+
+
 def _fan_out(job_id: str, refs: list[TensorRef], priority: int | None) -> None:
     for ref in refs:
-        decode.apply_async((job_id, ref.to_json()), queue=GPU_QUEUE, priority=priority)
+        _send(decode, (job_id, ref.to_json()), GPU_QUEUE, priority)
 
 
 @contextmanager

@@ -23,6 +23,8 @@ def check_source(source: str, allowed_roots: tuple[Path, ...] | None = None) -> 
     """
     if not isinstance(source, str) or not source:
         raise AudioError("the job names no source: give a file path or an s3:// URI")
+    if "\x00" in source:
+        raise AudioError("the source contains a NUL byte: give a file path or an s3:// URI")
     if source.startswith("s3://"):
         _split_s3(source)
         return
