@@ -71,9 +71,9 @@ def _names(text: str) -> tuple[str, ...]:
 class Settings:
     database_url: str | None = _variable(
         "MURMUR_DATABASE_URL", None, "embedded: SQLite in ~/.local/share/murmur; fleet: " + DEFAULT_FLEET_DATABASE_URL)
-    broker_url: str = _variable("MURMUR_BROKER_URL", "redis://127.0.0.1:6379/0")
-    result_url: str | None = _variable("MURMUR_RESULT_URL", None, "the broker URL")
-    tensor_url: str | None = _variable("MURMUR_TENSOR_URL", None, "the broker URL")
+    broker_url: str = _variable("MURMUR_BROKER_URL", "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0 (or amqp://…)")
+    result_url: str | None = _variable("MURMUR_RESULT_URL", None, "the tensor store's URL")
+    tensor_url: str | None = _variable("MURMUR_TENSOR_URL", None, "the broker URL (a Redis: required with amqp://)")
     tensor_ttl: int = _variable("MURMUR_TENSOR_TTL", 6 * 3600, parse=_seconds)
     # A message unacknowledged this long is handed to another worker. Recovery from a dead
     # worker comes from leases (below), so this only has to outlast the longest live task:
@@ -120,6 +120,16 @@ class Settings:
     def embedded_database_url(self) -> str:
         """The embedded runner's database: a local SQLite file unless MURMUR_DATABASE_URL names one."""
         return self.database_url or f"sqlite:///{self.data_dir / 'murmur.db'}"
+
+    @property
+    def store_url(self) -> str:
+        """The Redis that holds the tensors: MURMUR_TENSOR_URL, or the broker when it is a Redis."""
+        if self.tensor_url:
+            return self.tensor_url
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+            return self.broker_url
+        raise MurmurError(f"MURMUR_BROKER_URL is not a Redis ({self.broker_url.split('://')[0]}://): "
+                          "set MURMUR_TENSOR_URL to the Redis that carries the tensors")
 
     @property
     def fleet_database_url(self) -> str:

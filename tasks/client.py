@@ -26,7 +26,7 @@ from murmur.db import queries
 from murmur.db.models import JobState
 from murmur.db.session import sessions
 from murmur.settings import get_settings
-from murmur.tasks.app import CPU_QUEUE, create_app
+from murmur.tasks.app import CPU_QUEUE, create_app, message_priority
 from murmur.workers.errors import MurmurError
 from murmur.workers.transcript import Transcript
 
@@ -78,7 +78,8 @@ class Client:
         task_id = uuid.uuid4()
         job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority)
         kwargs = {"source": source, **job_options.to_json(), "callback_url": callback_url, "priority": priority}
-        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE, priority=priority)
+        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE,
+                           priority=message_priority(self.app, priority))
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

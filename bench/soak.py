@@ -1,0 +1,288 @@
+"""Soak: many jobs through a fleet that keeps being hurt, and what came out of it.
+
+N jobs (default 60; real clips and synthetic files of several lengths and
+languages) go to one CPU worker and two GPU-queue workers on a private
+redis-server and a database of their own. While they run, a random worker is
+SIGKILLed every ~20 s and started again, the Redis is restarted once (it keeps
+nothing on disk) and the database refuses connections for 60 s once. Every
+transcript is then compared with the embedded runner's for the same file.
+
+Prints (and writes to bench/results/) submitted / done / failed with reason /
+stuck / duplicated segments / transcripts differing from the embedded run, and
+the longest time any job went without a visible step forward.
+Targets: stuck 0, duplicated 0, differing 0, every failure explained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, func, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = Path(os.environ.get("MURMUR_BENCH_AUDIO", ROOT.parent / "shared" / "audio"))
+BIN = Path(sys.executable).parent
+FILES = [  # (path under ../shared/audio, language): 4 s to 5 min, four languages
+    ("real/en/jfk_inaugural_1961.flac", "en"),
+    ("real/en/stereo_two_speakers.wav", "en"),
+    ("real/es/mls_spanish_13697_11991_000000.opus", "es"),
+    ("real/en/librivox_sense_sensibility_0870.wav", "en"),
+    ("tts/de_1min.flac", "de"),
+    ("tts/es_1min.flac", "es"),
+    ("tts/en_de_codeswitch.flac", None),
+    ("tts/en_5min.flac", "en"),
+]
+SETTINGS = {"MURMUR_LEASE_SECONDS": "10", "MURMUR_STALL_TIMEOUT": "30", "MURMUR_RECONCILE_INTERVAL": "3",
+            "MURMUR_MAX_ATTEMPTS": "5"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Fleet:
+    """Private redis-server, `murmur worker` processes, and the faults done to them."""
+
+    def __init__(self, env: dict, logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.port = _free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.port}/0"
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.events: list[str] = []
+        self.start_redis()
+
+    def start_redis(self) -> None:
+        self.redis = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(self.logs)], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.redis_url)
+        for _ in range(400):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise SystemExit("redis-server did not start")
+
+    def restart_redis(self) -> None:
+        self.redis.kill()
+        self.redis.wait()
+        self.start_redis()
+        self.note("restarted Redis (nothing kept)")
+
+    def start(self, name: str) -> None:
+        kind = name.split("-")[0]
+        log = self.logs / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        proc = subprocess.Popen([str(BIN / "murmur"), "worker", kind], env=self.env, stdout=log.open("a"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while " ready." not in log.read_text(errors="replace")[offset:]:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"worker {name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        with self.lock:
+            self.workers[name] = proc
+
+    def kill_one(self, rng: random.Random) -> None:
+        with self.lock:
+            name = rng.choice(sorted(self.workers))
+            proc = self.workers.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.note(f"SIGKILLed {name}")
+        self.start(name)
+
+    def note(self, what: str) -> None:
+        self.events.append(f"{time.strftime('%H:%M:%S')} {what}")
+        print(self.events[-1], flush=True)
+
+    def stop(self) -> None:
+        for proc in self.workers.values():
+            proc.terminate()
+        for proc in self.workers.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.redis.kill()
+
+
+def block_database(admin_url: str, database: str, seconds: float, fleet: Fleet) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false"))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": database})
+        fleet.note(f"database refuses connections for {seconds:.0f} s")
+        time.sleep(seconds)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        admin.dispose()
+        fleet.note("database open again")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=60)
+    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between SIGKILLs (±50 %%)")
+    parser.add_argument("--block-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=3600.0, help="a job not ended by then counts as stuck")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    database = "murmur_soak"
+    database_url = args.admin_url.rsplit("/", 1)[0] + "/" + database
+    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    admin.dispose()
+    logs = Path(tempfile.mkdtemp(prefix="murmur-soak-"))
+
+    # the expected transcripts, from the embedded runner, before the fleet starts
+    from murmur.db.session import sessions, upgrade
+    from murmur.tasks import stages
+    from murmur.tasks.embedded import run as run_embedded
+    from murmur.workers.options import JobOptions
+
+    embedded_url = f"sqlite:///{logs / 'embedded.db'}"
+    upgrade(embedded_url)
+    ctx = stages.Context(db=sessions(embedded_url), device="cpu", compute_type="int8", threads=2)
+    expected = {}
+    for name, language in FILES:
+        options = JobOptions(language=language) if language else JobOptions(multilingual=True)
+        expected[name] = [s.text for s in run_embedded(ctx, str(AUDIO / name), options).segments]
+    del ctx
+
+    env = {**os.environ, **SETTINGS, "MURMUR_DATABASE_URL": database_url, "MURMUR_DEVICE": "cpu"}
+    env.pop("MURMUR_ALLOWED_ROOTS", None)
+    fleet = Fleet(env, logs)
+    env["MURMUR_BROKER_URL"] = fleet.redis_url
+    os.environ.update({k: env[k] for k in ("MURMUR_BROKER_URL", "MURMUR_DATABASE_URL", *SETTINGS)})
+    subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    from murmur import Client
+    from murmur.db.models import Job, JobState
+    from murmur.workers.transcript import Segment
+
+    try:
+        for name in ("cpu-1", "gpu-1", "gpu-2"):
+            fleet.start(name)
+        client = Client(broker_url=fleet.redis_url, database_url=database_url)
+        plan = [FILES[i % len(FILES)] for i in range(args.jobs)]
+        rng.shuffle(plan)
+        started = time.monotonic()
+        jobs = {}
+        for name, language in plan:
+            options = {"language": language} if language else {"multilingual": True}
+            jobs[client.submit(str(AUDIO / name), **options)] = name
+        fleet.note(f"submitted {len(jobs)} jobs")
+
+        progress: dict[str, tuple] = {}
+        last_step: dict[str, float] = {j: time.monotonic() for j in jobs}
+        longest = {"seconds": 0.0, "job": None}
+        ended: set[str] = set()
+        faults = {"redis": False, "database": False}
+        next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
+        blocker = None
+        while len(ended) < len(jobs) and time.monotonic() - started < args.timeout:
+            now = time.monotonic()
+            try:
+                with client.db() as s:
+                    rows = s.execute(select(Job.id, Job.status, Job.chunks_done, Job.n_chunks, Job.language)
+                                     .where(Job.id.in_(list(set(jobs) - ended)))).all()
+            except Exception:  # noqa: BLE001 - the database is blocked: nothing to see for now
+                rows = None
+            for row in rows or ():
+                state = tuple(row[1:])
+                if progress.get(row.id) != state:
+                    progress[row.id] = state
+                    last_step[row.id] = now
+                if row.status in (JobState.done, JobState.failed):
+                    ended.add(row.id)
+            if rows is not None:
+                waiting = [j for j in jobs if j not in ended]
+                for j in waiting:
+                    if now - last_step[j] > longest["seconds"]:
+                        longest = {"seconds": now - last_step[j], "job": j}
+            if now >= next_kill:
+                fleet.kill_one(rng)
+                next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
+            if not faults["redis"] and len(ended) >= len(jobs) // 4:
+                fleet.restart_redis()
+                faults["redis"] = True
+            if not faults["database"] and len(ended) >= len(jobs) // 2:
+                blocker = threading.Thread(target=block_database, args=(args.admin_url, database, args.block_seconds, fleet))
+                blocker.start()
+                faults["database"] = True
+            time.sleep(1)
+        if blocker:
+            blocker.join()
+        elapsed = time.monotonic() - started
+
+        with client.db() as s:
+            final = {row.id: row for row in s.execute(select(Job.id, Job.status, Job.error, Job.attempts)
+                                                      .where(Job.id.in_(list(jobs)))).all()}
+            positions = s.execute(select(Segment.job_id, Segment.chunk_idx, Segment.idx, func.count())
+                                  .where(Segment.job_id.in_(list(jobs)))
+                                  .group_by(Segment.job_id, Segment.chunk_idx, Segment.idx)
+                                  .having(func.count() > 1)).all()
+        done = [j for j in jobs if final[j].status == JobState.done]
+        failed = {j: final[j].error for j in jobs if final[j].status == JobState.failed}
+        stuck = [j for j in jobs if final[j].status not in (JobState.done, JobState.failed)]
+        differing = [j for j in done if [s.text for s in client.result(j).segments] != expected[jobs[j]]]
+        rows = [
+            ("submitted", len(jobs)),
+            ("done", len(done)),
+            ("failed with a reason", sum(1 for e in failed.values() if e)),
+            ("failed without one", sum(1 for e in failed.values() if not e)),
+            ("stuck", len(stuck)),
+            ("duplicated segments", len(positions)),
+            ("transcripts differing from the embedded run", len(differing)),
+            ("longest time a job went without progress (s)", f"{longest['seconds']:.0f}"),
+            ("re-drives (attempts on job rows)", sum(final[j].attempts for j in jobs)),
+            ("wall time (s)", f"{elapsed:.0f}"),
+        ]
+        report = render(rows, fleet.events, failed, differing, jobs, args)
+        print(report)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        (args.out / f"soak-cpu-{stamp}.md").write_text(report)
+        met = not stuck and not positions and not differing and all(failed.values())
+        print("targets met" if met else "TARGETS NOT MET", f"(logs in {logs})")
+        sys.exit(0 if met else 1)
+    finally:
+        fleet.stop()
+
+
+def render(rows, events, failed, differing, jobs, args) -> str:
+    lines = [f"# Soak, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+             f"`python bench/soak.py --jobs {args.jobs} --kill-every {args.kill_every:g} --block-seconds {args.block_seconds:g} "
+             f"--seed {args.seed}`: 1 CPU + 2 GPU-queue workers on the CPU, base int8, settings {SETTINGS}.", "",
+             "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "Faults:", ""] + [f"- {e}" for e in events]
+    if failed:
+        lines += ["", "Failures:", ""] + [f"- {jobs[j]}: {e}" for j, e in failed.items()]
+    if differing:
+        lines += ["", "Differing:", ""] + [f"- {jobs[j]} ({j})" for j in differing]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
