@@ -116,6 +116,8 @@ def fleet(request, tmp_path_factory):
     assert upgraded.returncode == 0, upgraded.stderr
     assert "created database" in upgraded.stdout
     workers = [Worker("cpu", env, logs / "cpu.log"), Worker("gpu", env, logs / "gpu1.log"), Worker("gpu", env, logs / "gpu2.log")]
+    saved = os.environ.get("MURMUR_TENSOR_URL")
+    os.environ["MURMUR_TENSOR_URL"] = STORE_URL  # this process's clients read their Celery results there
     try:
         for worker in workers:
             worker.wait_for(" ready.")
@@ -126,6 +128,8 @@ def fleet(request, tmp_path_factory):
     finally:
         for worker in workers:
             worker.stop()
+        os.environ.pop("MURMUR_TENSOR_URL") if saved is None else os.environ.__setitem__("MURMUR_TENSOR_URL", saved)
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
