@@ -116,10 +116,11 @@ def _texts_of(transcript) -> list[str]:
     return [s.text for s in transcript.segments]
 
 
-def _wait_planned(client: Client, jobs: list[str], timeout: float = 120) -> None:
+def _wait_until(client: Client, jobs: list[str], reached, timeout: float = 120) -> None:
+    """Poll the jobs' statuses until `reached(statuses)` holds."""
     deadline = time.monotonic() + timeout
-    while any(client.status(j).n_chunks is None for j in jobs):
-        assert time.monotonic() < deadline, [client.status(j) for j in jobs]
+    while not reached(statuses := [client.status(j) for j in jobs]):
+        assert time.monotonic() < deadline, statuses
         time.sleep(0.05)
 
 
@@ -137,7 +138,7 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, em
         embedded(name, language=language)  # the expected transcripts, before the fleet gets busy
     fleet.stop(fleet.of("gpu"))  # nobody consumes: the decode messages and tensors wait in Redis
     jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
-    _wait_planned(fleet.client, jobs)
+    _wait_until(fleet.client, jobs, lambda statuses: all(st.n_chunks is not None for st in statuses))
     store = redis.Redis.from_url(fleet.redis.url)
     deadline = time.monotonic() + 30  # a job is planned just before its messages are sent
     while sum(store.llen(k) for k in store.keys("murmur.gpu*")) < len(jobs):
@@ -157,17 +158,10 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, em
         assert all(a >= 1 for a in s.scalars(text("SELECT attempts FROM jobs WHERE id = ANY(:ids)"), {"ids": jobs}))
 
 
-def _wait_some_chunk_done(client: Client, jobs: list[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(client.status(j).chunks_done for j in jobs):
-        assert time.monotonic() < deadline, [client.status(j) for j in jobs]
-        time.sleep(0.05)
-
-
 def test_redis_restarted_mid_run_every_job_ends_done(fleet, embedded):
     expected = {name: _texts_of(embedded(name, language=language)) for name, language in FILES}
     jobs = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES]
-    _wait_some_chunk_done(fleet.client, jobs)
+    _wait_until(fleet.client, jobs, lambda statuses: any(st.chunks_done for st in statuses))
     fleet.redis.stop()  # a Redis that keeps nothing on disk, restarted by its host mid-decode
     fleet.redis.start()
     restarted = time.monotonic()
@@ -204,10 +198,7 @@ def test_a_cpu_worker_killed_mid_prepare_is_replaced_within_a_minute(fleet, embe
     fleet.kill(fleet.of("cpu"))
     killed = time.monotonic()
     fleet.start("cpu")  # its replacement (and the fleet's reconciler); the message itself stays unacked for an hour
-    deadline = time.monotonic() + 120
-    while fleet.client.status(job_id).n_chunks is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    _wait_until(fleet.client, [job_id], lambda statuses: statuses[0].n_chunks is not None)
     replanned = time.monotonic() - killed
     fleet.client.wait(job_id, timeout=300)
     assert replanned < 60, replanned
@@ -243,10 +234,7 @@ def test_postgres_unreachable_for_two_minutes_mid_decode(fleet, embedded):
     expected = {name: _texts_of(embedded(name, language="en")) for name in names}
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     jobs = [fleet.client.submit(str(DATA / name), language="en") for name in names]
-    deadline = time.monotonic() + 180
-    while fleet.client.status(jobs[0]).chunks_done < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_until(fleet.client, jobs[:1], lambda statuses: statuses[0].chunks_done >= 1, timeout=180)
     assert fleet.client.status(jobs[0]).status == "running"
     fleet.client.db.kw["bind"].dispose()
     try:  # only this test's database is blocked; the server and every other database stay up
@@ -269,17 +257,24 @@ def test_postgres_unreachable_for_two_minutes_mid_decode(fleet, embedded):
 
 
 def test_a_redis_that_refuses_writes_for_a_while_costs_no_job(fleet, embedded):
-    """A full Redis under `noeviction`: every tensor write and every publish fails for a few seconds."""
+    """A full Redis under `noeviction`, for a few seconds twice: while the job is prepared (tensor
+    writes and publishes fail) and while it is decoded (the acknowledgements fail)."""
     expected = _texts_of(embedded("en_5min.flac", language="en"))
     job_id = fleet.client.submit(str(DATA / "en_5min.flac"), language="en")
-    assert _in_prepare(fleet.client, job_id, time.monotonic() + 60)
     broker = redis.Redis.from_url(fleet.redis.url)
     broker.config_set("maxmemory-policy", "noeviction")
-    broker.config_set("maxmemory", "1")  # below what it holds: writes are refused ("OOM command not allowed")
-    try:
-        time.sleep(4)
-    finally:
-        broker.config_set("maxmemory", "0")
+
+    def refuse_writes(seconds: float) -> None:
+        broker.config_set("maxmemory", "1")  # below what it holds: writes are refused ("OOM command not allowed")
+        try:
+            time.sleep(seconds)
+        finally:
+            broker.config_set("maxmemory", "0")
+
+    assert _in_prepare(fleet.client, job_id, time.monotonic() + 60)
+    refuse_writes(4)
+    _wait_until(fleet.client, [job_id], lambda statuses: statuses[0].chunks_done >= 1, timeout=180)
+    refuse_writes(4)  # each decode takes about 2 s here: some finish inside the window
     fleet.client.wait(job_id, timeout=240)
     assert _texts(fleet.client, job_id) == expected
     _no_duplicates(fleet.client, job_id)
