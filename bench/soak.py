@@ -31,6 +31,8 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, func, select, text
 
+from bench_distributed import Fleet  # starts `murmur worker` processes and waits until they are ready
+
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = Path(os.environ.get("MURMUR_BENCH_AUDIO", ROOT.parent / "shared" / "audio"))
 BIN = Path(sys.executable).parent
@@ -54,16 +56,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Fleet:
-    """Private redis-server, `murmur worker` processes, and the faults done to them."""
+class SoakFleet(Fleet):
+    """bench_distributed's fleet on a private redis-server, and the faults done to them."""
 
     def __init__(self, env: dict, logs: Path) -> None:
-        self.env, self.logs = env, logs
+        super().__init__(env, logs)
         self.port = _free_port()
         self.redis_url = f"redis://127.0.0.1:{self.port}/0"
-        self.workers: dict[str, subprocess.Popen] = {}
-        self.lock = threading.Lock()
+        self.env["MURMUR_BROKER_URL"] = self.redis_url
         self.events: list[str] = []
+        self.started = 0
         self.start_redis()
 
     def start_redis(self) -> None:
@@ -84,40 +86,26 @@ class Fleet:
         self.start_redis()
         self.note("restarted Redis (nothing kept)")
 
-    def start(self, name: str) -> None:
-        kind = name.split("-")[0]
-        log = self.logs / f"{name}.log"
-        offset = log.stat().st_size if log.exists() else 0
-        proc = subprocess.Popen([str(BIN / "murmur"), "worker", kind], env=self.env, stdout=log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while " ready." not in log.read_text(errors="replace")[offset:]:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker {name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
-        with self.lock:
-            self.workers[name] = proc
+    def start_worker(self, kind: str) -> None:
+        """A worker under a new name (its own log) each time: `kind-N`."""
+        self.started += 1
+        name = f"{kind}-{self.started}"
+        self.start(name, kind)
 
     def kill_one(self, rng: random.Random) -> None:
-        with self.lock:
-            name = rng.choice(sorted(self.workers))
-            proc = self.workers.pop(name)
+        name = rng.choice(sorted(self.procs))
+        proc = self.procs.pop(name)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         self.note(f"SIGKILLed {name}")
-        self.start(name)
+        self.start_worker(name.split("-")[0])
 
     def note(self, what: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {what}")
         print(self.events[-1], flush=True)
 
-    def stop(self) -> None:
-        for proc in self.workers.values():
-            proc.terminate()
-        for proc in self.workers.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def stop_all(self) -> None:
+        super().stop_all()
         self.redis.kill()
 
 
@@ -172,8 +160,7 @@ def main() -> None:
 
     env = {**os.environ, **SETTINGS, "MURMUR_DATABASE_URL": database_url, "MURMUR_DEVICE": "cpu"}
     env.pop("MURMUR_ALLOWED_ROOTS", None)
-    fleet = Fleet(env, logs)
-    env["MURMUR_BROKER_URL"] = fleet.redis_url
+    fleet = SoakFleet(env, logs)
     os.environ.update({k: env[k] for k in ("MURMUR_BROKER_URL", "MURMUR_DATABASE_URL", *SETTINGS)})
     subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
     from murmur import Client
@@ -181,8 +168,8 @@ def main() -> None:
     from murmur.workers.transcript import Segment
 
     try:
-        for name in ("cpu-1", "gpu-1", "gpu-2"):
-            fleet.start(name)
+        for kind in ("cpu", "gpu", "gpu"):
+            fleet.start_worker(kind)
         client = Client(broker_url=fleet.redis_url, database_url=database_url)
         plan = [FILES[i % len(FILES)] for i in range(args.jobs)]
         rng.shuffle(plan)
@@ -267,7 +254,7 @@ def main() -> None:
         print("targets met" if met else "TARGETS NOT MET", f"(logs in {logs})")
         sys.exit(0 if met else 1)
     finally:
-        fleet.stop()
+        fleet.stop_all()
 
 
 def render(rows, events, failed, differing, jobs, args) -> str:

@@ -67,6 +67,11 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def is_redis(url: str) -> bool:
+    """A Redis URL, as kombu and redis-py take them (the other broker is RabbitMQ, amqp://)."""
+    return url.startswith(("redis://", "rediss://", "redis+socket://", "unix://"))
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = _variable(
@@ -126,7 +131,7 @@ class Settings:
         """The Redis that holds the tensors: MURMUR_TENSOR_URL, or the broker when it is a Redis."""
         if self.tensor_url:
             return self.tensor_url
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+        if is_redis(self.broker_url):
             return self.broker_url
         raise MurmurError(f"MURMUR_BROKER_URL is not a Redis ({self.broker_url.split('://')[0]}://): "
                           "set MURMUR_TENSOR_URL to the Redis that carries the tensors")

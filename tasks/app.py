@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from murmur.settings import get_settings
+from murmur.settings import get_settings, is_redis
 from murmur.tasks.redis_transport import TRANSPORT
 
 CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
@@ -18,10 +18,6 @@ QUEUES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE, "hooks": HOOK_QUEUE}
 
 
 MAX_PRIORITY = 9  # a job's priority: 0, the default, is the most urgent
-
-
-def is_redis(url: str) -> bool:
-    return url.startswith(("redis://", "rediss://", "redis+socket://"))
 
 
 def message_priority(app: Celery, priority: int | None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import redis
 
+from murmur.settings import is_redis
 from murmur.tasks.store import TensorRef, feature_key
 
 log = logging.getLogger("murmur")
@@ -74,8 +75,6 @@ class RedisTensorStore:
 def queue_backlog(url: str, queue: str) -> Callable[[], int]:
     """A function counting the messages waiting in `queue` on the broker at `url` (Redis or
     RabbitMQ); messages already delivered to a worker are not counted."""
-    from murmur.tasks.app import is_redis
-
     return _redis_backlog(url, queue) if is_redis(url) else _amqp_backlog(url, queue)
 
 
