@@ -87,10 +87,21 @@ class SoakFleet(Fleet):
         self.note("restarted Redis (nothing kept)")
 
     def start_worker(self, kind: str) -> None:
-        """A worker under a new name (its own log) each time: `kind-N`."""
-        self.started += 1
-        name = f"{kind}-{self.started}"
-        self.start(name, kind)
+        """A worker under a new name (its own log) each time: `kind-N`. Like a supervisor, it tries
+        again while the worker cannot start (it exits when the database is out of reach)."""
+        deadline = time.monotonic() + 300
+        while True:
+            self.started += 1
+            name = f"{kind}-{self.started}"
+            try:
+                self.start(name, kind)
+                return
+            except SystemExit:
+                self.procs.pop(name).wait()
+                if time.monotonic() > deadline:
+                    raise
+                self.note(f"{name} could not start; trying again")
+                time.sleep(5)
 
     def kill_one(self, rng: random.Random) -> None:
         name = rng.choice(sorted(self.procs))
