@@ -98,6 +98,7 @@ class Settings:
     model_dirs: tuple[Path, ...] = _variable("MURMUR_MODEL_DIRS", (), "unset: bundled models only", parse=_paths)
     callback_allow: tuple[str, ...] = _variable("MURMUR_CALLBACK_ALLOW", (), "unset: public addresses only", parse=_names)
     callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
+    callback_deadline: int = _variable("MURMUR_CALLBACK_DEADLINE", 10, parse=_positive)
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")
     compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")

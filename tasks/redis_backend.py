@@ -45,9 +45,12 @@ class RedisTensorStore:
     def used(self) -> int:
         return int(self._redis.info("memory")["used_memory"])
 
-    def wait_for_room(self, poll_seconds: float = 0.5) -> None:
+    def wait_for_room(self, own: int = 0, poll_seconds: float = 0.5) -> None:
+        """Return once Redis holds no more than the budget, not counting `own`: the bytes the
+        caller's job has put already, which cannot drain before its prepare ends (counting
+        them would have a job larger than the budget wait for itself forever)."""
         warned = False
-        while (used := self.used()) > (budget := self.budget):
+        while (used := self.used() - own) > (budget := self.budget):
             if not warned:
                 log.warning("Redis holds %d MB, over the tensor budget of %d MB: prepare waits for decode to drain it",
                             used >> 20, budget >> 20)

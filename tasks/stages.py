@@ -137,9 +137,11 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     # chunk audio is cut lazily, a block at a time, so the file is not held twice
     features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
     refs = []
+    held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
     for chunk, array in zip(chunks, features):
-        ctx.store.wait_for_room()  # backpressure: the GPU workers must drain the store first
+        ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
         refs.append(ctx.store.put(job_id, chunk.idx, array))
+        held += array.nbytes
     del audio
     if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_owner):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands

@@ -51,7 +51,7 @@ class TensorStore(Protocol):
 
     def delete(self, refs: list[TensorRef]) -> None: ...
 
-    def wait_for_room(self) -> None: ...
+    def wait_for_room(self, own: int = 0) -> None: ...
 
 
 class LocalTensorStore:
@@ -73,5 +73,5 @@ class LocalTensorStore:
         for ref in refs:
             self._arrays.pop(ref.key, None)
 
-    def wait_for_room(self) -> None:
+    def wait_for_room(self, own: int = 0) -> None:
         """In one process decode runs after prepare: there is never anything to wait for."""

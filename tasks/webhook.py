@@ -36,7 +36,6 @@ from murmur.settings import Settings
 from murmur.workers.errors import MurmurError
 
 log = logging.getLogger("murmur")
-DEADLINE_SECONDS = 10.0  # the whole request: connect, send, headers, body
 TRIES = 5  # a hook that fails this often (server errors, timeouts) is given up
 MAX_URL_LENGTH = 2048
 
@@ -80,8 +79,8 @@ class Outcome:
     detail: str
 
 
-def post(url: str, body: bytes, settings: Settings, deadline_seconds: float = DEADLINE_SECONDS) -> Outcome:
-    """One POST to a checked address with a deadline on the whole exchange."""
+def post(url: str, body: bytes, settings: Settings) -> Outcome:
+    """One POST to a checked address, with MURMUR_CALLBACK_DEADLINE on the whole exchange."""
     check_callback_url(url)
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -95,6 +94,7 @@ def post(url: str, body: bytes, settings: Settings, deadline_seconds: float = DE
     headers = {"Content-Type": "application/json", "User-Agent": "murmur-webhook", "X-Murmur-Timestamp": timestamp}
     if settings.callback_secret:
         headers["X-Murmur-Signature"] = sign(settings.callback_secret, timestamp, body)
+    deadline_seconds = settings.callback_deadline
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn = _connection(parts.scheme, parts.hostname, address, port, deadline_seconds)
     late = threading.Event()

@@ -7,10 +7,14 @@ so every job that ends did so because leases lapsed or the reconciler re-drove i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,8 @@ from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
 DATABASE = "murmur_fault_test"
 SETTINGS = {"MURMUR_LEASE_SECONDS": "6", "MURMUR_STALL_TIMEOUT": "10", "MURMUR_RECONCILE_INTERVAL": "2",
-            "MURMUR_MAX_ATTEMPTS": "2"}
+            "MURMUR_MAX_ATTEMPTS": "2", "MURMUR_CALLBACK_ALLOW": "127.0.0.1", "MURMUR_CALLBACK_DEADLINE": "20"}
+CHUNK_BYTES = 80 * 3000 * 4  # one chunk's log-mel features in Redis
 
 
 class PrivateRedis:
@@ -67,9 +72,9 @@ class Fleet:
         self.workers: list[Worker] = []
         self.started = 0
 
-    def start(self, kind: str) -> Worker:
+    def start(self, kind: str, **settings: str) -> Worker:
         self.started += 1
-        worker = Worker(kind, self.env, self.tmp / f"{kind}-{self.started}.log")
+        worker = Worker(kind, {**self.env, **settings}, self.tmp / f"{kind}-{self.started}.log")
         worker.wait_for(" ready.")
         self.workers.append(worker)
         return worker
@@ -279,3 +284,118 @@ def test_a_redis_that_refuses_writes_for_a_while_costs_no_job(fleet, embedded):
     assert _texts(fleet.client, job_id) == expected
     _no_duplicates(fleet.client, job_id)
     assert all(w.proc.poll() is None for w in fleet.workers)
+
+
+def test_prepare_waits_for_room_in_redis_and_no_job_fails_for_it(fleet, embedded):
+    """Backpressure: with no GPU worker draining Redis and a tensor budget of three chunks above
+    what Redis holds, a burst waits in prepare (as long as it takes: nothing fails, the reconciler
+    leaves it alone) and is transcribed once a GPU worker is back. The first job alone is larger
+    than the budget: its own tensors do not count against it, or it would wait for itself forever."""
+    expected = {name: _texts_of(embedded(name, language=language)) for name, language in [*FILES, ("en_5min.flac", "en")]}
+    fleet.stop(fleet.of("gpu"))
+    fleet.stop(fleet.of("cpu"))
+    store = redis.Redis.from_url(fleet.redis.url)
+    budget = store.info("memory")["used_memory"] + 3 * CHUNK_BYTES
+    cpu = fleet.start("cpu", MURMUR_TENSOR_BUDGET=str(budget))
+    try:
+        big = fleet.client.submit(str(DATA / "en_5min.flac"), language="en")
+        _wait_until(fleet.client, [big], lambda statuses: statuses[0].n_chunks is not None)
+        n_chunks = fleet.client.status(big).n_chunks
+        assert n_chunks * CHUNK_BYTES > 3 * CHUNK_BYTES  # planned although its tensors alone exceed the budget
+        burst = [fleet.client.submit(str(DATA / name), language=language) for name, language in FILES * 2]
+        cpu.wait_for("prepare waits for decode to drain it", timeout=60)
+        time.sleep(2 * int(SETTINGS["MURMUR_STALL_TIMEOUT"]))  # well past the stall timeout: still waiting, not failed
+        statuses = [fleet.client.status(j) for j in burst]
+        assert all(st.status in ("queued", "running") and st.n_chunks is None for st in statuses), statuses
+        assert len(store.keys("murmur:feat:*")) == n_chunks  # only the big job's tensors: the burst put none
+        with fleet.client.db() as s:
+            assert s.scalar(text("SELECT max(attempts) FROM jobs WHERE id = ANY(:ids)"), {"ids": [big, *burst]}) == 0
+        fleet.start("gpu")
+        fleet.client.wait(big, timeout=240)
+        assert _texts(fleet.client, big) == expected["en_5min.flac"]
+        for job_id, (name, _) in zip(burst, FILES * 2):
+            fleet.client.wait(job_id, timeout=120)
+            assert _texts(fleet.client, job_id) == expected[name], name
+    finally:
+        fleet.stop(cpu)
+        fleet.start("cpu")
+        if not any(w.kind == "gpu" for w in fleet.workers):
+            fleet.start("gpu")
+
+
+class _Drip(threading.Thread):
+    """A webhook server that answers one byte every half second, for ever: it would hold whatever
+    thread sends to it. Counts the connections it holds open."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.open = 0
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.open += 1
+        try:
+            conn.recv(65536)
+            for byte in iter(lambda: b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000, None):
+                for i in range(len(byte)):
+                    conn.sendall(byte[i:i + 1])
+                    time.sleep(0.5)
+        except OSError:
+            pass  # the sender cut it off
+        finally:
+            conn.close()
+            with self.lock:
+                self.open -= 1
+
+
+def test_hooks_that_drip_their_answer_hold_up_no_other_job(fleet):
+    """More drip-feeding hooks in flight than the CPU worker has task threads: another job is
+    transcribed and its own hook delivered while all of them are still held open; each is cut
+    off at MURMUR_CALLBACK_DEADLINE and counted as a failed try."""
+    drip = _Drip()
+    drip.start()
+    received: list[dict] = []
+
+    class Hooks(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        slow = [fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en", callback_url=drip.url)
+                for _ in range(3)]  # the CPU worker runs 2 task threads
+        deadline = time.monotonic() + 120
+        while drip.open < len(slow):
+            assert time.monotonic() < deadline, drip.open
+            time.sleep(0.05)
+        held_from = time.monotonic()  # the first is cut off 20 s after it opened: the other job must be done sooner
+        other = fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en",
+                                    callback_url=f"http://127.0.0.1:{server.server_port}/hook")
+        fleet.client.wait(other, timeout=60)
+        while not received and time.monotonic() < held_from + 15:
+            time.sleep(0.05)
+        assert drip.open == len(slow), "a drip-fed hook was let go before the other job was done"
+        assert [h["job_id"] for h in received] == [other] and "country" in words(fleet.client.result(other).text)
+        cpu = fleet.of("cpu")
+        cpu.wait_for(f"no answer within {SETTINGS['MURMUR_CALLBACK_DEADLINE']} s); try 1 of", timeout=60)
+        assert all(queries.get_job(fleet.client.db, j).callback_attempts >= 1 for j in slow)
+    finally:
+        drip.sock.close()
+        server.shutdown()

@@ -89,7 +89,7 @@ def test_redirects_are_not_followed(server):
 
 def test_a_drip_feeding_server_is_cut_off_at_the_deadline(server):
     started = time.monotonic()
-    outcome = post(_url(server, "/drip"), BODY, Settings(callback_allow=("127.0.0.1",)), deadline_seconds=2)
+    outcome = post(_url(server, "/drip"), BODY, Settings(callback_allow=("127.0.0.1",), callback_deadline=2))
     assert outcome.state == "retry" and "no answer within 2 s" in outcome.detail
     assert time.monotonic() - started < 3.5
 
