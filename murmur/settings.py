@@ -99,6 +99,7 @@ class Settings:
     callback_allow: tuple[str, ...] = _variable("MURMUR_CALLBACK_ALLOW", (), "unset: public addresses only", parse=_names)
     callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
     callback_deadline: int = _variable("MURMUR_CALLBACK_DEADLINE", 10, parse=_positive)
+    metrics_port: int = _variable("MURMUR_METRICS_PORT", 0, "0: none", parse=_whole)
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")
     compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="delete jobs that ended long ago, with their chunks and segments")
     prune.add_argument("--older-than", required=True, metavar="AGE", type=_age,
                        help="ended more than this long ago: seconds, or a number with s, m, h or d (30d)")
+    exporter = commands.add_parser("exporter", help="serve the fleet's Prometheus metrics (jobs, backlog, queues, stages)")
+    exporter.add_argument("--port", type=int, default=9808)
+    exporter.add_argument("--address", default="127.0.0.1", help="the interface to listen on (0.0.0.0: all)")
+    health = commands.add_parser("health", help="exit 0 when the database, the broker (and a worker here) answer")
+    health.add_argument("kind", nargs="?", choices=["cpu", "gpu"], help="also ping this host's worker of this kind")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
     return parser
 
 
@@ -203,8 +209,30 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exporter(args: argparse.Namespace) -> int:
+    from murmur.db.session import sessions
+    from murmur.settings import get_settings
+    from murmur.tasks.metrics import serve
+
+    settings = get_settings()
+    serve(sessions(settings.fleet_database_url), settings, args.port, args.address)
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from murmur.settings import get_settings
+    from murmur.tasks.health import problems
+
+    found = problems(get_settings(), args.kind, args.timeout)
+    for problem in found:
+        print(f"murmur: unhealthy: {problem}", file=sys.stderr)
+    if not found:
+        print("healthy")
+    return 1 if found else 0
+
+
 _COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db,
-             "prune": _prune}
+             "prune": _prune, "exporter": _exporter, "health": _health}
 
 
 class _progress:

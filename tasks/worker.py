@@ -83,6 +83,7 @@ class WorkerState:
         )
         self._batcher: Batcher | None = None
         self._hooks: HookSender | None = None
+        self.batch_metrics = None  # a BatchMetrics while MURMUR_METRICS_PORT serves them
         self._lock = threading.Lock()
 
     def hooks(self) -> HookSender:
@@ -132,7 +133,10 @@ class WorkerState:
     def _decode(self, items: list[tuple[str, TensorRef]]) -> list[bool]:
         """One batch; each item learns whether it should trigger its job's assembly."""
         log.info("decoding a batch of %d chunk(s) from %d job(s)", len(items), len({j for j, _ in items}))
+        started = time.perf_counter()
         completed = set(stages.decode(self.ctx, items))
+        if self.batch_metrics:
+            self.batch_metrics.observe(len(items), time.perf_counter() - started)
         for job_id in queries.unsent_callbacks(self.ctx.db, [j for j, _ in items]):
             _retry_hook(job_id, 0)  # jobs this batch failed: their webhooks go out now
         first: dict[str, int] = {}
@@ -177,6 +181,12 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
         loaded = proc.ctx.model(settings.model)
         log.info("loaded model %s on %s (%s)", settings.model, loaded.device, loaded.compute_type)
         proc.batcher()
+        if settings.metrics_port:
+            from murmur.tasks.metrics import BatchMetrics
+
+            proc.batch_metrics = BatchMetrics(config.batch_size)
+            proc.batch_metrics.serve(settings.metrics_port)
+            log.info("batch metrics on port %d", settings.metrics_port)
     else:
         proc.ctx.vad  # noqa: B018 - load the VAD weights now, not in the first job
         proc.ctx.n_mels(settings.model)

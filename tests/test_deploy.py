@@ -1,0 +1,236 @@
+"""What deploy/ hands an operator: manifests that validate, an autoscaler and an exporter that count
+the real backlog (real Redis, Postgres and a CPU worker), and a health probe that tells."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import psycopg
+import pytest
+import redis
+import yaml
+from kombu import Connection, Consumer, Queue
+from prometheus_client.parser import text_string_to_metric_families
+
+from murmur.db import queries
+from murmur.db.session import sessions
+from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE
+from murmur.tasks.client import Client
+from murmur.tasks.metrics import BACKLOG_SQL, broker_messages, failure_class
+from murmur.tasks.metrics import backlog as work_left
+from tests.conftest import DATA, fresh_postgres, run_cli
+from tests.test_distributed import BIN, Worker, _free_port
+
+ROOT = Path(__file__).parents[1]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ["cpu-only", "gpu"]
+KUBERNETES_VERSION = "1.32.0"
+
+# What KEDA 2.x's CRDs require of the fields used here (keda.sh_scaledobjects.yaml,
+# keda.sh_triggerauthentications.yaml): trigger metadata is a map of strings, counts are
+# integers; unknown fields are refused here to catch typos the API server would drop silently.
+_NAME = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}, "additionalProperties": False}
+KEDA_SCHEMAS = {
+    "ScaledObject": {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"apiVersion": {"const": "keda.sh/v1alpha1"}, "spec": {
+            "type": "object", "required": ["scaleTargetRef", "triggers"], "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                    "name": {"type": "string"}, "kind": {"type": "string"}, "apiVersion": {"type": "string"}}},
+                **{k: {"type": "integer", "minimum": 0} for k in ("minReplicaCount", "maxReplicaCount", "pollingInterval",
+                                                                   "cooldownPeriod")},
+                "triggers": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["type", "metadata"], "additionalProperties": False,
+                    "properties": {"type": {"type": "string"}, "name": {"type": "string"}, "authenticationRef": _NAME,
+                                   "metadata": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}},
+    "TriggerAuthentication": {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"apiVersion": {"const": "keda.sh/v1alpha1"}, "spec": {
+            "type": "object", "additionalProperties": False, "properties": {"secretTargetRef": {"type": "array", "items": {
+                "type": "object", "required": ["parameter", "name", "key"], "additionalProperties": False,
+                "properties": {k: {"type": "string"} for k in ("parameter", "name", "key")}}}}}}},
+}
+
+
+def _overlay(name: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its kustomize) is needed to build deploy/k8s; .ci/run installs it"
+    built = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / name)], capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_manifest_validates_against_kubernetes_and_kedas_schemas(overlay):
+    docs = _overlay(overlay)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds.count("ScaledObject") == 2 and kinds.count("PodDisruptionBudget") == 2 and "Job" in kinds
+    for doc in docs:
+        if doc["kind"] in KEDA_SCHEMAS:
+            jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    for name in ("murmur-cpu-worker", "murmur-gpu-worker"):
+        pod = deployments[name]
+        assert pod["terminationGracePeriodSeconds"] >= 120 and pod["securityContext"]["runAsNonRoot"]
+        assert pod["containers"][0]["livenessProbe"]["exec"]["command"][:2] == ["murmur", "health"]
+    gpu = deployments["murmur-gpu-worker"]["containers"][0]
+    device = {e["name"]: e["value"] for e in gpu["env"]}["MURMUR_DEVICE"]
+    if overlay == "gpu":
+        assert device == "cuda" and gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and gpu["image"] == "murmur:gpu"
+    else:
+        assert device == "cpu" and "nvidia.com/gpu" not in gpu["resources"].get("limits", {})
+
+
+def _triggers() -> dict[str, dict]:
+    docs = _overlay("gpu")
+    return {doc["spec"]["scaleTargetRef"]["name"].split("-")[1]: doc["spec"]["triggers"][0]
+            for doc in docs if doc["kind"] == "ScaledObject"}
+
+
+def test_the_autoscaler_reads_the_exporters_backlog_query_word_for_word():
+    triggers = _triggers()
+    assert set(triggers) == {"cpu", "gpu"}
+    for kind, trigger in triggers.items():
+        assert trigger["type"] == "postgresql" and trigger["metadata"]["query"] == BACKLOG_SQL[kind]
+
+
+def test_failure_reasons_fall_into_classes():
+    assert failure_class("gave up after 3 tries (MURMUR_MAX_ATTEMPTS): its worker stopped") == "gave_up"
+    assert failure_class("the audio is longer than MURMUR_MAX_DURATION (14400 s)") == "limit"
+    assert failure_class("/etc/passwd is outside MURMUR_ALLOWED_ROOTS") == "forbidden"
+    assert failure_class("no such file: /data/x.flac") == "source"
+    assert failure_class("not a readable audio file: notes.wav") == "input"
+    assert failure_class("RuntimeError: CUDA failed") == "internal" and failure_class(None) == "internal"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deploy")
+    broker = "redis://127.0.0.1:6379/12"
+    redis.Redis.from_url(broker).flushdb()
+    database = fresh_postgres("murmur_deploy_test", create=False)
+    env = {**os.environ, "MURMUR_BROKER_URL": broker, "MURMUR_DATABASE_URL": database, "MURMUR_DEVICE": "cpu",
+           "MURMUR_ALLOWED_ROOTS": str(DATA)}
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    cpu = Worker("cpu", env, tmp / "cpu.log")
+    cpu.wait_for(" ready.")
+
+    class Fleet:
+        pass
+
+    fleet = Fleet()
+    fleet.env, fleet.cpu, fleet.broker, fleet.database = env, cpu, broker, database
+    fleet.client = Client(broker_url=broker, database_url=database)
+    try:
+        yield fleet
+    finally:
+        fleet.cpu.stop()
+        redis.Redis.from_url(broker).flushdb()
+
+
+def _scrape(port: int) -> dict[tuple, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+def test_the_autoscalers_number_is_the_real_backlog_on_real_redis_and_postgres(fleet, tmp_path):
+    """Jobs of mixed priorities prepared by a real CPU worker, no GPU worker: every chunk is backlog.
+    Three decode messages sit in a consumer's hands (delivered, unacknowledged) and two more jobs
+    wait for the CPU worker, now stopped. The trigger's query, the exporter and the broker agree;
+    a single LLEN, what KEDA's Redis list trigger reads, does not."""
+    client = fleet.client
+    planned = [client.submit(str(DATA / name), language="en", priority=p)
+               for name, p in [("jfk_inaugural_1961.flac", 0), ("stereo_two_speakers.wav", 5), ("en_5min.flac", 9)]]
+    deadline = time.monotonic() + 120
+    while any(client.status(j).n_chunks is None for j in planned):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    chunks = sum(client.status(j).n_chunks for j in planned)
+    assert chunks >= 3
+    messages = broker_messages(fleet.broker)
+    deadline = time.monotonic() + 30  # a job is planned just before its decode messages are sent
+    while messages()[(GPU_QUEUE, "waiting")] < chunks:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fleet.cpu.stop()
+    waiting = [client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en", priority=p) for p in (3, 7)]
+
+    held = []
+    with Connection(fleet.broker) as conn:
+        consumer = Consumer(conn, queues=[Queue(GPU_QUEUE)], accept=["json"], on_message=held.append, prefetch_count=3)
+        consumer.qos(prefetch_count=3)
+        with consumer:
+            deadline = time.monotonic() + 10
+            while len(held) < 3 and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+            consumer.cancel()
+            assert len(held) == 3
+
+            counts = messages()
+            assert counts[(GPU_QUEUE, "delivered")] == 3 and counts[(GPU_QUEUE, "waiting")] == chunks - 3
+            assert counts[(CPU_QUEUE, "waiting")] == len(waiting)
+            real = {"gpu": chunks, "cpu": len(waiting)}
+            assert {kind: work_left(sessions(fleet.database), kind) for kind in real} == real
+            # the trigger's own query, on a libpq connection as KEDA makes one
+            libpq = fleet.database.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(libpq) as pg:
+                for kind, trigger in _triggers().items():
+                    assert pg.execute(trigger["metadata"]["query"]).fetchone()[0] == real[kind], kind
+            assert redis.Redis.from_url(fleet.broker).llen(GPU_QUEUE) < chunks  # the trap: one list of several
+
+            port = _free_port()
+            exporter = subprocess.Popen([str(BIN / "murmur"), "exporter", "--port", str(port)], env=fleet.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        metrics = _scrape(port)
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline and exporter.poll() is None
+                        time.sleep(0.2)
+            finally:
+                exporter.terminate()
+                exporter.wait(10)
+    assert metrics[("murmur_backlog", (("kind", "gpu"),))] == chunks
+    assert metrics[("murmur_backlog", (("kind", "cpu"),))] == len(waiting)
+    assert metrics[("murmur_queue_messages", (("queue", GPU_QUEUE), ("state", "delivered")))] == 3
+    assert metrics[("murmur_jobs", (("state", "queued"),))] == len(waiting)
+    assert metrics[("murmur_jobs", (("state", "running"),))] == len(planned)
+    assert metrics[("murmur_exporter_source_up", (("source", "broker"),))] == 1
+    assert metrics[("murmur_oldest_unfinished_job_age_seconds", ())] > 0
+    assert metrics[("murmur_stage_seconds_count", (("stage", "prepare"),))] == 0  # none done yet
+    assert all(queries.get_job(client.db, j).status == "running" for j in planned)
+
+
+def test_health_answers_for_the_database_the_broker_and_this_hosts_worker(fleet, tmp_path):
+    cpu = Worker("cpu", fleet.env, tmp_path / "cpu.log")
+    try:
+        cpu.wait_for(" ready.")
+        healthy = run_cli("health", "cpu", env=fleet.env, timeout=60)
+        assert healthy.returncode == 0 and healthy.stdout.strip() == "healthy", healthy.stderr
+        no_gpu = run_cli("health", "gpu", "--timeout", "2", env=fleet.env, timeout=60)
+        assert no_gpu.returncode == 1 and "no gpu worker on" in no_gpu.stderr and cpu.name in no_gpu.stderr
+    finally:
+        cpu.stop()
+    gone = run_cli("health", "cpu", "--timeout", "2", env=fleet.env, timeout=60)
+    assert gone.returncode == 1 and "no cpu worker on" in gone.stderr
+    away = {**fleet.env, "MURMUR_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none",
+            "MURMUR_BROKER_URL": "redis://127.0.0.1:1/0"}
+    down = run_cli("health", "--timeout", "2", env=away, timeout=60)
+    assert down.returncode == 1 and "cannot reach the database" in down.stderr and "cannot reach the broker" in down.stderr
