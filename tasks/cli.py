@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser("exporter", help="serve the fleet's Prometheus metrics (jobs, backlog, queues, stages)")
     exporter.add_argument("--port", type=int, default=9808)
     exporter.add_argument("--address", default="127.0.0.1", help="the interface to listen on (0.0.0.0: all)")
-    health = commands.add_parser("health", help="exit 0 when the database, the broker (and a worker here) answer")
-    health.add_argument("kind", nargs="?", choices=["cpu", "gpu"], help="also ping this host's worker of this kind")
+    health = commands.add_parser("health", help="exit 0 when the database, the broker and the workers on this machine answer")
+    health.add_argument("kind", nargs="?", choices=["cpu", "gpu"], help="a worker of this kind must run here")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
     return parser
 

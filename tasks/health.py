@@ -1,14 +1,18 @@
 """`murmur health`: what a container's probe asks, answered in a few seconds.
 
-The database and the broker must answer; given a worker kind, a worker of
-that kind on this host must answer a ping over the broker's control channel,
-which only its running consumer does (a hung consumer fails the probe, where
-a process check would pass).
+The database and the broker must answer, and so must every worker started
+on this machine (in a container: the container's own worker) to a ping over
+the broker's control channel, which only its running consumer answers (a hung
+consumer fails the probe, where a process check would pass). Workers say they
+run here with a file named by their PID in `RUN_DIR`.
 """
 
 from __future__ import annotations
 
-import socket
+import atexit
+import os
+import tempfile
+from pathlib import Path
 
 from sqlalchemy import make_url
 
@@ -35,11 +39,36 @@ def problems(settings: Settings, kind: str | None = None, timeout: float = 5.0) 
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         return [*found, f"cannot reach the broker: {type(exc).__name__}: {exc}"]
-    if kind:
-        here = f"@{socket.gethostname()}"
-        replies = app.control.ping(timeout=timeout)
-        names = [name for reply in replies for name in reply]
-        if not any(name.startswith(f"{kind}-") and name.endswith(here) for name in names):
-            found.append(f"no {kind} worker on {here[1:]} answered a ping within {timeout:g} s "
-                         f"(answered: {', '.join(sorted(names)) or 'none'})")
+    names = [name for name in workers_here() if not kind or name.startswith(f"{kind}-")]
+    if kind and not names:
+        return [*found, f"no {kind} worker runs here"]
+    if names:
+        answered = {name for reply in app.control.ping(destination=names, timeout=timeout) for name in reply}
+        found += [f"worker {name} did not answer a ping within {timeout:g} s" for name in names if name not in answered]
     return found
+
+
+RUN_DIR = Path(tempfile.gettempdir()) / "murmur-workers"
+
+
+def register_worker(name: str) -> None:
+    """Say that worker `name` runs in this process, until it exits."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    mine = RUN_DIR / str(os.getpid())
+    mine.write_text(name)
+    atexit.register(mine.unlink, missing_ok=True)
+
+
+def workers_here() -> list[str]:
+    """The names of the workers whose processes live on this machine."""
+    names = []
+    for entry in RUN_DIR.glob("*") if RUN_DIR.is_dir() else ():
+        try:
+            os.kill(int(entry.name), 0)
+        except ProcessLookupError:
+            entry.unlink(missing_ok=True)  # a worker that was killed
+            continue
+        except (ValueError, PermissionError):
+            pass  # another user's worker: it lives
+        names.append(entry.read_text().strip())
+    return sorted(names)

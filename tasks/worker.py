@@ -216,6 +216,9 @@ def _start_again(reason: str) -> None:
 
 def _consume(config: WorkerConfig, queues: str, loglevel: str) -> int | None:
     """Run Celery's worker until it stops; its exit code."""
+    from murmur.tasks.health import register_worker
+
+    register_worker(f"{config.kind}-{config.name}")
     return app.start([
         "worker",
         "--queues", queues,

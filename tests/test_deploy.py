@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -219,18 +220,23 @@ def test_the_autoscalers_number_is_the_real_backlog_on_real_redis_and_postgres(f
 
 
 def test_health_answers_for_the_database_the_broker_and_this_hosts_worker(fleet, tmp_path):
-    cpu = Worker("cpu", fleet.env, tmp_path / "cpu.log")
+    env = {**fleet.env, "TMPDIR": str(tmp_path)}  # where workers say they run: this test's worker only
+    cpu = Worker("cpu", env, tmp_path / "cpu.log")
     try:
         cpu.wait_for(" ready.")
-        healthy = run_cli("health", "cpu", env=fleet.env, timeout=60)
+        healthy = run_cli("health", "cpu", env=env, timeout=60)
         assert healthy.returncode == 0 and healthy.stdout.strip() == "healthy", healthy.stderr
-        no_gpu = run_cli("health", "gpu", "--timeout", "2", env=fleet.env, timeout=60)
-        assert no_gpu.returncode == 1 and "no gpu worker on" in no_gpu.stderr and cpu.name in no_gpu.stderr
+        no_gpu = run_cli("health", "gpu", "--timeout", "2", env=env, timeout=60)
+        assert no_gpu.returncode == 1 and "no gpu worker runs here" in no_gpu.stderr
+        cpu.proc.send_signal(signal.SIGSTOP)  # alive, but its consumer cannot answer: as if hung
+        hung = run_cli("health", "--timeout", "2", env=env, timeout=60)
+        assert hung.returncode == 1 and f"worker {cpu.name} did not answer a ping" in hung.stderr
+        cpu.proc.send_signal(signal.SIGCONT)
     finally:
         cpu.stop()
-    gone = run_cli("health", "cpu", "--timeout", "2", env=fleet.env, timeout=60)
-    assert gone.returncode == 1 and "no cpu worker on" in gone.stderr
-    away = {**fleet.env, "MURMUR_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none",
+    gone = run_cli("health", "cpu", "--timeout", "2", env=env, timeout=60)
+    assert gone.returncode == 1 and "no cpu worker runs here" in gone.stderr
+    away = {**env, "MURMUR_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none",
             "MURMUR_BROKER_URL": "redis://127.0.0.1:1/0"}
     down = run_cli("health", "--timeout", "2", env=away, timeout=60)
     assert down.returncode == 1 and "cannot reach the database" in down.stderr and "cannot reach the broker" in down.stderr
