@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed soak clean
+.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed soak deploy-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-distributed: setup
 # a fleet hurt on purpose (SIGKILLs, a Redis restart, a database outage); needs Postgres and ../shared/audio
 soak: setup
 	$(PY) bench/soak.py
+
+# builds the CPU image with podman, runs it against this machine's Redis and Postgres (deploy/check.sh)
+deploy-check: setup
+	deploy/check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

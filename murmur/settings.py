@@ -63,6 +63,13 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
+def _output_uri(text: str) -> str:
+    from murmur.tasks.outputs import split_output_uri
+
+    split_output_uri(text)
+    return text
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -99,6 +106,7 @@ class Settings:
     callback_allow: tuple[str, ...] = _variable("MURMUR_CALLBACK_ALLOW", (), "unset: public addresses only", parse=_names)
     callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
     callback_deadline: int = _variable("MURMUR_CALLBACK_DEADLINE", 10, parse=_positive)
+    output_uri: str | None = _variable("MURMUR_OUTPUT_URI", None, "unset: none", parse=_output_uri)
     metrics_port: int = _variable("MURMUR_METRICS_PORT", 0, "0: none", parse=_whole)
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")

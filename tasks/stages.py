@@ -83,6 +83,7 @@ class Context:
     model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
+    output_uri: str | None = None  # where a finished job's transcript files go (MURMUR_OUTPUT_URI)
 
     held: Leases = field(default_factory=lambda: Leases())
 
@@ -266,7 +267,14 @@ def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:
 
 
 def assemble(ctx: Context, job_id: str) -> bool:
-    """Mark a fully decoded job done; True only for the one call that did it."""
+    """Mark a fully decoded job done, its transcript files written first; True only for the one call that did it."""
+    if ctx.output_uri:
+        job = queries.get_job(ctx.db, job_id)
+        if job and job.status == JobState.running and job.n_chunks is not None and job.chunks_done >= job.n_chunks:
+            from murmur.tasks.outputs import write_outputs
+
+            written = write_outputs(ctx.output_uri, queries.get_transcript(ctx.db, job_id))
+            log.info("job %s: transcript written to %s", job_id, ", ".join(written))
     return queries.finish_job(ctx.db, job_id)
 
 

@@ -80,6 +80,7 @@ class WorkerState:
             model_dirs=settings.model_dirs,
             lease_seconds=settings.lease_seconds,
             max_duration=settings.max_duration,
+            output_uri=settings.output_uri,
         )
         self._batcher: Batcher | None = None
         self._hooks: HookSender | None = None

@@ -240,3 +240,27 @@ def test_health_answers_for_the_database_the_broker_and_this_hosts_worker(fleet,
             "MURMUR_BROKER_URL": "redis://127.0.0.1:1/0"}
     down = run_cli("health", "--timeout", "2", env=away, timeout=60)
     assert down.returncode == 1 and "cannot reach the database" in down.stderr and "cannot reach the broker" in down.stderr
+
+
+def test_the_dockerfile_passes_hadolint():
+    linted = subprocess.run([str(BIN / "hadolint"), str(ROOT / "deploy" / "docker" / "Dockerfile")],
+                            capture_output=True, text=True)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_compose_config_is_valid_and_keeps_the_rules():
+    env = {**os.environ, "MURMUR_DB_PASSWORD": "secret", "FLOWER_BASIC_AUTH": "ops:horse"}
+    done = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
+                          capture_output=True, text=True, env=env, cwd=ROOT / "deploy")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"redis", "postgres", "migrate", "cpu-worker", "gpu-worker", "flower", "exporter"} <= set(services)
+    assert "noeviction" in services["redis"]["command"] and "--appendonly" in services["redis"]["command"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"] and services["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert services["cpu-worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    missing = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
+                             capture_output=True, text=True, env={k: v for k, v in env.items() if k != "MURMUR_DB_PASSWORD"},
+                             cwd=ROOT / "deploy")
+    assert missing.returncode != 0 and "MURMUR_DB_PASSWORD" in missing.stdout + missing.stderr

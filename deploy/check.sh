@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make deploy-check: build the CPU image with podman, run a CPU and a GPU-queue worker container
+# against this machine's Redis and Postgres, transcribe a bundled clip from the host, stop them.
+# Installs what it needs (Debian packages) on a fresh machine; see DESIGN's "Containers on these machines".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PODMAN=(podman --runtime runc)
+IMAGE=localhost/murmur:cpu
+BASE=localhost/debian:bookworm
+BROKER=${MURMUR_CHECK_BROKER_URL:-redis://127.0.0.1:6379/13}
+DATABASE=${MURMUR_CHECK_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/murmur_deploy_check}
+CLIP=$PWD/tests/data/jfk_inaugural_1961.flac
+started=$(date +%s)
+
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null; then
+  apt-get install -y -q podman runc mmdebstrap uidmap >/dev/null
+fi
+# this sandbox refuses podman's default ulimits
+if [ ! -f /etc/containers/containers.conf ] || ! grep -q "default_ulimits" /etc/containers/containers.conf; then
+  mkdir -p /etc/containers
+  printf '[containers]\ndefault_ulimits = []\n' >> /etc/containers/containers.conf
+fi
+if ! "${PODMAN[@]}" image exists "$BASE"; then
+  work=$(mktemp -d)
+  mmdebstrap --quiet --variant=minbase --include=ca-certificates bookworm "$work/rootfs.tar"
+  "${PODMAN[@]}" import "$work/rootfs.tar" "$BASE" >/dev/null
+  rm -rf "$work"
+fi
+
+# pip inside the build goes through this machine's TLS proxy (its CA bundle) and takes the local
+# CPU torch wheel from pip's find-links directory, where the machine has one
+build=(--build-arg "BASE=$BASE")
+cert=${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}
+[ -n "$cert" ] && build+=(-v "$cert:/etc/ssl/certs/proxy-ca.crt:ro" --build-arg "PIP_CERT=/etc/ssl/certs/proxy-ca.crt")
+wheels=${PIP_FIND_LINKS:-$(pip config get global.find-links 2>/dev/null || true)}
+if [ -n "$wheels" ] && ls "$wheels"/torch-2.13.0* >/dev/null 2>&1; then
+  build+=(-v "$wheels:/wheels:ro" --build-arg "TORCH_SOURCE=--find-links /wheels")
+fi
+# docker format: OCI images drop HEALTHCHECK
+"${PODMAN[@]}" build -q --format docker -f deploy/docker/Dockerfile --target cpu "${build[@]}" -t "$IMAGE" .
+built=$(date +%s)
+echo "deploy-check: image built in $((built - started)) s"
+
+env=(-e "MURMUR_BROKER_URL=$BROKER" -e "MURMUR_DATABASE_URL=$DATABASE" -e "MURMUR_ALLOWED_ROOTS=$PWD/tests/data")
+# no systemd here to time healthchecks: they are run by hand below
+run=("${PODMAN[@]}" run --network host --health-interval disable "${env[@]}" -v "$PWD/tests/data:$PWD/tests/data:ro")
+"${run[@]}" --rm "$IMAGE" db upgrade
+containers=()
+cleanup() { for c in "${containers[@]}"; do "${PODMAN[@]}" rm -f "$c" >/dev/null 2>&1 || true; done; }
+trap cleanup EXIT
+containers+=("$("${run[@]}" -d --name murmur-check-cpu "$IMAGE" worker cpu)")
+containers+=("$("${run[@]}" -d --name murmur-check-gpu -e MURMUR_DEVICE=cpu "$IMAGE" worker gpu)")
+for c in murmur-check-cpu murmur-check-gpu; do
+  for _ in $(seq 120); do "${PODMAN[@]}" logs "$c" 2>&1 | grep -q " ready." && break; sleep 1; done
+  "${PODMAN[@]}" healthcheck run "$c"  # the image's HEALTHCHECK: database, broker, its own worker
+done
+
+transcript=$(MURMUR_BROKER_URL=$BROKER MURMUR_DATABASE_URL=$DATABASE .venv/bin/murmur submit --wait "$CLIP" --language en)
+echo "$transcript"
+echo "$transcript" | tr 'A-Z\n' 'a-z ' | tr -s ' ' | grep -q "ask not what your country can do for you" \
+  || { echo "deploy-check: the transcript is not JFK's" >&2; exit 1; }
+for c in murmur-check-cpu murmur-check-gpu; do
+  "${PODMAN[@]}" stop -t 60 "$c" >/dev/null  # SIGTERM: warm shutdown
+  code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$c")
+  [ "$code" = 0 ] || { echo "deploy-check: $c exited with $code" >&2; "${PODMAN[@]}" logs "$c" | tail -20; exit 1; }
+done
+echo "deploy-check: passed in $(( $(date +%s) - started )) s (build $((built - started)) s)"
