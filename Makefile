@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed soak deploy-check clean
+.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed soak deploy-check deploy-check-gpu clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ soak: setup
 # builds the CPU image with podman, runs it against this machine's Redis and Postgres (deploy/check.sh)
 deploy-check: setup
 	deploy/check.sh
+
+# builds the GPU image and checks its CUDA libraries (and CUDA itself where a GPU is exposed)
+deploy-check-gpu: deploy-check
+	deploy/check-gpu-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -170,6 +171,9 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     global _state
     if config.kind not in KINDS:
         raise MurmurError(f"unknown worker kind {config.kind!r}: use cpu or gpu")
+    # Until Celery installs its own handler (warm shutdown), SIGTERM ends the start-up at once: as
+    # a container's PID 1 the process would otherwise ignore it and wait for the SIGKILL.
+    signal.signal(signal.SIGTERM, _stop_starting)
     settings = get_settings()
     check_schema(settings.fleet_database_url)
     if config.kind == "cpu":
@@ -200,6 +204,11 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     if code not in (0, None) and not _asked_to_stop():
         _start_again(f"the Celery worker stopped with exit code {code}")
     raise SystemExit(code)
+
+
+def _stop_starting(signum, frame) -> None:
+    log.info("stopped while starting: nothing was taken from the queues")
+    raise SystemExit(0)
 
 
 def _asked_to_stop() -> bool:
