@@ -5,15 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PODMAN=(podman --runtime runc)
-build=(--build-arg "BASE=localhost/debian:bookworm")
-cert=${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}
-[ -n "$cert" ] && build+=(-v "$cert:/etc/ssl/certs/proxy-ca.crt:ro" --build-arg "PIP_CERT=/etc/ssl/certs/proxy-ca.crt")
-wheels=${PIP_FIND_LINKS:-$(pip config get global.find-links 2>/dev/null || true)}
-if [ -n "$wheels" ] && ls "$wheels"/torch-2.13.0* >/dev/null 2>&1; then
-  build+=(-v "$wheels:/wheels:ro" --build-arg "TORCH_SOURCE=--find-links /wheels")
-fi
 started=$(date +%s)
-"${PODMAN[@]}" build -q --format docker -f deploy/docker/Dockerfile --target gpu "${build[@]}" -t localhost/murmur:gpu .
+deploy/build.sh gpu localhost/murmur:gpu
 echo "deploy-check-gpu: image built in $(( $(date +%s) - started )) s"
 "${PODMAN[@]}" run --rm --entrypoint python localhost/murmur:gpu -c '
 import ctypes, ctranslate2

@@ -80,10 +80,11 @@ def broker_messages(url: str) -> Callable[[], dict[tuple[str, str], int]]:
 
 def _redis_messages(url: str) -> Callable[[], dict[tuple[str, str], int]]:
     import redis
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    from murmur.tasks.redis_backend import priority_keys
 
     client = redis.Redis.from_url(url)
-    keys = {queue: [queue] + [f"{queue}{Channel.sep}{p}" for p in PRIORITY_STEPS if p] for queue in QUEUES.values()}
+    keys = {queue: priority_keys(queue) for queue in QUEUES.values()}
 
     def count() -> dict[tuple[str, str], int]:
         pipe = client.pipeline(transaction=False)

@@ -100,13 +100,17 @@ def _amqp_backlog(url: str, queue: str) -> Callable[[], int]:
     return backlog
 
 
-def _redis_backlog(url: str, queue: str) -> Callable[[], int]:
-    """Summed over all of kombu's priority lists: it keeps one Redis list per priority step
-    (`queue`, `queue\\x06\\x163`, …)."""
+def priority_keys(queue: str) -> list[str]:
+    """The Redis lists of one queue: kombu keeps one per priority step (`queue`, `queue\\x06\\x163`, …)."""
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+    return [queue] + [f"{queue}{Channel.sep}{p}" for p in PRIORITY_STEPS if p]
+
+
+def _redis_backlog(url: str, queue: str) -> Callable[[], int]:
+    """Summed over all of the queue's priority lists."""
     client = redis.Redis.from_url(url)
-    keys = [queue] + [f"{queue}{Channel.sep}{p}" for p in PRIORITY_STEPS if p]
+    keys = priority_keys(queue)
 
     def backlog() -> int:
         pipe = client.pipeline(transaction=False)
