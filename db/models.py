@@ -83,6 +83,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     callback_url: Mapped[str | None] = mapped_column(Text)  # POSTed once when the job ends
     priority: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)  # the API key that submitted it; None: any
     # Postgres is the record: the reconciler re-drives a job from these when its messages are lost
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # re-drives of prepare, detection or assembly
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)  # the last step forward
@@ -96,6 +97,18 @@ class Job(Base):
 
     def job_options(self) -> JobOptions:
         return JobOptions.from_json(self.options)
+
+
+class ApiKey(Base):
+    """A key of the HTTP API: only its SHA-256 is kept, so a stolen database yields no usable key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    max_jobs: Mapped[int | None] = mapped_column(Integer)  # queued or running at once; None: MURMUR_API_MAX_JOBS
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ChunkRow(Base):

@@ -14,7 +14,7 @@ from sqlalchemy import case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.db.models import ENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.workers.transcript import Segment, Transcript
 
 
@@ -25,6 +25,7 @@ def create_job(
     job_id: str | None = None,
     callback_url: str | None = None,
     priority: int | None = None,
+    owner: str | None = None,
 ) -> str:
     """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit)."""
     if job_id is not None and get_job(db, job_id) is not None:
@@ -33,7 +34,7 @@ def create_job(
         with db.begin() as s:
             job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
                       prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
-                      callback_url=callback_url, priority=priority, attempts=0, callback_attempts=0,
+                      callback_url=callback_url, priority=priority, owner=owner, attempts=0, callback_attempts=0,
                       progress_at=utcnow())
             s.add(job)
             s.flush()
@@ -223,19 +224,86 @@ def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
     return Transcript(job.id, job.language, job.language_probability, job.duration, get_segments(db, job_id))
 
 
-def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> int:
-    """Delete jobs that ended more than `older_than` ago, with their chunks and segments; how many went."""
+def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> list[str]:
+    """Delete jobs that ended more than `older_than` ago, with their chunks and segments; the sources of those that went."""
     cutoff = utcnow() - older_than
-    deleted = 0
+    sources: list[str] = []
     while True:
         with db.begin() as s:
-            ids = list(s.scalars(select(Job.id).where(Job.status.in_(ENDED), Job.finished_at < cutoff).limit(limit)))
-            if not ids:
-                return deleted
-            s.execute(delete(Segment).where(Segment.job_id.in_(ids)))
-            s.execute(delete(ChunkRow).where(ChunkRow.job_id.in_(ids)))
-            s.execute(delete(Job).where(Job.id.in_(ids)))
-            deleted += len(ids)
+            rows = s.execute(select(Job.id, Job.source).where(Job.status.in_(ENDED), Job.finished_at < cutoff).limit(limit)).all()
+            if not rows:
+                return sources
+            _delete_jobs(s, [job_id for job_id, _ in rows])
+            sources += [source for _, source in rows]
+
+
+def delete_job(db: sessionmaker[Session], job_id: str) -> bool:
+    """Delete an ended job with its chunks and segments; False if it is not there or has not ended."""
+    with db.begin() as s:
+        if s.scalar(select(Job.id).where(Job.id == job_id, Job.status.in_(ENDED)).with_for_update()) is None:
+            return False
+        _delete_jobs(s, [job_id])
+        return True
+
+
+def _delete_jobs(s: Session, ids: list[str]) -> None:
+    s.execute(delete(Segment).where(Segment.job_id.in_(ids)))
+    s.execute(delete(ChunkRow).where(ChunkRow.job_id.in_(ids)))
+    s.execute(delete(Job).where(Job.id.in_(ids)))
+
+
+CANCELLED = "cancelled"  # the error of a job its owner cancelled
+
+
+def cancel_job(db: sessionmaker[Session], job_id: str) -> bool:
+    """End a queued or running job as failed, `cancelled`: every stage skips an ended job's work."""
+    return fail_job(db, job_id, CANCELLED)
+
+
+def unended_jobs(db: sessionmaker[Session]) -> list[str]:
+    with db() as s:
+        return list(s.scalars(select(Job.id).where(Job.status.not_in(ENDED))))
+
+
+def jobs_of(db: sessionmaker[Session], owner: str | None, limit: int) -> list[Job]:
+    """An owner's newest jobs first."""
+    with db() as s:
+        return list(s.scalars(select(Job).where(Job.owner == owner).order_by(Job.created_at.desc()).limit(limit)))
+
+
+def job_states(db: sessionmaker[Session], job_ids: Sequence[str]) -> dict[str, JobState]:
+    """The status of each of these jobs, in one query (those that are gone are left out)."""
+    with db() as s:
+        return dict(s.execute(select(Job.id, Job.status).where(Job.id.in_(list(job_ids)))).all())
+
+
+def active_jobs(db: sessionmaker[Session], owner: str | None) -> int:
+    """How many of this owner's jobs are queued or running."""
+    with db() as s:
+        return s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
+
+
+def create_key(db: sessionmaker[Session], name: str, digest: str, max_jobs: int | None = None) -> ApiKey:
+    with db.begin() as s:
+        key = ApiKey(name=name, digest=digest, max_jobs=max_jobs, created_at=utcnow())
+        s.add(key)
+        s.flush()
+        return key
+
+
+def key_by_digest(db: sessionmaker[Session], digest: str) -> ApiKey | None:
+    with db() as s:
+        return s.scalar(select(ApiKey).where(ApiKey.digest == digest))
+
+
+def list_keys(db: sessionmaker[Session]) -> list[ApiKey]:
+    with db() as s:
+        return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def delete_key(db: sessionmaker[Session], name: str) -> bool:
+    with db.begin() as s:
+        return s.execute(delete(ApiKey).where(ApiKey.name == name)).rowcount == 1
 
 
 def _lease_free(table, now: datetime, worker: str | None):

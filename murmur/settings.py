@@ -107,6 +107,8 @@ class Settings:
     callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
     callback_deadline: int = _variable("MURMUR_CALLBACK_DEADLINE", 10, parse=_positive)
     output_uri: str | None = _variable("MURMUR_OUTPUT_URI", None, "unset: none", parse=_output_uri)
+    upload_dir: Path | None = _variable("MURMUR_UPLOAD_DIR", None, "~/.local/share/murmur/uploads", parse=lambda t: Path(t).resolve())
+    api_max_jobs: int = _variable("MURMUR_API_MAX_JOBS", 100, parse=_positive)
     metrics_port: int = _variable("MURMUR_METRICS_PORT", 0, "0: none", parse=_whole)
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")
@@ -135,6 +137,11 @@ class Settings:
     def embedded_database_url(self) -> str:
         """The embedded runner's database: a local SQLite file unless MURMUR_DATABASE_URL names one."""
         return self.database_url or f"sqlite:///{self.data_dir / 'murmur.db'}"
+
+    @property
+    def uploads(self) -> Path:
+        """Where `murmur serve` streams uploaded files: MURMUR_UPLOAD_DIR, or beside the embedded database."""
+        return self.upload_dir or self.data_dir / "uploads"
 
     @property
     def store_url(self) -> str:

@@ -2,7 +2,8 @@
 
 `transcribe` runs the embedded pipeline in this process; `submit`, `status`
 and `result` talk to a worker fleet that `worker cpu|gpu` starts; `db upgrade`
-prepares its database and `prune` deletes old jobs from it.
+prepares its database and `prune` deletes old jobs from it; `serve` puts the
+HTTP API in front of the fleet (or of this process), `keys` manages its keys.
 """
 
 from __future__ import annotations
@@ -95,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="exit 0 when the database, the broker and the workers on this machine answer")
     health.add_argument("kind", nargs="?", choices=["cpu", "gpu"], help="a worker of this kind must run here")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
+    serve = commands.add_parser("serve", help="the HTTP API: OpenAI's /v1/audio/transcriptions and /v1/jobs, over the fleet")
+    serve.add_argument("--host", default="127.0.0.1", help="the interface to listen on; anything but loopback needs an API key")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--embedded", action="store_true", help="transcribe in this process (no broker; the embedded database)")
+    serve.add_argument("--device", help="--embedded: auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
+    serve.add_argument("--compute-type", help="--embedded: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
+    serve.add_argument("--threads", type=int, default=0, help="--embedded: CPU threads for the model (0: every core)")
+    serve.add_argument("--loglevel", default="info")
+    keys = commands.add_parser("keys", help="the HTTP API's keys: create (shown once), list, delete")
+    keys.add_argument("action", choices=("create", "list", "delete"))
+    keys.add_argument("name", nargs="?", help="create, delete: the key's name (an app, a team)")
+    keys.add_argument("--max-jobs", type=int, help="create: jobs queued or running at once (default $MURMUR_API_MAX_JOBS)")
+    keys.add_argument("--embedded", action="store_true", help="the keys of `murmur serve --embedded` (the embedded database)")
     return parser
 
 
@@ -204,8 +218,11 @@ def _prune(args: argparse.Namespace) -> int:
     from murmur.db.session import sessions
     from murmur.settings import get_settings
 
+    from murmur.tasks.uploads import discard_uploads
+
     removed = prune(sessions(get_settings().fleet_database_url), timedelta(seconds=args.older_than))
-    print(f"deleted {removed} job(s) that ended more than {args.older_than} s ago")
+    discard_uploads(get_settings(), removed)
+    print(f"deleted {len(removed)} job(s) that ended more than {args.older_than} s ago")
     return 0
 
 
@@ -231,8 +248,68 @@ def _health(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from murmur.api.app import create_api
+    from murmur.api.auth import LOOPBACK, any_keys
+    from murmur.api.backends import EmbeddedBackend, FleetBackend
+    from murmur.db.session import check_schema
+    from murmur.settings import get_settings
+
+    settings = get_settings()
+    uploads = settings.uploads.resolve()
+    if settings.allowed_roots and not any(uploads.is_relative_to(root) for root in settings.allowed_roots):
+        raise MurmurError(f"MURMUR_UPLOAD_DIR ({uploads}) is outside MURMUR_ALLOWED_ROOTS: the workers could not read uploads")
+    if args.embedded:
+        backend = EmbeddedBackend(settings, args.device, args.compute_type, args.threads)
+    else:
+        check_schema(settings.fleet_database_url)
+        backend = FleetBackend(settings)
+    public = args.host not in LOOPBACK
+    if public and not any_keys(backend.db):
+        raise MurmurError(f"no API key exists: create one with `murmur keys create NAME{' --embedded' if args.embedded else ''}` "
+                          f"before listening on {args.host} (without keys murmur serve listens on 127.0.0.1 only)")
+    uvicorn.run(create_api(backend, settings, public), host=args.host, port=args.port, log_level=args.loglevel)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from murmur.api.auth import digest, new_key
+    from murmur.db import queries
+    from murmur.db.session import sessions, upgrade
+    from murmur.settings import get_settings
+
+    settings = get_settings()
+    url = settings.embedded_database_url if args.embedded else settings.fleet_database_url
+    if args.embedded:
+        upgrade(url)
+    db = sessions(url)
+    if args.action == "list":
+        for key in queries.list_keys(db):
+            print(f"{key.name}\tcreated {key.created_at:%Y-%m-%d %H:%M}\tmax jobs {key.max_jobs or settings.api_max_jobs}")
+        return 0
+    if not args.name:
+        raise MurmurError(f"keys {args.action} needs the key's name")
+    if args.action == "delete":
+        if not queries.delete_key(db, args.name):
+            raise MurmurError(f"no key named {args.name!r}")
+        print(f"deleted key {args.name}")
+        return 0
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise MurmurError("--max-jobs must be 1 or more")
+    if any(key.name == args.name for key in queries.list_keys(db)):
+        raise MurmurError(f"a key named {args.name!r} exists: delete it first, or choose another name")
+    key = new_key()
+    queries.create_key(db, args.name, digest(key), args.max_jobs)
+    print(key)
+    print(f"murmur: key {args.name!r} created; it is shown only this once", file=sys.stderr)
+    return 0
+
+
 _COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db,
-             "prune": _prune, "exporter": _exporter, "health": _health}
+             "prune": _prune, "exporter": _exporter, "health": _health,
+             "serve": _serve, "keys": _keys}
 
 
 class _progress:

@@ -66,17 +66,20 @@ class Client:
         self.app = app or (create_app(broker_url) if broker_url else _default_app())
         self.db = sessions(database_url or get_settings().fleet_database_url)
 
-    def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None, **options) -> str:
+    def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None,
+               job_id: str | None = None, owner: str | None = None, **options) -> str:
         """Queue a transcription and return its job id at once.
 
         The job row exists (queued) before the message is sent, so `status`
-        knows the job even while no worker has picked it up yet.
+        knows the job even while no worker has picked it up yet. `job_id`
+        (32 hex digits) lets a caller name the job before it exists, as the
+        HTTP API does for its upload's file name; `owner` is the API key's id.
         """
         job_options = get_settings().job_options(**options)
         if "://" not in source:
             source = os.path.abspath(source)  # workers do not share our working directory
-        task_id = uuid.uuid4()
-        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority)
+        task_id = uuid.UUID(job_id) if job_id else uuid.uuid4()
+        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority, owner)
         kwargs = {"source": source, **job_options.to_json(), "callback_url": callback_url, "priority": priority}
         self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE,
                            priority=message_priority(self.app, priority))

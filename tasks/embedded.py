@@ -49,9 +49,16 @@ def run(ctx: stages.Context, source: str, options: JobOptions, on_progress: Prog
     On any failure the job is marked failed with a readable reason and the
     error is raised again, carrying the job id.
     """
-    job_id = queries.create_job(ctx.db, str(source), options.to_json())
+    return run_job(ctx, queries.create_job(ctx.db, str(source), options.to_json()), on_progress)
+
+
+def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = None) -> Transcript:
+    """Run a queued job of `ctx.db` to its end, as `run` does; the HTTP API's embedded mode queues them."""
+    options = queries.get_job(ctx.db, job_id).job_options()
     try:
         refs = stages.prepare(ctx, job_id)
+        if refs is None:  # cancelled before it started
+            raise MurmurError(queries.get_job(ctx.db, job_id).error or "the job ended before it was prepared")
         stages.detect_language(ctx, job_id, refs)
         batches = plan_batches(len(refs), options.batch_size, ctx.decoders())
         concurrent = max(1, min(ctx.decoders(), len(batches)))

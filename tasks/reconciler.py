@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.db.queries import prune
 from murmur.settings import Settings
+from murmur.tasks.uploads import discard_uploads
 
 log = logging.getLogger("murmur")
 LOCK_KEY = 0x6D75726D7572  # "murmur": one reconciler in the fleet holds it at a time
@@ -72,7 +73,8 @@ class Reconciler:
         if self.settings.retention:
             removed = prune(self.db, timedelta(seconds=self.settings.retention))
             if removed:
-                log.info("reconciler: pruned %d job(s) older than MURMUR_RETENTION", removed)
+                discard_uploads(self.settings, removed)
+                log.info("reconciler: pruned %d job(s) older than MURMUR_RETENTION", len(removed))
         return redrives
 
 

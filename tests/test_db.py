@@ -147,7 +147,7 @@ def test_prune_deletes_only_jobs_that_ended_long_ago(db):
         queries.replace_segments(Session, job, 0, [_segment(0, "x")], "en")
         queries.finish_job(Session, job)
     queries.update_job(Session, old, finished_at=datetime.now(timezone.utc) - timedelta(days=31))
-    assert queries.prune(Session, timedelta(days=30)) == 1
+    assert queries.prune(Session, timedelta(days=30)) == ["/audio.wav"]
     assert queries.get_job(Session, old) is None and queries.get_segments(Session, old) == []
     assert queries.get_chunks(Session, old) == []
     assert queries.get_job(Session, recent) is not None and queries.get_job(Session, running) is not None

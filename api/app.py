@@ -1,0 +1,401 @@
+"""The HTTP API: OpenAI's `/v1/audio/transcriptions` and `/translations`, and `/v1/jobs` for long audio.
+
+A request's audio is streamed to MURMUR_UPLOAD_DIR, submitted as a job to a
+`Backend` (the fleet, or this process) and, for the OpenAI endpoints, waited
+for. Every error is JSON in OpenAI's shape. The database is reached through
+threads: the event loop only moves bytes and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from anyio import to_thread
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
+
+from murmur.api import schemas
+from murmur.api.auth import Caller, identify
+from murmur.api.backends import Backend
+from murmur.api.errors import ApiError, bad_request, documented, not_found
+from murmur.api.multipart import Form, read_form
+from murmur.db import queries
+from murmur.db.models import ENDED, JobState
+from murmur.settings import Settings
+from murmur.tasks.formats import render
+from murmur.tasks.uploads import discard_uploads, upload_path
+from murmur.workers.errors import MurmurError
+from murmur.workers.transcript import Transcript
+
+log = logging.getLogger("murmur")
+OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
+POLL_SECONDS = 0.02
+
+
+def create_api(backend: Backend, settings: Settings, public: bool = False) -> FastAPI:
+    """The ASGI app over `backend`; `public`: bound to more than loopback, so a key is always required."""
+    api = FastAPI(title="murmur", version="1", summary="Batched Whisper transcription over a worker fleet",
+                  responses=documented(400, 401))
+    watcher = JobWatcher(backend.db)
+    api.state.backend, api.state.watcher = backend, watcher
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse(bad_request(f"{where}: {first.get('msg', 'invalid')}").body(), status_code=400)
+
+    @api.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), code=code).body(), status_code=exc.status_code)
+
+    @api.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error answering %s %s", request.method, request.url.path)
+        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}", "server_error").body(), status_code=500)
+
+    async def caller(request: Request) -> Caller:
+        return await to_thread.run_sync(identify, backend.db, request.headers.get("authorization"),
+                                        settings.api_max_jobs, public)
+
+    async def own_job(request: Request, job_id: str):
+        who = await caller(request)
+        job = await to_thread.run_sync(queries.get_job, backend.db, job_id) if _is_job_id(job_id) else None
+        if job is None or (who.owner is not None and job.owner != who.owner):
+            raise not_found(f"job {job_id}")
+        return job
+
+    async def start_job(request: Request, who: Caller, form: Form | None, source: str | None, options: dict,
+                        callback_url: str | None, priority: int | None, job_id: str) -> None:
+        active = await to_thread.run_sync(queries.active_jobs, backend.db, who.owner)
+        if active >= who.max_jobs:
+            if form and form.file:
+                form.file.unlink(missing_ok=True)
+            raise ApiError(429, f"{active} of this key's jobs are queued or running (at most {who.max_jobs}): "
+                           "wait for one to end", "rate_limit_exceeded", "too_many_jobs")
+        try:
+            await to_thread.run_sync(lambda: backend.submit(job_id, source, options, callback_url, priority, who.owner))
+        except MurmurError as exc:
+            if form and form.file:
+                form.file.unlink(missing_ok=True)
+            raise bad_request(str(exc)) from None
+
+    async def upload(request: Request, job_id: str) -> Form:
+        settings.uploads.mkdir(parents=True, exist_ok=True)
+        form = await read_form(request.headers.get("content-type", ""), request.stream(),
+                               lambda name: upload_path(settings, job_id, name), settings.max_bytes)
+        if form.file is None:
+            raise bad_request("the form has no `file` part: send the audio as `file`", "missing_file")
+        return form
+
+    async def transcribe(request: Request, task: str) -> Response:
+        who = await caller(request)
+        job_id = uuid.uuid4().hex
+        form = await upload(request, job_id)
+        try:
+            fmt, granularities, options = _openai_options(form, task, settings)
+        except ApiError:
+            form.file.unlink(missing_ok=True)
+            raise
+        await start_job(request, who, form, str(form.file), options, None, 0, job_id)
+        try:
+            state = await watcher.wait(job_id)
+            job = await to_thread.run_sync(queries.get_job, backend.db, job_id)
+            if state != JobState.done:
+                raise _job_error(job.error)
+            transcript = await to_thread.run_sync(queries.get_transcript, backend.db, job_id)
+        finally:
+            await to_thread.run_sync(discard_uploads, settings, [str(form.file)])
+        return _render(transcript, fmt, task, granularities, {"x-murmur-job": job_id})
+
+    @api.post("/v1/audio/transcriptions", tags=["openai"], openapi_extra=schemas.audio_request(),
+              responses={**schemas.transcript_responses(), **documented(400, 401, 413, 415, 429, 500)})
+    async def create_transcription(request: Request) -> Response:
+        """OpenAI's transcription request: the job runs at priority 0 and the answer waits for it."""
+        return await transcribe(request, "transcribe")
+
+    @api.post("/v1/audio/translations", tags=["openai"], openapi_extra=schemas.audio_request(),
+              responses={**schemas.transcript_responses(), **documented(400, 401, 413, 415, 429, 500)})
+    async def create_translation(request: Request) -> Response:
+        """OpenAI's translation request: speech in any language, English text."""
+        return await transcribe(request, "translate")
+
+    @api.get("/v1/models", tags=["openai"], response_model=schemas.ModelList)
+    async def list_models(request: Request) -> schemas.ModelList:
+        await caller(request)
+        return schemas.ModelList(data=[schemas.Model(id=name) for name in available_models(settings)])
+
+    @api.post("/v1/jobs", tags=["jobs"], status_code=202, response_model=schemas.Job, openapi_extra=schemas.job_request(),
+              responses=documented(400, 401, 413, 415, 429))
+    async def create_job(request: Request) -> schemas.Job:
+        """A job for long audio: 202 at once with its id; follow it with GET /v1/jobs/{id} or its events."""
+        who = await caller(request)
+        job_id = uuid.uuid4().hex
+        if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+            body = _json_job(await request.body())
+            form, source = None, body.source
+            values = body.model_dump(exclude_none=True, exclude={"source"})
+        else:
+            form = await upload(request, job_id)
+            source = str(form.file)
+            try:
+                values = _form_job(form)
+            except ApiError:
+                form.file.unlink(missing_ok=True)
+                raise
+        callback_url, priority = values.pop("callback_url", None), values.pop("priority", None)
+        if "model" in values:
+            values["model"] = _model(values["model"], settings)
+        await start_job(request, who, form, source, values, callback_url, priority, job_id)
+        return _job_view(await to_thread.run_sync(queries.get_job, backend.db, job_id))
+
+    @api.get("/v1/jobs", tags=["jobs"], response_model=schemas.JobList)
+    async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100)) -> schemas.JobList:
+        """This key's newest jobs first."""
+        who = await caller(request)
+        jobs = await to_thread.run_sync(queries.jobs_of, backend.db, who.owner, limit)
+        return schemas.JobList(data=[_job_view(j) for j in jobs])
+
+    @api.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Job, responses=documented(404))
+    async def get_job(request: Request, job_id: str) -> schemas.Job:
+        return _job_view(await own_job(request, job_id))
+
+    @api.get("/v1/jobs/{job_id}/transcript", tags=["jobs"], responses={**schemas.transcript_responses(),
+                                                                       **documented(404, 409)})
+    async def get_transcript(request: Request, job_id: str,
+                             format: str = Query("json", pattern="^(json|verbose_json|text|txt|srt|vtt)$")) -> Response:
+        """A done job's transcript; 409 while it runs, or with its reason when it failed."""
+        job = await own_job(request, job_id)
+        if job.status != JobState.done:
+            reason = f"the job failed: {job.error}" if job.status == JobState.failed else f"the job is {job.status}"
+            raise ApiError(409, reason, code="job_not_done")
+        transcript = await to_thread.run_sync(queries.get_transcript, backend.db, job_id)
+        return _render(transcript, "text" if format == "txt" else format, job.job_options().task,
+                       ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
+
+    @api.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses={
+        200: {"description": "server-sent events: `progress` on each change, then `done` or `failed`",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **documented(404)})
+    async def job_events(request: Request, job_id: str) -> StreamingResponse:
+        """Progress as server-sent events until the job ends."""
+        await own_job(request, job_id)
+        return StreamingResponse(_events(backend, job_id, request), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+
+    @api.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Deleted, responses=documented(404))
+    async def delete_job(request: Request, job_id: str) -> schemas.Deleted:
+        """Cancel a queued or running job (its chunks are skipped), or delete an ended one with its transcript."""
+        job = await own_job(request, job_id)
+        cancelled = deleted = False
+        if job.status not in ENDED:
+            cancelled = await to_thread.run_sync(queries.cancel_job, backend.db, job_id)
+        if not cancelled:
+            deleted = await to_thread.run_sync(queries.delete_job, backend.db, job_id)
+        await to_thread.run_sync(discard_uploads, settings, [job.source])
+        return schemas.Deleted(id=job_id, deleted=deleted, cancelled=cancelled)
+
+    @api.get("/healthz", tags=["operations"], include_in_schema=False)
+    async def health() -> dict:
+        await to_thread.run_sync(queries.job_states, backend.db, [])
+        return {"status": "ok"}
+
+    @api.on_event("shutdown")
+    async def _close() -> None:
+        backend.close()
+
+    api.openapi = lambda: _openapi(api)
+    return api
+
+
+class JobWatcher:
+    """One query, every POLL_SECONDS, for all the requests waiting on their jobs to end."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._task: asyncio.Task | None = None
+
+    async def wait(self, job_id: str) -> JobState:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(job_id, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        try:
+            return await future
+        finally:
+            waiters = self._waiting.get(job_id, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiting.pop(job_id, None)
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            try:
+                states = await to_thread.run_sync(queries.job_states, self.db, list(self._waiting))
+            except Exception as exc:  # noqa: BLE001 - the database is away: keep waiting, as the workers do
+                log.warning("waiting on jobs: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for job_id, waiters in list(self._waiting.items()):
+                state = states.get(job_id, JobState.failed)  # deleted meanwhile
+                if state in ENDED:
+                    for future in waiters:
+                        if not future.done():
+                            future.set_result(state)
+            await asyncio.sleep(POLL_SECONDS)
+
+
+async def _events(backend: Backend, job_id: str, request: Request) -> AsyncIterator[bytes]:
+    last = None
+    while True:
+        job = await to_thread.run_sync(queries.get_job, backend.db, job_id)
+        view = _job_view(job).model_dump(mode="json") if job else None
+        if view != last:
+            event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
+            yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
+            if event != "progress":
+                return
+            last = view
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(0.5)
+
+
+def available_models(settings: Settings) -> list[str]:
+    """whisper-1 (the default model under OpenAI's name), the bundled models, and those under MURMUR_MODEL_DIRS."""
+    names = [OPENAI_MODEL, "base", "tiny.en"]
+    for root in settings.model_dirs:
+        if root.is_dir():
+            names += sorted(p.name for p in root.iterdir() if (p / "model.bin").is_file())
+    return list(dict.fromkeys(names))
+
+
+def _model(name: str, settings: Settings) -> str:
+    if name not in available_models(settings):
+        raise ApiError(400, f"model {name[:80]!r} is not available: see GET /v1/models", code="model_not_found")
+    return settings.model if name == OPENAI_MODEL else name
+
+
+def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tuple[str, ...], dict]:
+    """OpenAI's form fields as the job's options; what murmur cannot honour is refused, never ignored."""
+    known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
+             "timestamp_granularities"}
+    unknown = sorted(set(form.fields) - known)
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_parameter")
+    model = form.get("model")
+    if not model:
+        raise bad_request("`model` is required: whisper-1, or a name from GET /v1/models", "missing_model")
+    fmt = form.get("response_format") or "json"
+    if fmt not in schemas.RESPONSE_FORMATS:
+        raise bad_request(f"response_format {fmt[:40]!r} is not one of {', '.join(schemas.RESPONSE_FORMATS)}")
+    if form.get("prompt"):
+        raise bad_request("prompt is not supported: murmur does not condition the decoder on a prompt", "unsupported_parameter")
+    temperature = form.get("temperature")
+    if temperature not in (None, ""):
+        try:
+            if float(temperature) != 0.0:
+                raise ValueError
+        except ValueError:
+            raise bad_request("temperature must be 0: murmur decodes with beam search at temperature 0",
+                              "unsupported_parameter") from None
+    granularities = tuple(form.fields.get("timestamp_granularities[]", []) + form.fields.get("timestamp_granularities", []))
+    if set(granularities) - {"segment", "word"}:
+        raise bad_request("timestamp_granularities[] takes segment and word")
+    if granularities and fmt != "verbose_json":
+        raise bad_request("timestamp_granularities[] needs response_format verbose_json")
+    options: dict = {"model": _model(model, settings), "task": task}
+    language = form.get("language")
+    if language:
+        options["language"] = language
+    if "word" in granularities:
+        options["word_timestamps"] = True
+    return fmt, granularities or ("segment",), options
+
+
+def _form_job(form: Form) -> dict:
+    """POST /v1/jobs' form fields, typed as JobRequest types them."""
+    values = {name: form.get(name) for name in form.fields}
+    try:
+        request = schemas.JobRequest(source=str(form.file), **values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise bad_request(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    return request.model_dump(exclude_none=True, exclude={"source"})
+
+
+def _json_job(body: bytes) -> schemas.JobRequest:
+    try:
+        request = TypeAdapter(schemas.JobRequest).validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise bad_request(f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}") from None
+    if not request.source.startswith("s3://"):
+        raise bad_request("source must be an s3:// URI: upload a file as multipart/form-data instead", "invalid_source")
+    return request
+
+
+def _job_error(error: str | None) -> ApiError:
+    if error == queries.CANCELLED:
+        return ApiError(409, "the job was cancelled", code="job_cancelled")
+    if error and error.startswith("internal error"):
+        return ApiError(500, error, "server_error", "job_failed")
+    return bad_request(error or "the job failed", "job_failed")
+
+
+def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:
+    if fmt == "json":
+        return JSONResponse({"text": transcript.text}, headers=headers)
+    if fmt == "verbose_json":
+        body = schemas.TranscriptionVerbose(task=task, language=transcript.language, duration=transcript.duration or 0.0,
+                                            text=transcript.text)
+        if "segment" in granularities:
+            body.segments = [schemas.SegmentOut(id=i, seek=int(s.start * 100), start=s.start, end=s.end, text=s.text,
+                                                tokens=[], temperature=0.0, avg_logprob=s.avg_logprob,
+                                                compression_ratio=s.compression_ratio, no_speech_prob=s.no_speech_prob)
+                             for i, s in enumerate(transcript.segments)]
+        if "word" in granularities:
+            body.words = [schemas.WordOut(word=w.text, start=w.start, end=w.end)
+                          for s in transcript.segments for w in (s.words or ())]
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
+    text = transcript.text if fmt == "text" else render(transcript, fmt)
+    return PlainTextResponse(text + "\n", headers=headers)
+
+
+def _job_view(job) -> schemas.Job:
+    return schemas.Job(id=job.id, status=str(job.status), chunks_done=job.chunks_done, chunks_total=job.n_chunks,
+                       language=job.language, duration=job.duration, error=job.error, created_at=job.created_at,
+                       finished_at=job.finished_at,
+                       stage_seconds={"prepare": job.prepare_seconds, "detect": job.detect_seconds,
+                                      "decode": job.decode_seconds})
+
+
+def _is_job_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def _openapi(api: FastAPI) -> dict:
+    """FastAPI's document, plus the schemas that only the hand-written bodies and answers name."""
+    if api.openapi_schema is None:
+        document = get_openapi(title=api.title, version=api.version, summary=api.summary, routes=api.routes)
+        _, extra = models_json_schema([(m, "serialization") for m in (schemas.Transcription, schemas.TranscriptionVerbose,
+                                                                     schemas.JobRequest)],
+                                      ref_template="#/components/schemas/{model}")
+        document.setdefault("components", {}).setdefault("schemas", {}).update(extra.get("$defs", {}))
+        api.openapi_schema = document
+    return api.openapi_schema

@@ -1,0 +1,147 @@
+"""The API's JSON answers and its multipart forms, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
+
+
+class Transcription(BaseModel):
+    text: str
+
+
+class SegmentOut(BaseModel):
+    id: int
+    seek: int = Field(description="the segment's start in 10 ms frames")
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = Field(description="always empty: murmur does not return token ids")
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class WordOut(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionVerbose(BaseModel):
+    task: Literal["transcribe", "translate"]
+    language: str | None = Field(description="ISO 639-1 code (OpenAI gives the English name)")
+    duration: float
+    text: str
+    segments: list[SegmentOut] | None = None
+    words: list[WordOut] | None = None
+
+
+class Job(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "done", "failed"]
+    chunks_done: int
+    chunks_total: int | None
+    language: str | None
+    duration: float | None
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    stage_seconds: dict[str, float] = Field(description="prepare, detect and decode wall time, summed over chunks")
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Job]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    deleted: bool = Field(description="true: the ended job and its transcript are gone")
+    cancelled: bool = Field(description="true: the job was queued or running and is now failed, `cancelled`")
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "murmur"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class JobRequest(BaseModel):
+    """POST /v1/jobs as JSON: a source the workers fetch themselves."""
+
+    model_config = {"extra": "forbid"}
+
+    source: str = Field(description="an s3:// URI")
+    model: str | None = None
+    language: str | None = None
+    task: Literal["transcribe", "translate"] | None = None
+    multilingual: bool | None = None
+    output_language: Literal["hybrid", "en"] | None = None
+    beam_size: int | None = Field(None, ge=1, le=16)
+    word_timestamps: bool | None = None
+    callback_url: str | None = None
+    priority: int | None = Field(None, ge=0, le=9)
+
+
+_TEXT = {"type": "string"}
+_AUDIO_FORM = {
+    "file": {"type": "string", "format": "binary", "description": "the audio or video file"},
+    "model": {**_TEXT, "description": "whisper-1 (the server's MURMUR_MODEL) or a name from GET /v1/models"},
+    "language": {**_TEXT, "description": "ISO 639-1 code; default: detected"},
+    "prompt": {**_TEXT, "description": "refused: murmur does not condition the decoder on a prompt"},
+    "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
+    "temperature": {"type": "number", "description": "0 only (murmur decodes with beam search at temperature 0)"},
+    "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
+                                  "description": "with verbose_json: segment (default) and/or word"},
+}
+_JOB_FORM = {
+    "file": _AUDIO_FORM["file"],
+    "model": _AUDIO_FORM["model"],
+    "language": _AUDIO_FORM["language"],
+    "task": {"type": "string", "enum": ["transcribe", "translate"]},
+    "multilingual": {"type": "boolean"},
+    "output_language": {"type": "string", "enum": ["hybrid", "en"]},
+    "beam_size": {"type": "integer", "minimum": 1, "maximum": 16},
+    "word_timestamps": {"type": "boolean"},
+    "callback_url": {**_TEXT, "description": "POSTed a signed JSON summary once when the job ends (fleet only)"},
+    "priority": {"type": "integer", "minimum": 0, "maximum": 9, "description": "0 (default, most urgent) to 9"},
+}
+
+
+def multipart_body(form: dict, required: tuple[str, ...] = ("file",)) -> dict:
+    return {"multipart/form-data": {"schema": {"type": "object", "properties": form, "required": list(required)}}}
+
+
+def audio_request() -> dict:
+    return {"requestBody": {"required": True, "content": multipart_body({**_AUDIO_FORM, "model": _AUDIO_FORM["model"]},
+                                                                        ("file", "model"))}}
+
+
+def job_request() -> dict:
+    return {"requestBody": {"required": True, "content": {
+        **multipart_body(_JOB_FORM),
+        "application/json": {"schema": JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+    }}}
+
+
+def transcript_responses() -> dict:
+    """200 as JSON (json, verbose_json) or text (text, srt, vtt)."""
+    return {200: {"description": "the transcript", "content": {
+        "application/json": {"schema": {"anyOf": [{"$ref": "#/components/schemas/Transcription"},
+                                                  {"$ref": "#/components/schemas/TranscriptionVerbose"}]}},
+        "text/plain": {"schema": _TEXT}}}}

@@ -1,0 +1,44 @@
+"""Files uploaded through the HTTP API: where they go, and their removal with their job.
+
+An upload is stored as `<MURMUR_UPLOAD_DIR>/<job id>.<suffix>`, a directory the
+workers read like any other local source; only files there are ever deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from murmur.settings import Settings
+
+log = logging.getLogger("murmur")
+
+
+def upload_path(settings: Settings, job_id: str, filename: str | None) -> Path:
+    """The upload's path; the client's file name only lends its suffix (decoders sniff the format anyway)."""
+    suffix = Path(filename or "").suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+        suffix = ".bin"
+    return settings.uploads.resolve() / f"{job_id}{suffix}"
+
+
+def is_upload(settings: Settings, source: str) -> bool:
+    path = Path(source)
+    return path.is_absolute() and path.parent == settings.uploads.resolve()
+
+
+def discard_uploads(settings: Settings, sources: Iterable[str]) -> int:
+    """Delete the sources that are uploads; how many files went."""
+    removed = 0
+    for source in sources:
+        if is_upload(settings, source):
+            try:
+                Path(source).unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not delete the upload %s: %s", source, exc)
+    return removed
