@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import uuid
+from datetime import datetime, timezone
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from murmur.api import schemas
 from murmur.api.auth import Caller, identify
@@ -46,6 +48,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     api = FastAPI(title="murmur", version="1", summary="Batched Whisper transcription over a worker fleet",
                   responses=documented(400, 401))
     watcher = JobWatcher(backend.db)
+    models = available_models(settings)
     api.state.backend, api.state.watcher = backend, watcher
 
     @api.exception_handler(ApiError)
@@ -61,7 +64,12 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail), code=code).body(), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, where Starlette names only its first route's
+            headers["allow"] = ", ".join(sorted({m for r in api.routes if r.matches(request.scope)[0] == Match.PARTIAL
+                                                 for m in getattr(r, "methods", ())}))
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), code=code).body(), status_code=exc.status_code,
+                            headers=headers)
 
     @api.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -122,13 +130,13 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
             await to_thread.run_sync(discard_uploads, settings, [str(form.file)])
         return _render(transcript, fmt, task, granularities, {"x-murmur-job": job_id})
 
-    @api.post("/v1/audio/transcriptions", tags=["openai"], openapi_extra=schemas.audio_request(),
+    @api.post("/v1/audio/transcriptions", tags=["openai"], openapi_extra=schemas.audio_request(models),
               responses={**schemas.transcript_responses(), **documented(400, 401, 413, 415, 429, 500)})
     async def create_transcription(request: Request) -> Response:
         """OpenAI's transcription request: the job runs at priority 0 and the answer waits for it."""
         return await transcribe(request, "transcribe")
 
-    @api.post("/v1/audio/translations", tags=["openai"], openapi_extra=schemas.audio_request(),
+    @api.post("/v1/audio/translations", tags=["openai"], openapi_extra=schemas.audio_request(models),
               responses={**schemas.transcript_responses(), **documented(400, 401, 413, 415, 429, 500)})
     async def create_translation(request: Request) -> Response:
         """OpenAI's translation request: speech in any language, English text."""
@@ -139,7 +147,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         await caller(request)
         return schemas.ModelList(data=[schemas.Model(id=name) for name in available_models(settings)])
 
-    @api.post("/v1/jobs", tags=["jobs"], status_code=202, response_model=schemas.Job, openapi_extra=schemas.job_request(),
+    @api.post("/v1/jobs", tags=["jobs"], status_code=202, response_model=schemas.Job, openapi_extra=schemas.job_request(models),
               responses=documented(400, 401, 413, 415, 429))
     async def create_job(request: Request) -> schemas.Job:
         """A job for long audio: 202 at once with its id; follow it with GET /v1/jobs/{id} or its events."""
@@ -188,8 +196,8 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
                        ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
 
     @api.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses={
-        200: {"description": "server-sent events: `progress` on each change, then `done` or `failed`",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **documented(404)})
+        200: {"description": "server-sent events: `progress` on each change, then `done` or `failed`; the data is the job",
+              "content": {"text/event-stream": {"schema": schemas.EVENT}}}, **documented(404)})
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Progress as server-sent events until the job ends."""
         await own_job(request, job_id)
@@ -329,14 +337,14 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
 
 
 def _form_job(form: Form) -> dict:
-    """POST /v1/jobs' form fields, typed as JobRequest types them."""
+    """POST /v1/jobs' form fields, typed as JobFields types them."""
     values = {name: form.get(name) for name in form.fields}
     try:
-        request = schemas.JobRequest(source=str(form.file), **values)
+        request = schemas.JobFields(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise bad_request(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    return request.model_dump(exclude_none=True, exclude={"source"})
+    return request.model_dump(exclude_none=True)
 
 
 def _json_job(body: bytes) -> schemas.JobRequest:
@@ -344,9 +352,9 @@ def _json_job(body: bytes) -> schemas.JobRequest:
         request = TypeAdapter(schemas.JobRequest).validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise bad_request(f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}") from None
-    if not request.source.startswith("s3://"):
-        raise bad_request("source must be an s3:// URI: upload a file as multipart/form-data instead", "invalid_source")
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        hint = ": give an s3:// URI, or upload the file as multipart/form-data" if where == "source" else ""
+        raise bad_request(f"{where}: {first['msg']}{hint}") from None
     return request
 
 
@@ -379,10 +387,15 @@ def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[st
 
 def _job_view(job) -> schemas.Job:
     return schemas.Job(id=job.id, status=str(job.status), chunks_done=job.chunks_done, chunks_total=job.n_chunks,
-                       language=job.language, duration=job.duration, error=job.error, created_at=job.created_at,
-                       finished_at=job.finished_at,
+                       language=job.language, duration=job.duration, error=job.error, created_at=_utc(job.created_at),
+                       finished_at=_utc(job.finished_at),
                        stage_seconds={"prepare": job.prepare_seconds, "detect": job.detect_seconds,
                                       "decode": job.decode_seconds})
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive times; every time the database holds is UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def _is_job_id(text: str) -> bool:
@@ -396,6 +409,10 @@ def _openapi(api: FastAPI) -> dict:
         _, extra = models_json_schema([(m, "serialization") for m in (schemas.Transcription, schemas.TranscriptionVerbose,
                                                                      schemas.JobRequest)],
                                       ref_template="#/components/schemas/{model}")
-        document.setdefault("components", {}).setdefault("schemas", {}).update(extra.get("$defs", {}))
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {}).update(extra.get("$defs", {}))
+        components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer",
+                                                    "description": "a key from `murmur keys create` (none needed on a keyless server on loopback)"}}
+        document["security"] = [{"apiKey": []}]
         api.openapi_schema = document
     return api.openapi_schema

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from murmur.workers.options import LANGUAGES
+
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
 
@@ -81,14 +83,13 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-class JobRequest(BaseModel):
-    """POST /v1/jobs as JSON: a source the workers fetch themselves."""
+class JobFields(BaseModel):
+    """POST /v1/jobs' options, as form fields or JSON."""
 
     model_config = {"extra": "forbid"}
 
-    source: str = Field(description="an s3:// URI")
-    model: str | None = None
-    language: str | None = None
+    model: str | None = Field(None, min_length=1)
+    language: str | None = Field(None, min_length=1)
     task: Literal["transcribe", "translate"] | None = None
     multilingual: bool | None = None
     output_language: Literal["hybrid", "en"] | None = None
@@ -98,10 +99,16 @@ class JobRequest(BaseModel):
     priority: int | None = Field(None, ge=0, le=9)
 
 
+class JobRequest(JobFields):
+    """POST /v1/jobs as JSON: a source the workers fetch themselves."""
+
+    source: str = Field(description="an s3:// URI", pattern=r"^s3://[^/]+/.+")
+
+
 _TEXT = {"type": "string"}
 _AUDIO_FORM = {
     "file": {"type": "string", "format": "binary", "description": "the audio or video file"},
-    "model": {**_TEXT, "description": "whisper-1 (the server's MURMUR_MODEL) or a name from GET /v1/models"},
+    "model": {**_TEXT, "minLength": 1, "description": "whisper-1 (the server's MURMUR_MODEL) or a name from GET /v1/models"},
     "language": {**_TEXT, "description": "ISO 639-1 code; default: detected"},
     "prompt": {**_TEXT, "description": "refused: murmur does not condition the decoder on a prompt"},
     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
@@ -123,18 +130,27 @@ _JOB_FORM = {
 }
 
 
+EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["progress", "done", "failed", "deleted"]},
+    "data": {"type": "string", "description": "the job as GET /v1/jobs/{id} gives it, as JSON (null once deleted)"}}}
+
+
 def multipart_body(form: dict, required: tuple[str, ...] = ("file",)) -> dict:
     return {"multipart/form-data": {"schema": {"type": "object", "properties": form, "required": list(required)}}}
 
 
-def audio_request() -> dict:
-    return {"requestBody": {"required": True, "content": multipart_body({**_AUDIO_FORM, "model": _AUDIO_FORM["model"]},
-                                                                        ("file", "model"))}}
+def _choices(models: list[str]) -> dict:
+    return {"model": {**_AUDIO_FORM["model"], "enum": models},
+            "language": {**_AUDIO_FORM["language"], "enum": sorted(LANGUAGES)}}
 
 
-def job_request() -> dict:
+def audio_request(models: list[str]) -> dict:
+    return {"requestBody": {"required": True, "content": multipart_body({**_AUDIO_FORM, **_choices(models)}, ("file", "model"))}}
+
+
+def job_request(models: list[str]) -> dict:
     return {"requestBody": {"required": True, "content": {
-        **multipart_body(_JOB_FORM),
+        **multipart_body({**_JOB_FORM, **_choices(models)}),
         "application/json": {"schema": JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
     }}}
 

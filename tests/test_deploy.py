@@ -260,6 +260,9 @@ def test_compose_config_is_valid_and_keeps_the_rules():
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert services["cpu-worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["api"]["command"][0] == "serve" and services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    for service in ("api", "cpu-worker", "gpu-worker"):  # uploads are written by the API and read by the workers
+        assert any(str(v).startswith("uploads:/home/murmur/uploads") for v in services[service]["volumes"]), service
     missing = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
                              capture_output=True, text=True, env={k: v for k, v in env.items() if k != "MURMUR_DB_PASSWORD"},
                              cwd=ROOT / "deploy")
