@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed soak deploy-check deploy-check-gpu clean
+.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-timestamps: setup
 # needs the machine's Redis and Postgres, and ../shared/audio
 bench-distributed: setup
 	$(PY) bench/bench_distributed.py
+
+# murmur serve: twenty concurrent openai-client requests against faster-whisper (Redis, Postgres, ../shared/audio)
+bench-api: setup
+	$(PY) bench/bench_api.py
 
 # a fleet hurt on purpose (SIGKILLs, a Redis restart, a database outage); needs Postgres and ../shared/audio
 soak: setup

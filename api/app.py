@@ -9,13 +9,16 @@ threads: the event loop only moves bytes and waits.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 import json
 import logging
 import uuid
 from datetime import datetime, timezone
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
-from anyio import to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -26,10 +29,11 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from murmur.api import schemas
-from murmur.api.auth import Caller, identify
+from murmur.api.auth import Caller, Callers
 from murmur.api.backends import Backend
 from murmur.api.errors import ApiError, bad_request, documented, not_found
 from murmur.api.multipart import Form, read_form
+from murmur.api.watcher import JobWatcher
 from murmur.db import queries
 from murmur.db.models import ENDED, JobState
 from murmur.settings import Settings
@@ -40,15 +44,26 @@ from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
 OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
-POLL_SECONDS = 0.02
 
 
 def create_api(backend: Backend, settings: Settings, public: bool = False) -> FastAPI:
     """The ASGI app over `backend`; `public`: bound to more than loopback, so a key is always required."""
-    api = FastAPI(title="murmur", version="1", summary="Batched Whisper transcription over a worker fleet",
-                  responses=documented(400, 401))
     watcher = JobWatcher(backend.db)
+    backend.on_end = watcher.ended
+    callers = Callers(backend.db, settings.api_max_jobs, public)
     models = available_models(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await watcher.start(backend.database_url)
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            backend.close()
+
+    api = FastAPI(title="murmur", version="1", summary="Batched Whisper transcription over a worker fleet",
+                  responses=documented(400, 401), lifespan=lifespan)
     api.state.backend, api.state.watcher = backend, watcher
 
     @api.exception_handler(ApiError)
@@ -77,30 +92,34 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}", "server_error").body(), status_code=500)
 
     async def caller(request: Request) -> Caller:
-        return await to_thread.run_sync(identify, backend.db, request.headers.get("authorization"),
-                                        settings.api_max_jobs, public)
+        return await blocking(callers.identify, request.headers.get("authorization"))
 
     async def own_job(request: Request, job_id: str):
         who = await caller(request)
-        job = await to_thread.run_sync(queries.get_job, backend.db, job_id) if _is_job_id(job_id) else None
+        job = await blocking(queries.get_job, backend.db, job_id) if _is_job_id(job_id) else None
         if job is None or (who.owner is not None and job.owner != who.owner):
             raise not_found(f"job {job_id}")
         return job
 
     async def start_job(request: Request, who: Caller, form: Form | None, source: str | None, options: dict,
                         callback_url: str | None, priority: int | None, job_id: str) -> None:
-        active = await to_thread.run_sync(queries.active_jobs, backend.db, who.owner)
-        if active >= who.max_jobs:
-            if form and form.file:
-                form.file.unlink(missing_ok=True)
-            raise ApiError(429, f"{active} of this key's jobs are queued or running (at most {who.max_jobs}): "
-                           "wait for one to end", "rate_limit_exceeded", "too_many_jobs")
+        """Count the key's jobs and submit, in one transaction on one thread: under load every trip waits its turn."""
+
+        def admit() -> None:
+            try:
+                backend.submit(job_id, source, options, callback_url, priority, who.owner, who.max_jobs)
+            except queries.TooManyJobs as exc:
+                raise ApiError(429, f"{exc.active} of this key's jobs are queued or running (at most {who.max_jobs}): "
+                               "wait for one to end", "rate_limit_exceeded", "too_many_jobs") from None
+            except MurmurError as exc:
+                raise bad_request(str(exc)) from None
+
         try:
-            await to_thread.run_sync(lambda: backend.submit(job_id, source, options, callback_url, priority, who.owner))
-        except MurmurError as exc:
+            await blocking(admit)
+        except ApiError:
             if form and form.file:
                 form.file.unlink(missing_ok=True)
-            raise bad_request(str(exc)) from None
+            raise
 
     async def upload(request: Request, job_id: str) -> Form:
         settings.uploads.mkdir(parents=True, exist_ok=True)
@@ -111,24 +130,40 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         return form
 
     async def transcribe(request: Request, task: str) -> Response:
+        marks = [time.perf_counter()]
         who = await caller(request)
         job_id = uuid.uuid4().hex
         form = await upload(request, job_id)
+        marks.append(time.perf_counter())
         try:
             fmt, granularities, options = _openai_options(form, task, settings)
         except ApiError:
             form.file.unlink(missing_ok=True)
             raise
         await start_job(request, who, form, str(form.file), options, None, 0, job_id)
+        marks.append(time.perf_counter())
+
+        def outcome(state: JobState) -> Transcript:
+            try:
+                if state != JobState.done:
+                    job = queries.get_job(backend.db, job_id)
+                    raise _job_error(job.error if job else "the job was deleted while it ran")
+                return queries.get_transcript(backend.db, job_id)
+            finally:
+                discard_uploads(settings, [str(form.file)])
+
         try:
             state = await watcher.wait(job_id)
-            job = await to_thread.run_sync(queries.get_job, backend.db, job_id)
-            if state != JobState.done:
-                raise _job_error(job.error)
-            transcript = await to_thread.run_sync(queries.get_transcript, backend.db, job_id)
-        finally:
-            await to_thread.run_sync(discard_uploads, settings, [str(form.file)])
-        return _render(transcript, fmt, task, granularities, {"x-murmur-job": job_id})
+        except BaseException:
+            discard_uploads(settings, [str(form.file)])
+            raise
+        marks.append(time.perf_counter())
+        transcript = await blocking(outcome, state)
+        marks.append(time.perf_counter())
+        # where the request's time went, for operators and the bench (W3C Server-Timing)
+        timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
+                           zip(("upload", "admit", "job", "answer"), marks, marks[1:]))
+        return _render(transcript, fmt, task, granularities, {"x-murmur-job": job_id, "server-timing": timing})
 
     @api.post("/v1/audio/transcriptions", tags=["openai"], openapi_extra=schemas.audio_request(models),
               responses={**schemas.transcript_responses(), **documented(400, 401, 413, 415, 429, 500)})
@@ -169,13 +204,13 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         if "model" in values:
             values["model"] = _model(values["model"], settings)
         await start_job(request, who, form, source, values, callback_url, priority, job_id)
-        return _job_view(await to_thread.run_sync(queries.get_job, backend.db, job_id))
+        return _job_view(await blocking(queries.get_job, backend.db, job_id))
 
     @api.get("/v1/jobs", tags=["jobs"], response_model=schemas.JobList)
     async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100)) -> schemas.JobList:
         """This key's newest jobs first."""
         who = await caller(request)
-        jobs = await to_thread.run_sync(queries.jobs_of, backend.db, who.owner, limit)
+        jobs = await blocking(queries.jobs_of, backend.db, who.owner, limit)
         return schemas.JobList(data=[_job_view(j) for j in jobs])
 
     @api.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Job, responses=documented(404))
@@ -191,7 +226,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         if job.status != JobState.done:
             reason = f"the job failed: {job.error}" if job.status == JobState.failed else f"the job is {job.status}"
             raise ApiError(409, reason, code="job_not_done")
-        transcript = await to_thread.run_sync(queries.get_transcript, backend.db, job_id)
+        transcript = await blocking(queries.get_transcript, backend.db, job_id)
         return _render(transcript, "text" if format == "txt" else format, job.job_options().task,
                        ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
 
@@ -210,68 +245,26 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         job = await own_job(request, job_id)
         cancelled = deleted = False
         if job.status not in ENDED:
-            cancelled = await to_thread.run_sync(queries.cancel_job, backend.db, job_id)
+            cancelled = await blocking(queries.cancel_job, backend.db, job_id)
+            watcher.ended(job_id)
         if not cancelled:
-            deleted = await to_thread.run_sync(queries.delete_job, backend.db, job_id)
-        await to_thread.run_sync(discard_uploads, settings, [job.source])
+            deleted = await blocking(queries.delete_job, backend.db, job_id)
+        await blocking(discard_uploads, settings, [job.source])
         return schemas.Deleted(id=job_id, deleted=deleted, cancelled=cancelled)
 
     @api.get("/healthz", tags=["operations"], include_in_schema=False)
     async def health() -> dict:
-        await to_thread.run_sync(queries.job_states, backend.db, [])
+        await blocking(queries.job_states, backend.db, [])
         return {"status": "ok"}
-
-    @api.on_event("shutdown")
-    async def _close() -> None:
-        backend.close()
 
     api.openapi = lambda: _openapi(api)
     return api
 
 
-class JobWatcher:
-    """One query, every POLL_SECONDS, for all the requests waiting on their jobs to end."""
-
-    def __init__(self, db) -> None:
-        self.db = db
-        self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._task: asyncio.Task | None = None
-
-    async def wait(self, job_id: str) -> JobState:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(job_id, []).append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll())
-        try:
-            return await future
-        finally:
-            waiters = self._waiting.get(job_id, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiting.pop(job_id, None)
-
-    async def _poll(self) -> None:
-        while self._waiting:
-            try:
-                states = await to_thread.run_sync(queries.job_states, self.db, list(self._waiting))
-            except Exception as exc:  # noqa: BLE001 - the database is away: keep waiting, as the workers do
-                log.warning("waiting on jobs: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            for job_id, waiters in list(self._waiting.items()):
-                state = states.get(job_id, JobState.failed)  # deleted meanwhile
-                if state in ENDED:
-                    for future in waiters:
-                        if not future.done():
-                            future.set_result(state)
-            await asyncio.sleep(POLL_SECONDS)
-
-
 async def _events(backend: Backend, job_id: str, request: Request) -> AsyncIterator[bytes]:
     last = None
     while True:
-        job = await to_thread.run_sync(queries.get_job, backend.db, job_id)
+        job = await blocking(queries.get_job, backend.db, job_id)
         view = _job_view(job).model_dump(mode="json") if job else None
         if view != last:
             event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
@@ -282,6 +275,15 @@ async def _events(backend: Backend, job_id: str, request: Request) -> AsyncItera
         if await request.is_disconnected():
             return
         await asyncio.sleep(0.5)
+
+
+_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="murmur-api")
+
+
+async def blocking(function, *args):
+    """Run a database or file call on the API's threads: kept alive between bursts, where anyio's
+    default threads are started anew for each burst after ten idle seconds."""
+    return await asyncio.get_running_loop().run_in_executor(_THREADS, functools.partial(function, *args))
 
 
 def available_models(settings: Settings) -> list[str]:

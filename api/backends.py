@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,10 +22,13 @@ log = logging.getLogger("murmur")
 
 class Backend(Protocol):
     db: sessionmaker[Session]
+    database_url: str
+    on_end: Callable[[str], None]  # told of each job that ends, where the backend knows (any thread)
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
-               owner: str | None) -> None:
-        """Create job `job_id` and start it; a MurmurError means it was refused (bad options)."""
+               owner: str | None, max_active: int) -> None:
+        """Create job `job_id` and start it; a MurmurError means it was refused (bad options),
+        queries.TooManyJobs that the owner has `max_active` jobs queued or running."""
 
     def close(self) -> None: ...
 
@@ -38,13 +42,16 @@ class FleetBackend:
         self.settings = settings
         self.client = Client()
         self.db = self.client.db
+        self.database_url = settings.fleet_database_url
+        self.on_end: Callable[[str], None] = lambda job_id: None  # Postgres notifies the watcher itself
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
-               owner: str | None) -> None:
+               owner: str | None, max_active: int) -> None:
         from murmur.tasks.webhook import check_callback_url
 
         check_callback_url(callback_url)
-        self.client.submit(source, callback_url=callback_url, priority=priority, job_id=job_id, owner=owner, **options)
+        self.client.submit(source, callback_url=callback_url, priority=priority, job_id=job_id, owner=owner,
+                           max_active=max_active, **options)
 
     def close(self) -> None:
         pass
@@ -67,6 +74,8 @@ class EmbeddedBackend:
         upgrade(url)
         self.settings = settings
         self.db = sessions(url)
+        self.database_url = url
+        self.on_end: Callable[[str], None] = lambda job_id: None
         self.ctx = stages.Context(db=self.db, device=device or settings.device,
                                   compute_type=compute_type or settings.compute_type, threads=threads,
                                   max_duration=settings.max_duration)
@@ -75,11 +84,11 @@ class EmbeddedBackend:
             queries.fail_job(self.db, job_id, "interrupted: murmur serve stopped while the job was queued or running")
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
-               owner: str | None) -> None:
+               owner: str | None, max_active: int) -> None:
         if callback_url:
             raise MurmurError("callback_url needs the worker fleet: murmur serve --embedded sends no webhooks")
         job_options = self.settings.job_options(**options)
-        queries.create_job(self.db, source, job_options.to_json(), job_id, None, priority, owner)
+        queries.create_job(self.db, source, job_options.to_json(), job_id, None, priority, owner, max_active)
         self._pool.submit(self._run, job_id)
 
     def _run(self, job_id: str) -> None:
@@ -91,6 +100,8 @@ class EmbeddedBackend:
             pass  # the job is failed with its reason
         except Exception:  # noqa: BLE001 - the job is failed with it; the server goes on
             log.exception("job %s: internal error", job_id)
+        finally:
+            self.on_end(job_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -116,7 +116,7 @@ class _Reader:
                 self.error = ApiError(413, f"the upload is larger than MURMUR_MAX_BYTES ({self._max_bytes} bytes)",
                                       code="file_too_large")
                 return
-            self._out.write(data[start:end])
+            self._out.write(memoryview(data)[start:end])
         else:
             self._data += data[start:end]
             if len(self._data) > MAX_FIELD_BYTES:

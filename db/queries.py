@@ -18,6 +18,14 @@ from murmur.db.models import ENDED, ApiKey, CallbackState, ChunkRow, ChunkState,
 from murmur.workers.transcript import Segment, Transcript
 
 
+class TooManyJobs(Exception):
+    """The owner already has `active` jobs queued or running, its limit."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} jobs queued or running")
+        self.active = active
+
+
 def create_job(
     db: sessionmaker[Session],
     source: str,
@@ -26,12 +34,20 @@ def create_job(
     callback_url: str | None = None,
     priority: int | None = None,
     owner: str | None = None,
+    max_active: int | None = None,
 ) -> str:
-    """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit)."""
-    if job_id is not None and get_job(db, job_id) is not None:
-        return job_id
+    """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit).
+
+    With `max_active`, the owner's unended jobs are counted in the same
+    transaction and TooManyJobs is raised at the limit: one round of queries,
+    where a busy database makes every round trip cost.
+    """
     try:
         with db.begin() as s:
+            if max_active is not None:
+                active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
+                if active >= max_active:
+                    raise TooManyJobs(active)
             job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
                       prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
                       callback_url=callback_url, priority=priority, owner=owner, attempts=0, callback_attempts=0,
@@ -41,7 +57,7 @@ def create_job(
             return job.id
     except IntegrityError:
         if job_id is not None and get_job(db, job_id) is not None:
-            return job_id  # created by a concurrent delivery of the same submit
+            return job_id  # created before: a redelivered or concurrent delivery of the same submit
         raise
 
 
@@ -277,12 +293,6 @@ def job_states(db: sessionmaker[Session], job_ids: Sequence[str]) -> dict[str, J
         return dict(s.execute(select(Job.id, Job.status).where(Job.id.in_(list(job_ids)))).all())
 
 
-def active_jobs(db: sessionmaker[Session], owner: str | None) -> int:
-    """How many of this owner's jobs are queued or running."""
-    with db() as s:
-        return s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
-
-
 def create_key(db: sessionmaker[Session], name: str, digest: str, max_jobs: int | None = None) -> ApiKey:
     with db.begin() as s:
         key = ApiKey(name=name, digest=digest, max_jobs=max_jobs, created_at=utcnow())
@@ -294,6 +304,11 @@ def create_key(db: sessionmaker[Session], name: str, digest: str, max_jobs: int 
 def key_by_digest(db: sessionmaker[Session], digest: str) -> ApiKey | None:
     with db() as s:
         return s.scalar(select(ApiKey).where(ApiKey.digest == digest))
+
+
+def has_keys(db: sessionmaker[Session]) -> bool:
+    with db() as s:
+        return s.scalar(select(ApiKey.id).limit(1)) is not None
 
 
 def list_keys(db: sessionmaker[Session]) -> list[ApiKey]:

@@ -26,7 +26,9 @@ def engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # 20 kept: a burst of API requests (or a GPU worker's threads) would otherwise open and close
+    # Postgres connections, each a server process forked and torn down
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
 def _sqlite_pragmas(connection, _record) -> None:

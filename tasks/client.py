@@ -67,22 +67,25 @@ class Client:
         self.db = sessions(database_url or get_settings().fleet_database_url)
 
     def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None,
-               job_id: str | None = None, owner: str | None = None, **options) -> str:
+               job_id: str | None = None, owner: str | None = None, max_active: int | None = None, **options) -> str:
         """Queue a transcription and return its job id at once.
 
         The job row exists (queued) before the message is sent, so `status`
         knows the job even while no worker has picked it up yet. `job_id`
         (32 hex digits) lets a caller name the job before it exists, as the
-        HTTP API does for its upload's file name; `owner` is the API key's id.
+        HTTP API does for its upload's file name; `owner` is the API key's id,
+        `max_active` its limit of jobs queued or running (db.queries.TooManyJobs).
         """
         job_options = get_settings().job_options(**options)
         if "://" not in source:
             source = os.path.abspath(source)  # workers do not share our working directory
         task_id = uuid.UUID(job_id) if job_id else uuid.uuid4()
-        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority, owner)
+        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority, owner,
+                                    max_active)
         kwargs = {"source": source, **job_options.to_json(), "callback_url": callback_url, "priority": priority}
+        # the job id is known here: nobody waits on Celery's result, so none is subscribed to or stored
         self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE,
-                           priority=message_priority(self.app, priority))
+                           priority=message_priority(self.app, priority), ignore_result=True)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

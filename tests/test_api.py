@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -132,6 +133,22 @@ def _check_formats(client: openai.OpenAI) -> None:
 def test_the_openai_client_gets_every_response_format_from_the_fleet(api):
     _check_formats(_client(api))
     assert list(api.uploads.iterdir()) == []  # each upload went with its answer
+
+
+def test_concurrent_requests_each_get_their_own_transcript(api):
+    """Requests that start waiting while the server is polling for others' jobs (the bench found one
+    answered 'failed' at once, its upload deleted under the worker)."""
+    quiet = DATA / "nst_quiet_room_4s.wav"  # a quiet room: its transcript is empty
+    clips = [JFK, quiet] * 4
+
+    def one(path: Path) -> str:
+        with path.open("rb") as f:
+            return _client(api, "bob").audio.transcriptions.create(model="whisper-1", file=f).text
+
+    with ThreadPoolExecutor(len(clips)) as pool:
+        texts = list(pool.map(one, clips))
+    assert all(word_error_rate(JFK_TEXT, t) <= 0.1 for t in texts[::2]), texts
+    assert texts[1::2] == [""] * 4, texts
 
 
 def test_translations_give_english_text(api):

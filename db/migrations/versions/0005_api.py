@@ -25,9 +25,24 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("owner", sa.String(32)))
     op.create_index("ix_jobs_owner", "jobs", ["owner"])
+    if op.get_bind().dialect.name == "postgresql":
+        # `murmur serve` LISTENs: a waiting request hears of its job's end with the commit, with no polling
+        op.execute("""
+            CREATE FUNCTION murmur_job_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.status IN ('done', 'failed') AND OLD.status IS DISTINCT FROM NEW.status THEN
+                    PERFORM pg_notify('murmur_job_ended', NEW.id);
+                END IF;
+                RETURN NEW;
+            END $$""")
+        op.execute("CREATE TRIGGER murmur_job_ended AFTER UPDATE OF status ON jobs "
+                   "FOR EACH ROW EXECUTE FUNCTION murmur_job_ended()")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS murmur_job_ended ON jobs")
+        op.execute("DROP FUNCTION IF EXISTS murmur_job_ended()")
     op.drop_index("ix_jobs_owner", "jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("owner")
