@@ -72,9 +72,8 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
-        return JSONResponse(bad_request(f"{where}: {first.get('msg', 'invalid')}").body(), status_code=400)
+        where, message = _first_error(exc.errors(), skip=1)
+        return JSONResponse(bad_request(f"{where or 'request'}: {message}").body(), status_code=400)
 
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -220,7 +219,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     @api.get("/v1/jobs/{job_id}/transcript", tags=["jobs"], responses={**schemas.transcript_responses(),
                                                                        **documented(404, 409)})
     async def get_transcript(request: Request, job_id: str,
-                             format: str = Query("json", pattern="^(json|verbose_json|text|txt|srt|vtt)$")) -> Response:
+                             format: str = Query("json", pattern=f"^({'|'.join(schemas.TRANSCRIPT_FORMATS)})$")) -> Response:
         """A done job's transcript; 409 while it runs, or with its reason when it failed."""
         job = await own_job(request, job_id)
         if job.status != JobState.done:
@@ -344,8 +343,8 @@ def _form_job(form: Form) -> dict:
     try:
         request = schemas.JobFields(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise bad_request(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        where, message = _first_error(exc.errors())
+        raise bad_request(f"{where}: {message}") from None
     return request.model_dump(exclude_none=True)
 
 
@@ -353,11 +352,17 @@ def _json_job(body: bytes) -> schemas.JobRequest:
     try:
         request = TypeAdapter(schemas.JobRequest).validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where, message = _first_error(exc.errors())
+        where = where or "body"
         hint = ": give an s3:// URI, or upload the file as multipart/form-data" if where == "source" else ""
-        raise bad_request(f"{where}: {first['msg']}{hint}") from None
+        raise bad_request(f"{where}: {message}{hint}") from None
     return request
+
+
+def _first_error(errors: list, skip: int = 0) -> tuple[str, str]:
+    """Where the first validation error is (its location, past `skip` leading parts) and what it says."""
+    first = errors[0] if errors else {}
+    return ".".join(str(p) for p in first.get("loc", ())[skip:]), first.get("msg", "invalid")
 
 
 def _job_error(error: str | None) -> ApiError:

@@ -35,10 +35,6 @@ class Caller:
     max_jobs: int
 
 
-def any_keys(db: sessionmaker[Session]) -> bool:
-    return queries.has_keys(db)
-
-
 class Callers:
     """Who is calling, from the Authorization header, or 401.
 
@@ -89,5 +85,5 @@ class Callers:
 
     def _cached_any(self, now: float) -> bool:
         if self._any is None or now - self._any[0] >= self.CACHE_SECONDS:
-            self._any = (now, any_keys(self.db))
+            self._any = (now, queries.has_keys(self.db))
         return self._any[1]

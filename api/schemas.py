@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from murmur.workers.options import LANGUAGES
+from murmur.workers.options import LANGUAGES, MAX_BEAM_SIZE
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
@@ -93,7 +93,7 @@ class JobFields(BaseModel):
     task: Literal["transcribe", "translate"] | None = None
     multilingual: bool | None = None
     output_language: Literal["hybrid", "en"] | None = None
-    beam_size: int | None = Field(None, ge=1, le=16)
+    beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE)
     word_timestamps: bool | None = None
     callback_url: str | None = None
     priority: int | None = Field(None, ge=0, le=9)
@@ -123,7 +123,7 @@ _JOB_FORM = {
     "task": {"type": "string", "enum": ["transcribe", "translate"]},
     "multilingual": {"type": "boolean"},
     "output_language": {"type": "string", "enum": ["hybrid", "en"]},
-    "beam_size": {"type": "integer", "minimum": 1, "maximum": 16},
+    "beam_size": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_SIZE},
     "word_timestamps": {"type": "boolean"},
     "callback_url": {**_TEXT, "description": "POSTed a signed JSON summary once when the job ends (fleet only)"},
     "priority": {"type": "integer", "minimum": 0, "maximum": 9, "description": "0 (default, most urgent) to 9"},

@@ -140,8 +140,8 @@ class Settings:
 
     @property
     def uploads(self) -> Path:
-        """Where `murmur serve` streams uploaded files: MURMUR_UPLOAD_DIR, or beside the embedded database."""
-        return self.upload_dir or self.data_dir / "uploads"
+        """Where `murmur serve` streams uploaded files: MURMUR_UPLOAD_DIR, or beside the embedded database (absolute)."""
+        return self.upload_dir or (self.data_dir / "uploads").resolve()
 
     @property
     def store_url(self) -> str:

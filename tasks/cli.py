@@ -217,7 +217,6 @@ def _prune(args: argparse.Namespace) -> int:
     from murmur.db.queries import prune
     from murmur.db.session import sessions
     from murmur.settings import get_settings
-
     from murmur.tasks.uploads import discard_uploads
 
     removed = prune(sessions(get_settings().fleet_database_url), timedelta(seconds=args.older_than))
@@ -252,13 +251,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from murmur.api.app import create_api
-    from murmur.api.auth import LOOPBACK, any_keys
+    from murmur.api.auth import LOOPBACK
+    from murmur.db import queries
     from murmur.api.backends import EmbeddedBackend, FleetBackend
     from murmur.db.session import check_schema
     from murmur.settings import get_settings
 
     settings = get_settings()
-    uploads = settings.uploads.resolve()
+    uploads = settings.uploads
     if settings.allowed_roots and not any(uploads.is_relative_to(root) for root in settings.allowed_roots):
         raise MurmurError(f"MURMUR_UPLOAD_DIR ({uploads}) is outside MURMUR_ALLOWED_ROOTS: the workers could not read uploads")
     if args.embedded:
@@ -267,7 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
         check_schema(settings.fleet_database_url)
         backend = FleetBackend(settings)
     public = args.host not in LOOPBACK
-    if public and not any_keys(backend.db):
+    if public and not queries.has_keys(backend.db):
         raise MurmurError(f"no API key exists: create one with `murmur keys create NAME{' --embedded' if args.embedded else ''}` "
                           f"before listening on {args.host} (without keys murmur serve listens on 127.0.0.1 only)")
     uvicorn.run(create_api(backend, settings, public), host=args.host, port=args.port, log_level=args.loglevel)

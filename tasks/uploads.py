@@ -21,12 +21,12 @@ def upload_path(settings: Settings, job_id: str, filename: str | None) -> Path:
     suffix = Path(filename or "").suffix.lower()
     if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
         suffix = ".bin"
-    return settings.uploads.resolve() / f"{job_id}{suffix}"
+    return settings.uploads / f"{job_id}{suffix}"
 
 
 def is_upload(settings: Settings, source: str) -> bool:
     path = Path(source)
-    return path.is_absolute() and path.parent == settings.uploads.resolve()
+    return path.is_absolute() and path.parent == settings.uploads
 
 
 def discard_uploads(settings: Settings, sources: Iterable[str]) -> int:

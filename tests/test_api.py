@@ -20,7 +20,7 @@ import redis
 from murmur.db import queries
 from murmur.db.session import sessions
 from tests.conftest import DATA, fresh_postgres, run_cli, word_error_rate, words
-from tests.test_distributed import Worker, _free_port
+from tests.test_distributed import MurmurProcess, Worker, _free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
 STORE_URL = "redis://127.0.0.1:6379/11"
@@ -30,16 +30,13 @@ JFK_TEXT = (DATA / "jfk_inaugural_1961.txt").read_text()
 MAX_BYTES = 8 * 1024 * 1024
 
 
-class Server:
+class Server(MurmurProcess):
     """A `murmur serve` process, ready once /healthz answers."""
 
     def __init__(self, env: dict, log: Path, *args: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._file = log.open("w")
-        self.proc = subprocess.Popen([str(BIN / "murmur"), "serve", "--port", str(self.port), *args], env=env,
-                                     stdout=self._file, stderr=subprocess.STDOUT)
+        super().__init__(env, log, "serve", "--port", str(self.port), *args)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -50,16 +47,6 @@ class Server:
                     self.stop()
                     raise AssertionError(f"murmur serve did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._file.close()
 
 
 @pytest.fixture(scope="module")

@@ -48,24 +48,16 @@ FAST_RECOVERY = {"MURMUR_LEASE_SECONDS": "6", "MURMUR_RECONCILE_INTERVAL": "2"}
 HOOK_SECRET = "test-secret"
 
 
-class Worker:
-    def __init__(self, kind: str, env: dict, log: Path, *args: str) -> None:
-        self.kind, self.log = kind, log
+class MurmurProcess:
+    """A `murmur` command run by a test, its output in `log`; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, env: dict, log: Path, *args: str) -> None:
+        self.log = log
         self._file = log.open("w")
-        self.proc = subprocess.Popen([str(BIN / "murmur"), "worker", kind, *args], env=env, stdout=self._file, stderr=subprocess.STDOUT)
-        self.name = f"{kind}-{self.proc.pid}@{socket.gethostname()}"
+        self.proc = subprocess.Popen([str(BIN / "murmur"), *args], env=env, stdout=self._file, stderr=subprocess.STDOUT)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float = 120, after: int = 0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text()[after:]:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {needle!r} after {timeout} s:\n{self.text()[-3000:]}")
-            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -76,6 +68,22 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         self._file.close()
+
+
+class Worker(MurmurProcess):
+    def __init__(self, kind: str, env: dict, log: Path, *args: str) -> None:
+        super().__init__(env, log, "worker", kind, *args)
+        self.kind = kind
+        self.name = f"{kind}-{self.proc.pid}@{socket.gethostname()}"
+
+    def wait_for(self, needle: str, timeout: float = 120, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text()[after:]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {needle!r} after {timeout} s:\n{self.text()[-3000:]}")
+            time.sleep(0.05)
 
 
 def _purge(broker_url: str) -> None:
