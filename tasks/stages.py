@@ -238,7 +238,8 @@ def _decode_isolated(ctx: Context, group: list, options, language, candidates, c
     model = ctx.model(options.model, concurrent)
     try:
         features = np.stack([f for *_, f in group])
-        yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates)
+        yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
+                                  owners=[job_id for job_id, *_ in group])
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
         jobs = list(dict.fromkeys(job_id for job_id, *_ in group))

@@ -12,7 +12,9 @@ back to source time through the chunk's spans.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Sequence
 
 import ctranslate2
 import numpy as np
@@ -21,6 +23,7 @@ from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.cpu.features import N_FRAMES
 from murmur.workers.gpu import filters
 from murmur.workers.gpu.model import LoadedModel
+from murmur.workers.gpu.packing import Window, pack_features, plan_windows
 from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
 from murmur.workers.transcript import Segment, Word
 
@@ -31,6 +34,7 @@ BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move 
 SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 _CLOSERS = "\"')]}»”’"
+log = logging.getLogger("murmur")
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
@@ -56,17 +60,27 @@ def decode_batch(
     options: JobOptions,
     language: str | None = None,
     candidates: tuple[str, ...] = (),
+    owners: Sequence[str] | None = None,
 ) -> list[list[Segment]]:
     """Segments for every chunk of the batch, hallucinations removed.
 
     `language` is the job's (given or voted). With `options.multilingual`, each
     chunk's language is detected on its own, chosen among `candidates` (the
     languages the whole file voted for) when given, so a short chunk is not
-    read as a language nobody speaks in the file.
+    read as a language nobody speaks in the file. `owners` (each chunk's job)
+    lets short chunks of different jobs share a window (see `packing`); a
+    multilingual batch is never packed, as its languages are per window.
     """
     ctranslate2.set_random_seed(options.seed)
-    encoded = encode(model, features)
-    languages = _chunk_languages(model, encoded, len(chunks), options, language, candidates)
+    durations = [c.duration for c in chunks]
+    if owners is None or options.multilingual:
+        windows = [Window((i,), ((0.0, d),)) for i, d in enumerate(durations)]
+    else:
+        windows = plan_windows(durations, owners)
+        if len(windows) < len(chunks):
+            log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(owners)), len(windows))
+    encoded = encode(model, pack_features(features, durations, windows))
+    languages = _chunk_languages(model, encoded, len(windows), options, language, candidates)
     whisper_tasks = [_whisper_task(lang, options) for lang in languages]
     tok = model.tokenizer
     starts = [tok.start_sequence(lang, whisper_task) for lang, whisper_task in zip(languages, whisper_tasks)]
@@ -90,15 +104,37 @@ def decode_batch(
         and not filters.is_repetitive(tok.decode(tokens))
         for result, tokens, avg_logprob in zip(results, texts, avg_logprobs)
     ]
-    timings = _align(model, encoded, chunks, starts, [t if keep else [] for t, keep in zip(texts, kept)])
-    out = []
-    for i, chunk in enumerate(chunks):
+    lengths = [w.length for w in windows]
+    timings = _align(model, encoded, lengths, starts, [t if keep else [] for t, keep in zip(texts, kept)])
+    out: list[list[Segment]] = [[] for _ in chunks]
+    unheard: list[int] = []
+    for i, window in enumerate(windows):
         if not kept[i]:
-            out.append([])
+            unheard.extend(window.members if len(window.members) > 1 else ())
             continue
-        words = _timed_words(model, chunk, texts[i], timings[i], languages[i])
-        out.append(_sentences(chunk, words, languages[i], avg_logprobs[i], results[i].no_speech_prob, options.word_timestamps))
+        words = _timed_words(model, lengths[i], texts[i], timings[i], languages[i])
+        for member, member_words in zip(window.members, _split_words(window, words, durations)):
+            if member_words:
+                out[member] = _sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
+                                         results[i].no_speech_prob, options.word_timestamps)
+            elif len(window.members) > 1:
+                unheard.append(member)
+    if unheard:  # Whisper skipped a packed chunk, or judged the window silent: each gets its own window
+        alone = decode_batch(model, features[unheard], [chunks[m] for m in unheard], options, language, candidates)
+        for member, segments in zip(unheard, alone):
+            out[member] = segments
     return out
+
+
+def _split_words(window: Window, words: list[Word], durations: Sequence[float]) -> list[list[Word]]:
+    """Each member's words, in its own chunk time."""
+    split: list[list[Word]] = [[] for _ in window.members]
+    for word in words:
+        k = window.member_of(word.start, word.end)
+        offset, limit = window.spans[k][0], durations[window.members[k]]
+        start = min(max(word.start - offset, 0.0), limit)
+        split[k].append(Word(start, min(max(word.end - offset, start), limit), word.text, word.probability))
+    return split
 
 
 def _chunk_languages(
@@ -119,19 +155,19 @@ def _whisper_task(language: str | None, options: JobOptions) -> WhisperTask:
     return WhisperTask.transcribe
 
 
-def _align(model, encoded, chunks, starts, texts) -> list[tuple[np.ndarray, np.ndarray] | None]:
+def _align(model, encoded, lengths, starts, texts) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Per chunk with text: start time (s) of each text token and of the end token, and token probabilities.
 
     `align` takes one start sequence per call, so chunks are grouped by theirs
     (more than one group only in multilingual mode); every call gets the whole
     batch's encoder output, with no tokens for the chunks outside its group.
     """
-    timings: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(chunks)
+    timings: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(lengths)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, (start, tokens) in enumerate(zip(starts, texts)):
         if tokens:
             groups[tuple(start)].append(i)
-    frames = [min(int(np.ceil(c.duration * FRAMES_PER_SECOND)), N_FRAMES) for c in chunks]
+    frames = [min(int(np.ceil(length * FRAMES_PER_SECOND)), N_FRAMES) for length in lengths]
     for start, members in groups.items():
         wanted = set(members)
         tokens = [t if i in wanted else [] for i, t in enumerate(texts)]
@@ -148,11 +184,10 @@ def _align(model, encoded, chunks, starts, texts) -> list[tuple[np.ndarray, np.n
     return timings
 
 
-def _timed_words(model, chunk: Chunk, tokens, timing, language) -> list[Word]:
+def _timed_words(model, limit: float, tokens, timing, language) -> list[Word]:
     starts, probs = timing
     words = []
     position = 0
-    limit = chunk.duration
     for text, word_tokens in model.tokenizer.words(tokens, language):
         begin, end = position, position + len(word_tokens)
         t0, t1 = min(starts[begin], limit), min(starts[end], limit)
