@@ -84,6 +84,7 @@ class Context:
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
     output_uri: str | None = None  # where a finished job's transcript files go (MURMUR_OUTPUT_URI)
+    pack_windows: bool = False  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
 
     held: Leases = field(default_factory=lambda: Leases())
 
@@ -239,7 +240,7 @@ def _decode_isolated(ctx: Context, group: list, options, language, candidates, c
     try:
         features = np.stack([f for *_, f in group])
         yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
-                                  owners=[job_id for job_id, *_ in group])
+                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None)
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
         jobs = list(dict.fromkeys(job_id for job_id, *_ in group))

@@ -82,6 +82,7 @@ class WorkerState:
             lease_seconds=settings.lease_seconds,
             max_duration=settings.max_duration,
             output_uri=settings.output_uri,
+            pack_windows=settings.pack_windows,
         )
         self._batcher: Batcher | None = None
         self._hooks: HookSender | None = None

@@ -215,11 +215,7 @@ def test_twenty_concurrent_jobs_finish_with_the_right_texts_on_both_gpu_workers(
         result = client.result(job_id)
         expected = embedded(name)
         assert result.language == expected.language, name
-        # short jobs share windows (packing), which changes what base hears in a hard clip: the rule is
-        # a WER against the reference within 0.3 of the job's decoded alone
-        reference = (DATA / name).with_suffix(".txt")
-        reference = reference.read_text() if reference.exists() else ""  # the quiet room's is empty
-        assert word_error_rate(reference, result.text) <= word_error_rate(reference, expected.text) + 0.3, (name, result.text)
+        assert word_error_rate(expected.text, result.text) <= 0.05, (name, result.text, expected.text)
         assert CLIPS[name] <= set(words(result.text)), (name, result.text)
         if not CLIPS[name]:
             assert result.segments == []
@@ -228,7 +224,6 @@ def test_twenty_concurrent_jobs_finish_with_the_right_texts_on_both_gpu_workers(
     assert decoded_by == {w.name for w in fleet.workers if w.kind == "gpu"}  # both GPU workers took work
     batches = [line for w in fleet.workers if w.kind == "gpu" for line in w.text().splitlines() if "decoding a batch of" in line]
     assert any(int(line.split("from ")[1].split()[0]) > 1 for line in batches)  # chunks of several jobs in one batch
-    assert any("packed" in line for w in fleet.workers if w.kind == "gpu" for line in w.text().splitlines())
 
 
 def test_multilingual_job_reports_german_segments_in_german(fleet):

@@ -35,6 +35,7 @@ def test_windows_hold_each_chunk_once_never_two_of_one_job_and_never_more_than_3
     assert [w.members for w in windows if 0 in w.members] == [(0,)]  # a full chunk stays alone
     assert len(windows) == 4  # 29.5 | 14 + 12 | 9 + 8 + 3 + 2 | e's second 3
     assert plan_windows([10.0, 10.0], ["a", "a"])[1].members == (1,)  # one job's chunks never share
+    assert len(plan_windows([5.0, 5.0, 5.0], ["a", "b", "c"], [b"x", b"x", b"y"])) == 2  # nor one clip's copies
 
 
 def test_a_word_belongs_to_the_chunk_its_time_overlaps_most():

@@ -23,7 +23,7 @@ from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.cpu.features import N_FRAMES
 from murmur.workers.gpu import filters
 from murmur.workers.gpu.model import LoadedModel
-from murmur.workers.gpu.packing import Window, pack_features, plan_windows
+from murmur.workers.gpu.packing import Window, content_digest, pack_features, plan_windows
 from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
 from murmur.workers.transcript import Segment, Word
 
@@ -32,6 +32,9 @@ ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
 BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
 SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
+# a packed chunk given fewer words than this per second of its speech lost words to a neighbour
+# or to Whisper skipping it, and is decoded alone (speech runs at 2-4 words a second)
+MIN_PACKED_WORDS_PER_S = 0.5
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 _CLOSERS = "\"')]}»”’"
 log = logging.getLogger("murmur")
@@ -76,7 +79,7 @@ def decode_batch(
     if owners is None or options.multilingual:
         windows = [Window((i,), ((0.0, d),)) for i, d in enumerate(durations)]
     else:
-        windows = plan_windows(durations, owners)
+        windows = plan_windows(durations, owners, [content_digest(f, d) for f, d in zip(features, durations)])
         if len(windows) < len(chunks):
             log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(owners)), len(windows))
     encoded = encode(model, pack_features(features, durations, windows))
@@ -114,16 +117,20 @@ def decode_batch(
             continue
         words = _timed_words(model, lengths[i], texts[i], timings[i], languages[i])
         for member, member_words in zip(window.members, _split_words(window, words, durations)):
-            if member_words:
+            if len(window.members) == 1 or len(member_words) >= MIN_PACKED_WORDS_PER_S * _speech_seconds(chunks[member]):
                 out[member] = _sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
                                          results[i].no_speech_prob, options.word_timestamps)
-            elif len(window.members) > 1:
+            else:
                 unheard.append(member)
-    if unheard:  # Whisper skipped a packed chunk, or judged the window silent: each gets its own window
+    if unheard:  # Whisper skipped (part of) a packed chunk, or judged the window silent: each gets its own window
         alone = decode_batch(model, features[unheard], [chunks[m] for m in unheard], options, language, candidates)
         for member, segments in zip(unheard, alone):
             out[member] = segments
     return out
+
+
+def _speech_seconds(chunk: Chunk) -> float:
+    return sum(b - a for a, b in chunk.speech) if chunk.speech else chunk.duration
 
 
 def _split_words(window: Window, words: list[Word], durations: Sequence[float]) -> list[list[Word]]:

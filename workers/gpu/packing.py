@@ -11,6 +11,7 @@ them as far as its cuts allow.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,11 +50,13 @@ class Window:
         return min(range(len(self.spans)), key=lambda k: max(self.spans[k][0] - middle, middle - self.spans[k][1]))
 
 
-def plan_windows(durations: Sequence[float], owners: Sequence[str]) -> list[Window]:
+def plan_windows(durations: Sequence[float], owners: Sequence[str], contents: Sequence[bytes] = ()) -> list[Window]:
     """First-fit decreasing: the longest chunks first, each into the first window it fits.
 
     A chunk fits where the window has room for the gap and the chunk, and holds
-    no chunk of the same owner. Windows come back in the order of their first
+    no chunk of the same owner, nor one of the same `contents` (a digest of its
+    features): Whisper hears the same speech twice as one sentence and the
+    alignment spreads it over both. Windows come back in the order of their first
     member, so a batch of full chunks is returned as it came.
     """
     order = sorted(range(len(durations)), key=lambda i: -durations[i])
@@ -61,7 +64,7 @@ def plan_windows(durations: Sequence[float], owners: Sequence[str]) -> list[Wind
     used: list[float] = []
     for i in order:
         fits = (w for w, members in enumerate(packed)
-                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and all(owners[m] != owners[i] for m in members))
+                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and not any(_alike(m, i, owners, contents) for m in members))
         w = next(fits, None)
         if w is None:
             packed.append([i])
@@ -95,6 +98,16 @@ def pack_features(features: np.ndarray, durations: Sequence[float], windows: Seq
             end = N_FRAMES if k == len(window.members) - 1 else round(window.spans[k + 1][0] * FRAMES_PER_SECOND)
             out[row, :, begin:end] = features[m, :, : end - begin]
     return out
+
+
+def content_digest(features: np.ndarray, duration: float) -> bytes:
+    """Equal for chunks of equal audio: the same clip sent twice."""
+    return hashlib.blake2b(np.ascontiguousarray(features[:, : round(_length(duration) * FRAMES_PER_SECOND)]).tobytes(),
+                           digest_size=16).digest()
+
+
+def _alike(a: int, b: int, owners: Sequence[str], contents: Sequence[bytes]) -> bool:
+    return owners[a] == owners[b] or (bool(contents) and contents[a] == contents[b])
 
 
 def _length(duration: float) -> float:
