@@ -21,6 +21,7 @@ N_FFT = 400
 HOP = 160
 CHUNK_SAMPLES = 30 * SAMPLE_RATE
 N_FRAMES = CHUNK_SAMPLES // HOP  # 3000 frames of 10 ms
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP
 _BLOCK = 16  # chunks per STFT call: bounds the complex spectrum to ≈77 MB
 
 

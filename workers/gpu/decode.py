@@ -20,14 +20,12 @@ import ctranslate2
 import numpy as np
 
 from murmur.workers.cpu.chunking import Chunk
-from murmur.workers.cpu.features import N_FRAMES
 from murmur.workers.gpu import filters
 from murmur.workers.gpu.model import LoadedModel
-from murmur.workers.gpu.packing import Window, content_digest, pack_features, plan_windows
+from murmur.workers.gpu.packing import Window, content_digest, frames, pack_features, plan_windows
 from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
 from murmur.workers.transcript import Segment, Word
 
-FRAMES_PER_SECOND = 100  # mel frames
 ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
 BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
@@ -174,11 +172,11 @@ def _align(model, encoded, lengths, starts, texts) -> list[tuple[np.ndarray, np.
     for i, (start, tokens) in enumerate(zip(starts, texts)):
         if tokens:
             groups[tuple(start)].append(i)
-    frames = [min(int(np.ceil(length * FRAMES_PER_SECOND)), N_FRAMES) for length in lengths]
+    window_frames = [frames(length) for length in lengths]
     for start, members in groups.items():
         wanted = set(members)
         tokens = [t if i in wanted else [] for i, t in enumerate(texts)]
-        results = model.whisper.align(encoded, list(start), tokens, frames)
+        results = model.whisper.align(encoded, list(start), tokens, window_frames)
         for i in members:
             pairs = np.asarray(results[i].alignments, dtype=np.int64).reshape(-1, 2)
             n = len(texts[i]) + 1  # text tokens and the end token

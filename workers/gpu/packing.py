@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murmur.workers.cpu.features import N_FRAMES
+from murmur.workers.cpu.features import FRAMES_PER_SECOND, N_FRAMES
 
-FRAMES_PER_SECOND = 100
 WINDOW_S = N_FRAMES / FRAMES_PER_SECOND
 GAP_S = 1.5  # silence between packed chunks: long enough that Whisper ends one speaker's sentence
 
@@ -102,7 +101,7 @@ def pack_features(features: np.ndarray, durations: Sequence[float], windows: Seq
 
 def content_digest(features: np.ndarray, duration: float) -> bytes:
     """Equal for chunks of equal audio: the same clip sent twice."""
-    return hashlib.blake2b(np.ascontiguousarray(features[:, : round(_length(duration) * FRAMES_PER_SECOND)]).tobytes(),
+    return hashlib.blake2b(np.ascontiguousarray(features[:, : frames(duration)]).tobytes(),
                            digest_size=16).digest()
 
 
@@ -110,6 +109,11 @@ def _alike(a: int, b: int, owners: Sequence[str], contents: Sequence[bytes]) -> 
     return owners[a] == owners[b] or (bool(contents) and contents[a] == contents[b])
 
 
+def frames(duration: float) -> int:
+    """The frames that hold `duration` seconds, at most a window's."""
+    return min(int(np.ceil(duration * FRAMES_PER_SECOND)), N_FRAMES)
+
+
 def _length(duration: float) -> float:
     """A chunk's length in whole frames, so offsets land on frames."""
-    return min(int(np.ceil(duration * FRAMES_PER_SECOND)), N_FRAMES) / FRAMES_PER_SECOND
+    return frames(duration) / FRAMES_PER_SECOND
