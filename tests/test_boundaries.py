@@ -55,3 +55,15 @@ def test_without_known_speech_times_stay_as_aligned():
     chunk = Chunk(0, ((2.0, 12.0),))
     [segment] = _sentences(chunk, [Word(0.5, 1.0, " Hi", 0.9), Word(1.0, 2.5, " there.", 0.8)], "en", -0.2, 0.01, False)
     assert (segment.start, segment.end, segment.words) == (2.5, 4.5, None)
+
+
+def test_a_comma_and_a_shorter_pause_also_cut():
+    # Whisper joined two sentences with a comma; the speaker paused 0.7 s (2.9–3.6) there
+    chunk = Chunk(0, ((0.0, 8.0),), speech=((0.1, 2.9), (3.6, 7.0)))
+
+    def bounds(*texts):
+        timed = [Word(0.1, 1.5, texts[0], 0.9), Word(1.5, 3.6, texts[1], 0.9), Word(3.6, 5.0, texts[2], 0.9), Word(5.0, 7.0, texts[3], 0.9)]
+        return _bounds(_sentences(chunk, timed, "fr", -0.2, 0.01, False))
+
+    assert bounds(" Il", " pleut,", " nous", " restons.") == [(0.1, 2.9, "Il pleut,"), (3.6, 7.0, "nous restons.")]
+    assert bounds(" Il", " pleut", " nous", " restons.") == [(0.1, 7.0, "Il pleut nous restons.")]  # a pause alone must last 1 s

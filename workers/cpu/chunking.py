@@ -54,6 +54,20 @@ class Chunk:
             offset += length
         return self.spans[-1][1]
 
+    def to_chunk(self, t: float) -> float:
+        """Map a source time to the chunk's own time (a time between spans goes to the next span's start)."""
+        offset = 0.0
+        for a, b in self.spans:
+            if t <= b:
+                return offset + max(t - a, 0.0)
+            offset += b - a
+        return offset
+
+    def tail(self, t: float) -> Chunk:
+        """The part of the chunk from source time `t` on, as a chunk of its own (same index)."""
+        spans = tuple((max(a, t), b) for a, b in self.spans if b > t)
+        return Chunk(self.idx, spans, tuple((max(a, t), b) for a, b in self.speech if b > t))
+
     def pauses(self, min_s: float = 0.0) -> list[tuple[float, float]]:
         """The silences between its stretches of speech (source time), those of `min_s` or longer."""
         return [(a[1], b[0]) for a, b in zip(self.speech, self.speech[1:]) if b[0] - a[1] >= max(min_s, 1e-9)]

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import ctranslate2
 import numpy as np
 
-from murmur.workers.cpu.chunking import Chunk
+from murmur.workers.cpu.chunking import PAD_S, Chunk
 from murmur.workers.gpu import filters
 from murmur.workers.gpu.model import LoadedModel
 from murmur.workers.gpu.packing import Window, content_digest, frames, pack_features, plan_windows
@@ -30,10 +31,16 @@ ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
 BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
 SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
+CLAUSE_PAUSE_S = 0.6  # or this long after a comma: Whisper often joins two sentences with one
 # a packed chunk given fewer words than this per second of its speech lost words to a neighbour
 # or to Whisper skipping it, and is decoded alone (speech runs at 2-4 words a second)
 MIN_PACKED_WORDS_PER_S = 0.5
+# speech after a chunk's last word that is decoded again: more than a breath or a word's tail
+REST_MIN_SPEECH_S = 1.5
+MAX_RESTS = 2
+LOOP_MIN_WORDS = 4  # a repeated sentence this long is a loop; "Thank you." twice may be said
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+_CLAUSE_END = (",", ";", ":", "、", "，", "；")
 _CLOSERS = "\"')]}»”’"
 log = logging.getLogger("murmur")
 
@@ -62,6 +69,7 @@ def decode_batch(
     language: str | None = None,
     candidates: tuple[str, ...] = (),
     owners: Sequence[str] | None = None,
+    rests: int = MAX_RESTS,
 ) -> list[list[Segment]]:
     """Segments for every chunk of the batch, hallucinations removed.
 
@@ -71,6 +79,7 @@ def decode_batch(
     read as a language nobody speaks in the file. `owners` (each chunk's job)
     lets short chunks of different jobs share a window (see `packing`); a
     multilingual batch is never packed, as its languages are per window.
+    Speech left after a chunk's last heard word is decoded again, `rests` times at most.
     """
     ctranslate2.set_random_seed(options.seed)
     durations = [c.duration for c in chunks]
@@ -98,6 +107,8 @@ def decode_batch(
     texts = [[t for t in r.sequences_ids[0] if t < tok.eot] for r in results]
     # avg log-probability per token with the end token counted, as Whisper reports it
     avg_logprobs = [r.scores[0] * max(len(t), 1) / (len(t) + 1) for r, t in zip(results, texts)]
+    # a loop keeps what came before it; the speech after that is decoded again below
+    texts = [tokens[: _before_loop(tok.words(tokens, lang))] for tokens, lang in zip(texts, languages)]
     kept = [
         bool(tokens)
         and not filters.is_silence(result.no_speech_prob, avg_logprob)
@@ -121,10 +132,59 @@ def decode_batch(
             else:
                 unheard.append(member)
     if unheard:  # Whisper skipped (part of) a packed chunk, or judged the window silent: each gets its own window
-        alone = decode_batch(model, features[unheard], [chunks[m] for m in unheard], options, language, candidates)
+        alone = decode_batch(model, features[unheard], [chunks[m] for m in unheard], options, language, candidates,
+                             rests=0)
         for member, segments in zip(unheard, alone):
             out[member] = segments
+    if rests:
+        _decode_rests(model, features, chunks, out, options, language, candidates, rests)
     return out
+
+
+def _decode_rests(model, features, chunks, out, options, language, candidates, rests: int) -> None:
+    """Decode again, and add to `out`, the speech each chunk has after its last heard word.
+
+    Whisper sometimes ends a window early (a sentence that sounds like a
+    goodbye) or loops; with no next window to seek to, the rest of the chunk
+    would be lost. The rest is shifted to the start of a window of its own.
+    """
+    todo = []
+    for m, chunk in enumerate(chunks):
+        if not out[m]:
+            continue  # silent, or nothing trusted: no word to continue from
+        heard = out[m][-1].end
+        if sum(b - max(a, heard) for a, b in chunk.speech if b > heard) < REST_MIN_SPEECH_S:
+            continue
+        start = next(max(a - PAD_S, heard) for a, b in chunk.speech if b > heard)
+        todo.append((m, chunk.tail(start), frames(chunk.to_chunk(start))))
+    if not todo:
+        return
+    log.info("decoding the unheard rest of %d chunk(s)", len(todo))
+    shifted = np.empty((len(todo), *features.shape[1:]), dtype=features.dtype)
+    for row, (m, rest, offset) in enumerate(todo):
+        n = frames(chunks[m].duration) - offset
+        shifted[row, :, :n] = features[m, :, offset : offset + n]
+        shifted[row, :, n:] = features[m].min()  # the log-mel of silence at the chunk's own level
+    again = decode_batch(model, shifted, [rest for _, rest, _ in todo], options, language, candidates, rests=rests - 1)
+    for (m, _, _), segments in zip(todo, again):
+        out[m] = [replace(s, idx=i) for i, s in enumerate(out[m] + segments)]
+
+
+def _before_loop(words: Sequence[tuple[str, list[int]]]) -> int:
+    """How many tokens come before the first sentence that repeats an earlier one word for word."""
+    seen: set[str] = set()
+    sentence: list[str] = []
+    begin = position = 0
+    for text, word_tokens in words:
+        sentence.append(text.strip().lower())
+        position += len(word_tokens)
+        if text.rstrip(_CLOSERS).endswith(_SENTENCE_END):
+            key = " ".join(sentence)
+            if len(sentence) >= LOOP_MIN_WORDS and key in seen:
+                return begin
+            seen.add(key)
+            sentence, begin = [], position
+    return position
 
 
 def _speech_seconds(chunk: Chunk) -> float:
@@ -241,16 +301,18 @@ def _sentences(chunk: Chunk, words: list[Word], language, avg_logprob, no_speech
 
 
 def _split_at_pauses(chunk: Chunk, words: list[Word]) -> list[list[Word]]:
-    """A sentence cut where the speaker paused SPLIT_PAUSE_S or longer: text with no
-    full stop between two sentences, or one long sentence, still gives cues that
-    do not stay on screen through the silence."""
+    """A sentence cut where the speaker paused SPLIT_PAUSE_S or longer, or CLAUSE_PAUSE_S
+    after a comma: text with no full stop between two sentences, or one long
+    sentence, still gives cues that do not stay on screen through the silence."""
     cuts = set()
-    for pause in chunk.pauses(SPLIT_PAUSE_S):
+    for pause in chunk.pauses(CLAUSE_PAUSE_S):
         if not (words[0].start < pause[0] and pause[1] < words[-1].start + BREAK_REACH_S):
             continue  # not inside: no word of the sentence starts after it (a late end is not speech)
         distance = [max(pause[0] - w.start, w.start - pause[1], 0.0) for w in words]
         j = min(range(1, len(words)), key=distance.__getitem__, default=None)
-        if j is not None and distance[j] <= BREAK_REACH_S:
+        if j is None or distance[j] > BREAK_REACH_S:
+            continue
+        if pause[1] - pause[0] >= SPLIT_PAUSE_S or words[j - 1].text.rstrip(_CLOSERS).endswith(_CLAUSE_END):
             cuts.add(j)
     bounds = [0, *sorted(cuts), len(words)]
     return [words[a:b] for a, b in zip(bounds, bounds[1:])]
