@@ -116,7 +116,7 @@ class Settings:
     callback_deadline: int = _variable("MURMUR_CALLBACK_DEADLINE", 10, parse=_positive)
     output_uri: str | None = _variable("MURMUR_OUTPUT_URI", None, "unset: none", parse=_output_uri)
     # Short chunks of different jobs share a Whisper window on a GPU worker (README, "Short jobs share windows")
-    pack_windows: bool = _variable("MURMUR_PACK_WINDOWS", False, "false", parse=_flag)
+    pack_windows: bool = _variable("MURMUR_PACK_WINDOWS", True, "true", parse=_flag)
     upload_dir: Path | None = _variable("MURMUR_UPLOAD_DIR", None, "~/.local/share/murmur/uploads", parse=lambda t: Path(t).resolve())
     api_max_jobs: int = _variable("MURMUR_API_MAX_JOBS", 100, parse=_positive)
     metrics_port: int = _variable("MURMUR_METRICS_PORT", 0, "0: none", parse=_whole)

@@ -84,7 +84,7 @@ class Context:
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
     output_uri: str | None = None  # where a finished job's transcript files go (MURMUR_OUTPUT_URI)
-    pack_windows: bool = False  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
+    pack_windows: bool = True  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
 
     held: Leases = field(default_factory=lambda: Leases())
 

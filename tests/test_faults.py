@@ -25,7 +25,7 @@ from murmur.db import queries
 from murmur.settings import get_settings
 from murmur.tasks.client import Client, JobFailed
 from murmur.workers.transcript import Segment
-from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, words
+from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, word_error_rate, words
 from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - embedded is a fixture
 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
@@ -117,6 +117,18 @@ def _texts(client: Client, job_id: str) -> list[str]:
     return _texts_of(client.result(job_id))
 
 
+def _assert_transcribed(client: Client, job_id: str, expected: list[str], name: str = "") -> None:
+    """The job's transcript says what the embedded runner's does: no chunk lost, none stored twice.
+
+    Words, not punctuation, and not to the word: a short chunk may have shared a
+    Whisper window with another job's (MURMUR_PACK_WINDOWS), which can move a
+    comma or change a word. A lost or doubled chunk costs far more than 5%.
+    """
+    got = _texts(client, job_id)
+    assert word_error_rate(" ".join(expected), " ".join(got)) <= 0.05, (name, got, expected)
+    assert bool(got) == bool(expected), name
+
+
 def _texts_of(transcript) -> list[str]:
     return [s.text for s in transcript.segments]
 
@@ -155,7 +167,7 @@ def test_redis_flushed_with_decode_messages_queued_every_job_ends_done(fleet, em
     fleet.start("gpu")
     for job_id, (name, language) in zip(jobs, FILES):
         fleet.client.wait(job_id, timeout=180)
-        assert _texts(fleet.client, job_id) == [t.text for t in embedded(name, language=language).segments], name
+        _assert_transcribed(fleet.client, job_id, _texts_of(embedded(name, language=language)), name)
         _no_duplicates(fleet.client, job_id)
         assert fleet.client.status(job_id).chunks_done == fleet.client.status(job_id).n_chunks
     assert time.monotonic() - flushed < 120
@@ -172,14 +184,14 @@ def test_redis_restarted_mid_run_every_job_ends_done(fleet, embedded):
     restarted = time.monotonic()
     for job_id, (name, _) in zip(jobs, FILES):
         fleet.client.wait(job_id, timeout=180)
-        assert _texts(fleet.client, job_id) == expected[name], name
+        _assert_transcribed(fleet.client, job_id, expected[name], name)
         _no_duplicates(fleet.client, job_id)
     assert time.monotonic() - restarted < 150
     # the same worker processes go on consuming: a job submitted now is transcribed by them
     pids = {w.proc.pid for w in fleet.workers}
     after = fleet.client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en")
     fleet.client.wait(after, timeout=60)
-    assert _texts(fleet.client, after) == expected["jfk_inaugural_1961.flac"]
+    _assert_transcribed(fleet.client, after, expected["jfk_inaugural_1961.flac"])
     assert {w.proc.pid for w in fleet.workers} == pids and all(w.proc.poll() is None for w in fleet.workers)
 
 
@@ -207,7 +219,7 @@ def test_a_cpu_worker_killed_mid_prepare_is_replaced_within_a_minute(fleet, embe
     replanned = time.monotonic() - killed
     fleet.client.wait(job_id, timeout=300)
     assert replanned < 60, replanned
-    assert _texts(fleet.client, job_id) == expected
+    _assert_transcribed(fleet.client, job_id, expected)
     _no_duplicates(fleet.client, job_id)
     assert queries.get_job(fleet.client.db, job_id).attempts == 1
 
@@ -253,11 +265,11 @@ def test_postgres_unreachable_for_two_minutes_mid_decode(fleet, embedded):
         admin.dispose()
     for job_id, name in zip(jobs, names):
         fleet.client.wait(job_id, timeout=300)
-        assert _texts(fleet.client, job_id) == expected[name], name
+        _assert_transcribed(fleet.client, job_id, expected[name], name)
         _no_duplicates(fleet.client, job_id)
     with fleet.client.db() as s:
         stored = s.scalar(select(func.count()).select_from(Segment).where(Segment.job_id == jobs[0]))
-    assert stored == len(expected["en_5min.flac"])
+    assert stored == len(_texts(fleet.client, jobs[0]))  # no segment row stored twice
     assert all(w.proc.poll() is None for w in fleet.workers)
 
 
@@ -281,7 +293,7 @@ def test_a_redis_that_refuses_writes_for_a_while_costs_no_job(fleet, embedded):
     _wait_until(fleet.client, [job_id], lambda statuses: statuses[0].chunks_done >= 1, timeout=180)
     refuse_writes(4)  # each decode takes about 2 s here: some finish inside the window
     fleet.client.wait(job_id, timeout=240)
-    assert _texts(fleet.client, job_id) == expected
+    _assert_transcribed(fleet.client, job_id, expected)
     _no_duplicates(fleet.client, job_id)
     assert all(w.proc.poll() is None for w in fleet.workers)
 
@@ -314,10 +326,10 @@ def test_prepare_waits_for_room_in_redis_and_no_job_fails_for_it(fleet, embedded
             assert s.scalar(text("SELECT max(attempts) FROM jobs WHERE id = ANY(:ids)"), {"ids": [big, *burst]}) == 0
         fleet.start("gpu")
         fleet.client.wait(big, timeout=240)
-        assert _texts(fleet.client, big) == expected["en_5min.flac"]
+        _assert_transcribed(fleet.client, big, expected["en_5min.flac"])
         for job_id, (name, _) in zip(burst, FILES * 2):
             fleet.client.wait(job_id, timeout=120)
-            assert _texts(fleet.client, job_id) == expected[name], name
+            _assert_transcribed(fleet.client, job_id, expected[name], name)
     finally:
         fleet.stop(cpu)
         fleet.start("cpu")
