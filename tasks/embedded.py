@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -11,7 +12,9 @@ from murmur.db.session import sessions, upgrade
 from murmur.settings import get_settings
 from murmur.tasks import stages
 from murmur.tasks.batching import plan_batches
+from murmur.tasks.store import TensorRef
 from murmur.workers.errors import MurmurError
+from murmur.workers.gpu.language import DETECT_CHUNKS, detection_chunks
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Transcript
 
@@ -59,14 +62,25 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
         refs = stages.prepare(ctx, job_id)
         if refs is None:  # cancelled before it started
             raise MurmurError(queries.get_job(ctx.db, job_id).error or "the job ended before it was prepared")
-        stages.detect_language(ctx, job_id, refs)
         batches = plan_batches(len(refs), options.batch_size, ctx.decoders())
         concurrent = max(1, min(ctx.decoders(), len(batches)))
+        refs, encoded = list(refs), {}
         done = 0
         if on_progress:
             on_progress(done, len(refs))
         with ThreadPoolExecutor(max_workers=concurrent) as pool:
-            futures = {pool.submit(stages.decode, ctx, [(job_id, r) for r in refs[b]], concurrent): b for b in batches}
+            first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
+            if first is None:
+                stages.detect_language(ctx, job_id, refs)
+            else:  # the language is voted from the first batches' encoder output, which their decode then reuses
+                refs, picks = first
+                started = time.perf_counter()
+                encoded = {b.start: e for b, e in zip(batches, pool.map(
+                    lambda b: stages.encode_batch(ctx, job_id, refs[b], picks, concurrent), batches[:concurrent]))}
+                stages.vote_language(ctx, job_id, [w for e in encoded.values() for w in e.languages],
+                                     time.perf_counter() - started)
+            futures = {pool.submit(stages.decode, ctx, [(job_id, r) for r in refs[b]], concurrent,
+                                   encoded.pop(b.start, None)): b for b in batches}
             for future in as_completed(futures):
                 future.result()
                 done += len(refs[futures[future]])
@@ -84,3 +98,18 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
         queries.fail_job(ctx.db, job_id, reason)
         raise
+
+
+def _first_batches(refs: list[TensorRef], batches: list[slice], concurrent: int) -> tuple[list[TensorRef], set[int]] | None:
+    """The chunks reordered so that those that vote on the language (spread over the file) lie in the
+    first `concurrent` batches, shared between them; with the picked chunk indices. None if they do not fit."""
+    picked = [refs[i] for i in detection_chunks(len(refs), DETECT_CHUNKS)]
+    shares = [picked[j::concurrent] for j in range(concurrent)]
+    if any(len(share) > b.stop - b.start for share, b in zip(shares, batches)):
+        return None
+    rest = iter([r for r in refs if r not in picked])
+    ordered = []
+    for j, b in enumerate(batches):
+        share = shares[j] if j < concurrent else []
+        ordered += share + [next(rest) for _ in range(b.stop - b.start - len(share))]
+    return ordered, {r.chunk_idx for r in picked}

@@ -179,14 +179,50 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str
     return language
 
 
-def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1) -> list[str]:
+@dataclass
+class Encoded:
+    """A batch of one job's chunks through the encoder, with the top language of those picked to vote.
+
+    The embedded runner detects the language from the first batches decode
+    encodes anyway, and hands each its encoder output back: no extra pass."""
+
+    refs: list[TensorRef]
+    output: object  # ctranslate2.StorageView
+    languages: list[tuple[str, float]]
+
+
+def encode_batch(ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1) -> Encoded:
+    """Encode the chunks of `refs` and detect the language of those whose index is in `picks`."""
+    model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
+    output = encode(model, _load_features(ctx, [(job_id, r) for r in refs]))
+    top = top_languages(model, output)
+    return Encoded(refs, output, [language for ref, language in zip(refs, top) if ref.chunk_idx in picks])
+
+
+def vote_language(ctx: Context, job_id: str, windows: list[tuple[str, float]], seconds: float) -> str | None:
+    """Record the language most of `windows` agree on (see `language.vote`); `seconds` it took."""
+    guess = vote(windows)
+    queries.set_language(ctx.db, job_id, guess.language, guess.probability, [])
+    queries.add_timing(ctx.db, job_id, "detect", seconds)
+    return guess.language
+
+
+def detects_in_decode(ctx: Context, job_id: str, concurrent: int = 1) -> bool:
+    """Whether the job's language is to be voted from decode's first batches: a multilingual model,
+    no language given, one language for the whole file."""
+    options = queries.get_job(ctx.db, job_id).job_options()
+    return not options.language and not options.multilingual and ctx.model(options.model, concurrent).multilingual
+
+
+def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1, encoded: Encoded | None = None) -> list[str]:
     """Decode one batch of chunks, from one job or many, and store each chunk's segments.
 
     Chunks of jobs that have ended and chunks already decoded (a redelivered
     message) are skipped. Chunks are decoded together when their jobs share a
     model and decode options. Returns the jobs that this batch completed, or
     found complete: each is ready for `assemble`. `concurrent` is how many
-    batches the caller runs at the same time.
+    batches the caller runs at the same time. `encoded`: these items' encoder
+    output from `encode_batch`, used if every item is still to be decoded.
     """
     started = time.perf_counter()
     jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
@@ -219,7 +255,8 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
         if not group:
             continue
         options, language, candidates = decoding[key]
-        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent):
+        reused = encoded.output if encoded and [ref for _, ref, _, _ in group] == list(encoded.refs) else None
+        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent, reused):
             for (job_id, _, chunk, _), segments in zip(part, results):
                 chunk_language = segments[0].language if segments else None
                 if queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker):
@@ -233,14 +270,14 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
 
 
-def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int):
+def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded=None):
     """The group's results; should the batch raise, each job's chunks are decoded on their own and
     only a job whose own chunks fail is failed, with its reason. Yields (items, their segments)."""
     model = ctx.model(options.model, concurrent)
     try:
         features = np.stack([f for *_, f in group])
         yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
-                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None)
+                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None, encoded=encoded)
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
         jobs = list(dict.fromkeys(job_id for job_id, *_ in group))

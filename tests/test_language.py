@@ -1,4 +1,4 @@
-"""Language voting as a pure function."""
+"""Language voting as a pure function, and where the voters go among the first batches."""
 
 from murmur.workers.gpu.language import detection_chunks, vote
 
@@ -22,3 +22,20 @@ def test_vote_counts_confident_windows_and_breaks_ties_by_probability():
 def test_spoken_languages_leave_out_stray_votes():
     guess = vote([("en", 0.9), ("en", 0.8), ("en", 0.7), ("de", 0.9), ("de", 0.95), ("fi", 0.6)])
     assert guess.spoken() == ("de", "en")
+
+
+def test_the_voting_chunks_lead_the_first_batches():
+    from murmur.tasks.batching import plan_batches
+    from murmur.tasks.embedded import _first_batches
+    from murmur.tasks.store import TensorRef
+
+    for n in (1, 2, 3, 5, 9, 40):
+        refs = [TensorRef(f"murmur:feat:job:{i}", (80, 3000), "float32") for i in range(n)]
+        batches = plan_batches(n, 8, 2)
+        concurrent = min(2, len(batches))
+        ordered, picks = _first_batches(refs, batches, concurrent)
+        assert sorted(ordered, key=lambda r: r.chunk_idx) == refs  # every chunk once
+        assert picks == set(detection_chunks(n))
+        first = [r.chunk_idx for b in batches[:concurrent] for r in ordered[b]]
+        assert picks <= set(first)  # all voters are encoded in the first round
+        assert all(any(r.chunk_idx in picks for r in ordered[b]) for b in batches[:concurrent])  # shared between them

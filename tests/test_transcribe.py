@@ -182,3 +182,26 @@ def test_a_job_that_breaks_its_batch_fails_alone(ctx, base_model):
     for job_id, reason in [(damaged, "internal error while decoding: "), (garbled, "invalid seed [1]")]:
         row = queries.get_job(ctx.db, job_id)
         assert row.status == "failed" and reason in row.error, row.error
+
+
+def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypatch):
+    """The language is voted from the first batches decode encodes anyway: every chunk goes
+    through the encoder once, and the transcript is the one the given language gives."""
+    from murmur.workers.gpu import decode
+
+    encoded_rows = []
+    real_encode = decode.encode
+
+    def counting_encode(model, features):
+        encoded_rows.append(len(features))
+        return real_encode(model, features)
+
+    monkeypatch.setattr(decode, "encode", counting_encode)
+    monkeypatch.setattr(stages, "encode", counting_encode)
+    detected = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3")
+    job = queries.get_job(ctx.db, detected.job_id)
+    assert job.n_chunks >= 2 and sum(encoded_rows) == job.n_chunks  # no chunk encoded twice
+    assert detected.language == "de" and detected.language_probability > 0.8
+    assert job.detect_seconds > 0
+    given = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3", language="de")
+    assert [s.text for s in detected.segments] == [s.text for s in given.segments]

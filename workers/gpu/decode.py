@@ -70,6 +70,7 @@ def decode_batch(
     candidates: tuple[str, ...] = (),
     owners: Sequence[str] | None = None,
     rests: int = MAX_RESTS,
+    encoded: ctranslate2.StorageView | None = None,
 ) -> list[list[Segment]]:
     """Segments for every chunk of the batch, hallucinations removed.
 
@@ -80,16 +81,19 @@ def decode_batch(
     lets short chunks of different jobs share a window (see `packing`); a
     multilingual batch is never packed, as its languages are per window.
     Speech left after a chunk's last heard word is decoded again, `rests` times at most.
+    `encoded` is the encoder output of `features`, when the caller ran it already
+    (to detect the language); the chunks then keep a window each.
     """
     ctranslate2.set_random_seed(options.seed)
     durations = [c.duration for c in chunks]
-    if owners is None or options.multilingual:
+    if owners is None or options.multilingual or encoded is not None:
         windows = [Window((i,), ((0.0, d),)) for i, d in enumerate(durations)]
     else:
         windows = plan_windows(durations, owners, [content_digest(f, d) for f, d in zip(features, durations)])
         if len(windows) < len(chunks):
             log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(owners)), len(windows))
-    encoded = encode(model, pack_features(features, durations, windows))
+    if encoded is None:
+        encoded = encode(model, pack_features(features, durations, windows))
     languages = _chunk_languages(model, encoded, len(windows), options, language, candidates)
     whisper_tasks = [_whisper_task(lang, options) for lang in languages]
     tok = model.tokenizer
