@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_embedded.py
+	$(PY) bench/bench_processes.py
 
 # producer commands from the shell beside `celery --help` (needs the machine's Redis)
 bench-startup: setup
