@@ -19,7 +19,6 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
-import torch
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from murmur.db.session import sessions, upgrade
@@ -66,7 +65,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    torch.set_num_threads(1)
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from faster_whisper.feature_extractor import FeatureExtractor

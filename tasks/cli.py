@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("kind", choices=("cpu", "gpu"))
     worker.add_argument("--device", help="gpu worker: auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
     worker.add_argument("--compute-type", help="gpu worker: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
-    worker.add_argument("--threads", type=int, default=1, help="CPU threads for the model (gpu) or for torch (cpu); default 1")
+    worker.add_argument("--threads", type=int, default=1, help="CPU threads for the model (gpu) or for the VAD's matrix products (cpu); default 1")
     worker.add_argument("--batch-size", type=int, help="gpu worker: chunks per batch, from any jobs (default $MURMUR_BATCH_SIZE or 8)")
     worker.add_argument("--concurrency", type=int, default=0, help="Celery threads (default: 2 on cpu, the batch size on gpu)")
     worker.add_argument("--loglevel", default="INFO")
@@ -185,6 +185,8 @@ def _result(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.kind == "cpu":  # numpy's BLAS reads its thread count once, as it loads
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, args.threads or 1)))
     from murmur.settings import get_settings
     from murmur.tasks import worker
 

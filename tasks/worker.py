@@ -42,7 +42,7 @@ class WorkerConfig:
     kind: str = "gpu"
     device: str = "auto"
     compute_type: str = "auto"
-    threads: int = 1  # CPU threads for the model (gpu) or for torch (cpu)
+    threads: int = 1  # CPU threads for the model (gpu) or for numpy's BLAS (cpu)
     batch_size: int = 8
     concurrency: int = 0  # Celery threads; 0: 2 on a CPU worker, the batch size on a GPU worker
     flush_seconds: float = FLUSH_SECONDS
@@ -177,10 +177,6 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     signal.signal(signal.SIGTERM, _stop_starting)
     settings = get_settings()
     check_schema(settings.fleet_database_url)
-    if config.kind == "cpu":
-        import torch
-
-        torch.set_num_threads(max(1, config.threads))
     with _state_lock:
         _state = proc = WorkerState(config, settings)
     if config.kind == "gpu":

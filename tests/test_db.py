@@ -15,6 +15,7 @@ from murmur.db.session import engine_for, sessions, upgrade
 from murmur.settings import Settings
 from murmur.tasks.reconciler import Reconciler
 from murmur.workers.cpu.chunking import Chunk
+from murmur.workers.errors import MurmurError
 from murmur.workers.transcript import Segment, Word
 
 
@@ -44,6 +45,23 @@ def test_migrations_arrive_at_exactly_the_models(db):
         differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert differences == []
     assert {"jobs", "chunks", "segments", "alembic_version"} <= set(inspect(engine_for(url)).get_table_names())
+
+
+def test_head_names_the_newest_migration_and_an_old_schema_is_caught(tmp_path):
+    """`upgrade` skips Alembic for a database at HEAD, so HEAD must be Alembic's own head."""
+    from alembic.script import ScriptDirectory
+
+    from murmur.db.session import HEAD, _alembic_config, check_schema, current_revision
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    assert ScriptDirectory.from_config(_alembic_config(url)).get_current_head() == HEAD
+    assert current_revision(url) is None
+    upgrade(url, "0004")
+    with pytest.raises(MurmurError, match="revision 0004, not 0005: run `murmur db upgrade`"):
+        check_schema(url)
+    upgrade(url)
+    assert current_revision(url) == HEAD
+    check_schema(url)
 
 
 def test_a_chunk_is_stored_once_and_a_duplicate_decode_changes_nothing(db):

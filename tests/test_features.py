@@ -1,4 +1,4 @@
-"""Batched torch log-mel against faster-whisper's FeatureExtractor on real audio."""
+"""numpy log-mel against faster-whisper's FeatureExtractor on real audio."""
 
 from __future__ import annotations
 

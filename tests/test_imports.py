@@ -1,5 +1,6 @@
 """A producer loads no compute: importing the client and running `murmur status` or
-`murmur --help` leaves torch, CTranslate2, silero and PyAV unloaded (fresh interpreters)."""
+`murmur --help` leaves torch, CTranslate2, silero and PyAV unloaded; a transcription
+loads the compute it uses and never torch (fresh interpreters)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 from murmur.db import queries
+from tests.conftest import DATA
 from murmur.db.session import sessions, upgrade
 
 HEAVY = ("torch", "ctranslate2", "silero_vad", "av", "onnxruntime", "tokenizers", "numpy")
@@ -44,3 +46,17 @@ def test_help_loads_no_compute_and_no_database():
         {},
     )
     assert "transcribe" in stdout and loaded["heavy"] == []
+
+
+def test_transcribing_loads_no_torch_and_no_alembic_on_a_migrated_database(tmp_path):
+    """A user's run starts on numpy: the VAD reads silero's weights without torch (≈2.5 s and
+    ≈180 MB here), and a database already at the newest revision is used without Alembic."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    loaded, stdout = _loaded_after(
+        f"from murmur.tasks.cli import main\nmain(['transcribe', {str(DATA / 'jfk_inaugural_1961.flac')!r}])\n"
+        "assert 'alembic' not in sys.modules",
+        {"MURMUR_DATABASE_URL": url},
+    )
+    assert "ask not what" in stdout
+    assert loaded["heavy"] == ["av", "ctranslate2", "numpy", "tokenizers"]

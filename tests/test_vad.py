@@ -1,4 +1,4 @@
-"""The batched VAD gives silero's own probabilities, and finds speech where it is."""
+"""The numpy VAD gives silero's own probabilities, and finds speech where it is."""
 
 from __future__ import annotations
 
@@ -61,4 +61,4 @@ def test_encoder_blocks_leave_no_seams(vad, monkeypatch):
     audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
     whole = vad.probabilities(audio)
     monkeypatch.setattr(module, "_ENCODER_BATCH", 37)
-    np.testing.assert_array_equal(vad.probabilities(audio), whole)
+    np.testing.assert_allclose(vad.probabilities(audio), whole, atol=1e-5)  # BLAS sums in another order, no more
