@@ -71,7 +71,7 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
         with ThreadPoolExecutor(max_workers=concurrent) as pool:
             first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
             if first is None:
-                stages.detect_language(ctx, job_id, refs)
+                stages.detect_language(ctx, job_id, refs, concurrent)
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
                 started = time.perf_counter()

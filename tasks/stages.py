@@ -79,7 +79,6 @@ class Context:
     threads: int = 0  # CPU threads for the model in all; 0: every core
     worker: str | None = None  # recorded on each chunk this process decodes
     lease_owner: str | None = None  # the name its leases are held under: unique to this start of the process
-    decodes: bool = True  # False on a CPU worker: featurize without loading a decoder
     model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
@@ -87,6 +86,7 @@ class Context:
     pack_windows: bool = True  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
 
     held: Leases = field(default_factory=lambda: Leases())
+    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def vad(self) -> SileroVad:
@@ -101,14 +101,17 @@ class Context:
         return 1 if resolve_device(self.device) == "cuda" else self.cpu_threads
 
     def n_mels(self, name: str) -> int:
-        return self.model(name).n_mels if self.decodes else model_n_mels(name, self.model_dirs)
+        return model_n_mels(name, self.model_dirs)  # read from the model's files: no load in the shape decode does not use
 
     def model(self, name: str, concurrent: int = 1) -> LoadedModel:
-        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
-        if concurrent > 1 and resolve_device(self.device) == "cpu":
-            return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent,
-                              self.model_dirs)
-        return load_model(name, self.device, self.compute_type, self.cpu_threads, 1, self.model_dirs)
+        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them.
+
+        Loaded under a lock: threads that ask at once would each load a copy (≈270 MB for base)."""
+        with self._loading:
+            if concurrent > 1 and resolve_device(self.device) == "cpu":
+                return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent,
+                                  self.model_dirs)
+            return load_model(name, self.device, self.compute_type, self.cpu_threads, 1, self.model_dirs)
 
 
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
@@ -152,18 +155,19 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     return refs
 
 
-def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> str | None:
+def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> str | None:
     """The job's language, voted over chunks spread across the file.
 
     Skipped (returns what is known) when the job names a language or the model
     is English-only. In multilingual mode each chunk is detected again when it
     is decoded, among the languages this vote found spoken in the file.
+    `concurrent` as for `decode`, so the model is the one decode loads.
     """
     started = time.perf_counter()
     options = queries.get_job(ctx.db, job_id).job_options()
-    model = ctx.model(options.model)
     spoken: list[str] = []
-    if options.language:
+    model = None if options.language else ctx.model(options.model, concurrent)
+    if model is None:
         language, probability = options.language, None
     elif not model.multilingual:
         language, probability = "en", None

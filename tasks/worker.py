@@ -77,7 +77,6 @@ class WorkerState:
             threads=config.threads,
             worker=f"{config.kind}-{config.name}",
             lease_owner=f"{config.kind}-{config.name}/{uuid.uuid4().hex[:8]}",
-            decodes=config.kind == "gpu",
             model_dirs=settings.model_dirs,
             lease_seconds=settings.lease_seconds,
             max_duration=settings.max_duration,

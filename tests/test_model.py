@@ -54,3 +54,21 @@ def test_a_fleet_loads_only_bundled_models_and_those_under_its_model_dirs(tmp_pa
     (tmp_path / "base").mkdir()  # a folder named like a bundled model in the working directory
     monkeypatch.chdir(tmp_path)
     assert resolve_model("base").name.startswith("base-")  # the bundled one, not ./base
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("name", ["base", "tiny.en"])
+def test_mel_bins_are_read_from_the_header_without_a_load(name, tmp_path):
+    """A transcription loads its model once, in the shape decode uses: n_mels comes from model.bin."""
+    from murmur.workers.gpu.model import model_n_mels, variable_shapes
+
+    model_n_mels.cache_clear()
+    loads = load_model.cache_info().misses
+    n_mels = model_n_mels(name)
+    assert load_model.cache_info().misses == loads
+    shapes = variable_shapes(resolve_model(name) / "model.bin")
+    assert shapes["encoder/conv1/weight"][1] == n_mels == load_model(name, "cpu", "int8", 1).n_mels == 80
+    assert shapes["decoder/embeddings/weight"][0] in (51864, 51865)  # the vocabulary: tiny.en, base
+    broken = tmp_path / "model.bin"
+    broken.write_bytes(b"\x06\x00\x00\x00\xff")
+    assert variable_shapes(broken) == {}

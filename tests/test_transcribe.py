@@ -205,3 +205,16 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     assert job.detect_seconds > 0
     given = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3", language="de")
     assert [s.text for s in detected.segments] == [s.text for s in given.segments]
+
+
+def test_a_job_of_several_batches_loads_one_model_in_one_shape(ctx, base_model):
+    """Two decoders side by side share one model object (two replicas); nothing loads
+    the one-replica shape only to read n_mels or to check the model is multilingual."""
+    from murmur.workers.gpu.model import load_model
+
+    load_model.cache_clear()
+    for language in (None, "de"):  # detected from decode's batches, and given
+        result = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3", batch_size=1, language=language)
+        assert queries.get_job(ctx.db, result.job_id).n_chunks >= 2 and result.language == "de"
+    assert load_model.cache_info().currsize == 1
+    assert load_model.cache_info().misses == 1

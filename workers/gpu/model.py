@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -145,10 +146,12 @@ def load_model(
 
 @lru_cache(maxsize=8)
 def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None = None) -> int:
-    """Mel bins the model expects, for a CPU worker that featurizes but never decodes.
+    """Mel bins the model expects, known before (or without) loading it.
 
-    Read from the model's preprocessor_config.json when it has one (hub
-    downloads do); otherwise from a one-thread CPU load, cached for the process.
+    From the model's preprocessor_config.json when it has one (hub downloads
+    do), else from the shape of the encoder's first convolution in model.bin's
+    header; only a file neither can read costs a one-thread CPU load. A
+    process loads its model once, in the shape its decoding needs.
     """
     path = resolve_model(name, model_dirs=model_dirs)
     config = path / "preprocessor_config.json"
@@ -157,7 +160,38 @@ def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None 
             return int(json.loads(config.read_text())["feature_size"])
         except (ValueError, KeyError, TypeError):
             pass
+    shape = variable_shapes(path / "model.bin").get("encoder/conv1/weight")
+    if shape is not None and len(shape) == 3:
+        return shape[1]  # [d_model, n_mels, kernel]
     return load_model(name, "cpu", "int8", 1, 1, model_dirs).n_mels
+
+
+def variable_shapes(model_bin: Path) -> dict[str, tuple[int, ...]]:
+    """Each variable's shape from a CTranslate2 model.bin, seeking past the weights;
+    empty for a file in a layout this reader does not know.
+
+    The layout (CTranslate2 binary version 5 and 6): version, spec name and
+    revision, a variable count, then per variable its name, rank, dimensions,
+    type, byte count and bytes, all little-endian.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with open(model_bin, "rb") as f:
+            (version,) = struct.unpack("<I", f.read(4))
+            if version not in (5, 6):
+                return {}
+            f.seek(struct.unpack("<H", f.read(2))[0] + 4, os.SEEK_CUR)  # spec name, revision
+            (count,) = struct.unpack("<I", f.read(4))
+            for _ in range(count):
+                name = f.read(struct.unpack("<H", f.read(2))[0]).rstrip(b"\0").decode()
+                rank = f.read(1)[0]
+                dims = struct.unpack(f"<{rank}I", f.read(4 * rank))
+                f.seek(1, os.SEEK_CUR)  # type
+                f.seek(struct.unpack("<I", f.read(4))[0], os.SEEK_CUR)
+                shapes[name] = dims
+    except (OSError, struct.error, IndexError, UnicodeDecodeError):
+        return {}
+    return shapes
 
 
 def _has_package(package: str) -> bool:
