@@ -135,10 +135,10 @@ def decode_batch(
     texts = [tokens[: _before_loop(tok.words(tokens, lang))] for tokens, lang in zip(texts, languages)]
     kept = [
         bool(tokens)
-        and not filters.is_silence(result.no_speech_prob, avg_logprob)
+        and not filters.is_silence(result.no_speech_prob, avg_logprob, heard=any(chunks[m].speech for m in window.members))
         # a loop over the whole window: nothing in it can be trusted
         and not filters.is_repetitive(tok.decode(tokens))
-        for result, tokens, avg_logprob in zip(results, texts, avg_logprobs)
+        for result, tokens, avg_logprob, window in zip(results, texts, avg_logprobs, windows)
     ]
     lengths = [w.length for w in windows]
     timings = _align(model, encoded, lengths, starts, [t if keep else [] for t, keep in zip(texts, kept)])
