@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.db import queries
 from murmur.db.models import ChunkRow, ChunkState, JobState
 from murmur.tasks.store import LocalTensorStore, TensorRef, TensorStore
-from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
-from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
+from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
+from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_chunks
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
@@ -134,20 +134,19 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     if options.language:
         queries.update_job(ctx.db, job_id, language=options.language)
     with local_file(job.source) as path:
-        audio = decode_audio(path, max_seconds=ctx.max_duration)
-    duration = audio.size / SAMPLE_RATE
-    probs = ctx.vad.probabilities(audio)
-    chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual,
-                         speech=speech_spans(probs, EDGES))
-    # chunk audio is cut lazily, a block at a time, so the file is not held twice
-    features = iter_log_mel((chunk_audio(audio, c) for c in chunks), n_mels)
-    refs = []
-    held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
-    for chunk, array in zip(chunks, features):
-        ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
-        refs.append(ctx.store.put(job_id, chunk.idx, array))
-        held += array.nbytes
-    del audio
+        # the file is read twice as a stream (for the VAD, then for the chunks): hours of audio are never held whole
+        decoded = _Counted(stream_audio(path, max_seconds=ctx.max_duration))
+        probs = ctx.vad.probabilities(decoded)
+        duration = decoded.samples / SAMPLE_RATE
+        chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual,
+                             speech=speech_spans(probs, EDGES))
+        refs = []
+        held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
+        with closing(stream_audio(path)) as blocks:
+            for chunk, array in zip(chunks, iter_log_mel(cut_chunks(blocks, chunks), n_mels)):
+                ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
+                refs.append(ctx.store.put(job_id, chunk.idx, array))
+                held += array.nbytes
     if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_owner):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
@@ -357,9 +356,23 @@ def _with_features(ctx: Context, group: list[tuple[str, TensorRef, Chunk]]) -> l
 
 def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
     job = queries.get_job(ctx.db, job_id)
-    with local_file(job.source) as path:
-        audio = decode_audio(path)
-    return log_mel([chunk_audio(audio, c) for c in chunks], ctx.n_mels(job.job_options().model))
+    ordered = sorted(chunks, key=lambda c: c.spans[0][0])
+    with local_file(job.source) as path, closing(stream_audio(path)) as blocks:
+        cut = dict(zip((c.idx for c in ordered), cut_chunks(blocks, ordered)))
+    return log_mel([cut[c.idx] for c in chunks], ctx.n_mels(job.job_options().model))
+
+
+class _Counted:
+    """Blocks passed through, counting their samples: a stream's length is known once it has been read."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self._blocks = blocks
+        self.samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self._blocks:
+            self.samples += block.size
+            yield block
 
 
 def _chunk_rows(ctx: Context, job_id: str, refs: Sequence[TensorRef]) -> dict[tuple[str, int], ChunkRow]:

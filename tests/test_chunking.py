@@ -57,3 +57,19 @@ def test_snap_trims_a_word_to_the_speech_it_starts_in():
     assert chunk.snap(9.95, 10.5) == (10.0, 10.5)  # a start in the pause moves to the speech nearest it
     assert chunk.snap(5.05, 5.1) == (5.0, 5.0)
     assert Chunk(0, ((0.0, 3.0),)).snap(0.5, 2.9) == (0.5, 2.9)  # no speech known: times as aligned
+
+
+def test_chunks_cut_from_blocks_as_they_pass_are_the_chunks_cut_from_the_array():
+    """A job cuts its chunks from the file as it decodes: block sizes must not matter."""
+    from murmur.workers.cpu.chunking import cut_chunks
+
+    audio = np.random.default_rng(3).standard_normal(16000 * 20).astype(np.float32)
+    chunks = [Chunk(0, ((0.5, 2.0), (2.5, 4.0))), Chunk(1, ((4.0, 9.25),)), Chunk(2, ((9.3, 9.4), (12.0, 19.99)))]
+    expected = [chunk_audio(audio, c) for c in chunks]
+    for sizes in ([16000 * 20], [1] * 7 + [1153] * 300, [4096] * 100):
+        blocks = np.split(audio, np.cumsum(sizes)[:-1])
+        got = list(cut_chunks(iter(blocks), chunks))
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert list(cut_chunks(iter([audio]), [])) == []

@@ -62,3 +62,16 @@ def test_encoder_blocks_leave_no_seams(vad, monkeypatch):
     whole = vad.probabilities(audio)
     monkeypatch.setattr(module, "_ENCODER_BATCH", 37)
     np.testing.assert_allclose(vad.probabilities(audio), whole, atol=1e-5)  # BLAS sums in another order, no more
+
+
+def test_blocks_as_they_decode_give_the_probabilities_of_the_whole_array(vad, monkeypatch):
+    """A job streams its file through the VAD; block sizes and group cuts must not matter."""
+    import murmur.workers.cpu.vad as module
+    from murmur.workers.cpu.audio import stream_audio
+
+    audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
+    whole = vad.probabilities(audio)
+    np.testing.assert_allclose(vad.probabilities(stream_audio(DATA / "jfk_inaugural_1961.flac")), whole, atol=1e-5)
+    monkeypatch.setattr(module, "_ENCODER_BATCH", 50)
+    odd = np.split(audio, [1, 700, 5000, 5001, 90000, 90000])
+    np.testing.assert_allclose(vad.probabilities(iter(odd)), whole, atol=1e-5)

@@ -1,9 +1,10 @@
 """Decoding: any container and codec PyAV reads → 16 kHz mono float32.
 
-Decoding is streamed frame by frame through one resampler, and the blocks are
-written straight into a buffer sized from the container's declared
-duration, so a 3-hour file is held once (≈690 MB), never as a list of blocks
-plus a concatenated copy.
+Decoding is streamed frame by frame through one resampler. A job reads its
+file as a stream of blocks, twice (once for the VAD, once to cut its chunks),
+so a 3-hour file is never held whole (it would be ≈690 MB); `decode_audio`
+gathers the blocks into one buffer sized from the container's declared
+duration, for callers that want the whole array.
 """
 
 from __future__ import annotations
@@ -47,23 +48,38 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_se
     for audio longer than `max_seconds`: counted from the decoded samples, not
     the header, so a small file of hours of silence cannot fill the memory.
     """
-    with _open(path) as (container, stream, declared):
-        if max_seconds is not None and declared is not None:
-            declared = min(declared, max_seconds)  # a header's claim never sizes the buffer beyond the limit
-        buffer = np.empty(int((declared or 0.0) * sample_rate) + sample_rate, dtype=np.float32)
-        filled = 0
-        limit = None if max_seconds is None else int(max_seconds * sample_rate)
-        for block in _blocks(container, stream, declared, Path(path).name, sample_rate):
-            if limit is not None and filled + block.size > limit:
-                raise AudioError(f"{Path(path).name} is longer than the limit of {_clock(max_seconds)} (MURMUR_MAX_DURATION)")
-            if filled + block.size > buffer.size:
-                grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
-                grown[:filled] = buffer[:filled]
-                buffer = grown
-            buffer[filled : filled + block.size] = block
-            filled += block.size
+    declared = declared_seconds(path)
+    if max_seconds is not None and declared is not None:
+        declared = min(declared, max_seconds)  # a header's claim never sizes the buffer beyond the limit
+    buffer = np.empty(int((declared or 0.0) * sample_rate) + sample_rate, dtype=np.float32)
+    filled = 0
+    for block in stream_audio(path, sample_rate, max_seconds):
+        if filled + block.size > buffer.size:
+            grown = np.empty(max(2 * buffer.size, filled + block.size), dtype=np.float32)
+            grown[:filled] = buffer[:filled]
+            buffer = grown
+        buffer[filled : filled + block.size] = block
+        filled += block.size
     # a declared duration far too long would leave the buffer mostly empty: do not keep it
     return buffer[:filled].copy() if filled < buffer.size // 2 else buffer[:filled]
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """The file's samples as float32 blocks, as they decode; the same errors as `decode_audio`."""
+    with _open(path) as (container, stream, declared):
+        produced = 0
+        limit = None if max_seconds is None else int(max_seconds * sample_rate)
+        for block in _blocks(container, stream, declared, Path(path).name, sample_rate):
+            produced += block.size
+            if limit is not None and produced > limit:
+                raise AudioError(f"{Path(path).name} is longer than the limit of {_clock(max_seconds)} (MURMUR_MAX_DURATION)")
+            yield block
+
+
+def declared_seconds(path: str | os.PathLike) -> float | None:
+    """The duration the file's container claims, if any: a hint, never trusted for limits."""
+    with _open(path) as (_, _, declared):
+        return declared
 
 
 @contextmanager
@@ -77,7 +93,7 @@ def _open(path: str | os.PathLike):
         if not container.streams.audio:
             raise AudioError(f"not a readable audio file: {p.name} (no audio stream)")
         stream = container.streams.audio[0]
-        yield container, stream, _declared_seconds(container, stream)
+        yield container, stream, _declared(container, stream)
 
 
 def _blocks(container, stream, declared: float | None, name: str, sample_rate: int) -> Iterator[np.ndarray]:
@@ -108,7 +124,7 @@ def _clock(seconds: float) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{seconds:g} s"
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
+def _declared(container: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

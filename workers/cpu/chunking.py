@@ -12,7 +12,7 @@ speech really is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,8 +130,41 @@ def plan_chunks(
 
 def chunk_audio(audio: np.ndarray, chunk: Chunk) -> np.ndarray:
     """The chunk's samples: its source spans back to back."""
-    parts = [audio[int(round(a * SAMPLE_RATE)) : int(round(b * SAMPLE_RATE))] for a, b in chunk.spans]
+    return _cut(audio, chunk, 0)
+
+
+def cut_chunks(blocks: Iterable[np.ndarray], chunks: Sequence[Chunk]) -> Iterator[np.ndarray]:
+    """Each chunk's samples, as `chunk_audio` cuts them, from a file's blocks as they decode.
+
+    `chunks` are in source order; only the audio from the next chunk's start up
+    to the newest block is held, so a file of hours never is.
+    """
+    source = iter(blocks)
+    held = np.zeros(0, dtype=np.float32)
+    first = 0  # the source sample held[0] is
+    for i, chunk in enumerate(chunks):
+        end = _sample(chunk.spans[-1][1])
+        arriving = []
+        have = first + held.size
+        while have < end and (block := next(source, None)) is not None:
+            arriving.append(block)
+            have += block.size
+        if arriving:
+            held = np.concatenate([held, *arriving])
+        yield _cut(held, chunk, first)
+        if i + 1 < len(chunks):
+            keep_from = min(max(_sample(chunks[i + 1].spans[0][0]) - first, 0), held.size)
+            held, first = held[keep_from:], first + keep_from
+
+
+def _cut(audio: np.ndarray, chunk: Chunk, first: int) -> np.ndarray:
+    """The chunk's spans back to back, from `audio` that starts at source sample `first`."""
+    parts = [audio[_sample(a) - first : _sample(b) - first] for a, b in chunk.spans]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _sample(seconds: float) -> int:
+    return int(round(seconds * SAMPLE_RATE))
 
 
 def _pad_and_join(spans: Sequence[SpeechSpan], duration: float, pad_s: float) -> list[tuple[float, float]]:

@@ -18,6 +18,7 @@ import importlib.util
 import io
 import pickle
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from murmur.workers.cpu.audio import SAMPLE_RATE
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window the model sees
 WINDOW_S = WINDOW / SAMPLE_RATE
-_ENCODER_BATCH = 4096  # windows per encoder block: ≈9 MB of input, 131 s of audio
+_ENCODER_BATCH = 4096  # windows per encoder group: ≈9 MB of input, 131 s of audio
 _FILTER = 256  # the STFT's frame length; frames hop by half of it
 
 
@@ -71,28 +72,45 @@ class SileroVad:
         self._head = weights["decoder.decoder.2.weight"][0, :, 0].copy()
         self._head_bias = float(weights["decoder.decoder.2.bias"][0])
 
-    def probabilities(self, audio: np.ndarray) -> np.ndarray:
-        """One speech probability per 32 ms window of 16 kHz `audio`.
+    def probabilities(self, audio: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        """One speech probability per 32 ms window of 16 kHz `audio`: an array, or blocks
+        of one as they decode (see `audio.stream_audio`), so a long file is never held whole.
 
-        The encoder runs on blocks of windows cut straight from `audio`, so a
-        long file is never copied whole; only the LSTM sees the full sequence.
+        The encoder runs on groups of `_ENCODER_BATCH` windows; the LSTM's state
+        is carried from one group to the next, so where groups are cut does not matter.
         """
-        n = -(-audio.size // WINDOW)
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
-        gates = np.concatenate([self._encode_block(audio, first, min(n, first + _ENCODER_BATCH)) @ self._input_gates
-                                for first in range(0, n, _ENCODER_BATCH)])
+        blocks = [audio] if isinstance(audio, np.ndarray) else audio
+        state = self._initial_state()
+        out: list[np.ndarray] = []
+        group = CONTEXT + _ENCODER_BATCH * WINDOW
+        pending = [np.zeros(CONTEXT, dtype=np.float32)]  # the first window's context lies before the file
+        held = CONTEXT
+        for block in blocks:
+            pending.append(np.asarray(block, dtype=np.float32))
+            held += block.size
+            while held >= group:
+                samples = np.concatenate(pending)
+                out.append(self._group(samples[:group], state))
+                pending, held = [samples[group - CONTEXT :]], samples.size - group + CONTEXT
+        if held > CONTEXT:
+            samples = np.concatenate(pending)
+            n = -(-(samples.size - CONTEXT) // WINDOW)
+            out.append(self._group(np.pad(samples, (0, CONTEXT + n * WINDOW - samples.size)), state))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def _initial_state(self) -> list[np.ndarray]:
+        size = self._hidden_gates.shape[0]
+        return [np.zeros(size, dtype=np.float32), np.zeros(size, dtype=np.float32)]
+
+    def _group(self, samples: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
+        """Probabilities of the windows of `samples` (64 samples of context, then whole windows); updates `state`."""
+        gates = self._encode(samples) @ self._input_gates
         gates += self._gate_bias
-        hidden = self._lstm(gates)
+        hidden = self._lstm(gates, state)
         return _sigmoid(np.maximum(hidden, 0.0) @ self._head + self._head_bias).astype(np.float32)
 
-    def _encode_block(self, audio: np.ndarray, first: int, last: int) -> np.ndarray:
-        """Encoder features [last - first, 128] of windows [first, last): each window with the 64 samples before it."""
-        start = first * WINDOW - CONTEXT  # the first window's context lies before the file: zeros
-        samples = np.zeros(CONTEXT + (last - first) * WINDOW, dtype=np.float32)
-        piece = audio[max(start, 0) : last * WINDOW]
-        offset = max(-start, 0)
-        samples[offset : offset + piece.size] = piece
+    def _encode(self, samples: np.ndarray) -> np.ndarray:
+        """Encoder features [n, 128] of the n windows of `samples`, each with the 64 samples before it."""
         windows = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + WINDOW)[::WINDOW]
         windows = np.pad(windows, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
         hop = _FILTER // 2
@@ -104,11 +122,11 @@ class SileroVad:
             x = np.maximum(_matmul(_conv3(x, stride), matrix) + bias, 0.0)
         return x[:, 0, :]  # one time step is left
 
-    def _lstm(self, gates: np.ndarray) -> np.ndarray:
-        """Silero's LSTM cell stepped over the sequence; `gates` holds each step's input share."""
+    def _lstm(self, gates: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
+        """Silero's LSTM cell stepped over the sequence from `state` (h, c), which it leaves at the end;
+        `gates` holds each step's input share."""
         size = self._hidden_gates.shape[0]
-        h = np.zeros(size, dtype=np.float32)
-        c = np.zeros(size, dtype=np.float32)
+        h, c = state
         out = np.empty((gates.shape[0], size), dtype=np.float32)
         for t in range(gates.shape[0]):
             g = gates[t] + h @ self._hidden_gates
@@ -116,6 +134,7 @@ class SileroVad:
             c = s[size : 2 * size] * c + s[:size] * np.tanh(g[2 * size : 3 * size])
             h = s[3 * size :] * np.tanh(c)
             out[t] = h
+        state[:] = [h, c]
         return out
 
 
