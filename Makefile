@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
+.PHONY: setup run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 bench: setup
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_processes.py
+
+# whole processes on 30 min and 2 h of concatenated shared audio: peak memory as the file grows (≈40 min)
+bench-long: setup
+	$(PY) bench/bench_processes.py --repeats 1 --long-minutes 30 120
 
 # producer commands from the shell beside `celery --help` (needs the machine's Redis)
 bench-startup: setup

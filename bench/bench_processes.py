@@ -9,6 +9,10 @@ printed, so a target counts as met only if it held in each.
 
 Targets (issue 11): en_5min with detection ≥ 1.3x, the 11 s clip ≥ 1.0x, peak
 RSS ≤ faster-whisper's + 10%.
+
+`--long-minutes 30 120` (`make bench-long`) runs files of that length instead,
+the shared audio (every synthetic and real clip, 0.5 s apart) concatenated
+over and over, language detected: does the peak memory stay flat as the file grows?
 """
 
 from __future__ import annotations
@@ -62,13 +66,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--long-minutes", type=int, nargs="*", default=[],
+                        help="instead of the usual cases, files this many minutes long (concatenated shared audio)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    cases = [(f"{m} min of shared audio, detected", long_file(m), "") for m in args.long_minutes] or CASES
     model = str(resolve_model("base"))  # reassembled once, before any process is timed
     env = {**os.environ, "MURMUR_DATABASE_URL": "sqlite:///" + str(Path(os.environ.get("TMPDIR", "/tmp")) / "murmur-bench.db")}
-    runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, *_ in CASES}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, *_ in cases}
     for _ in range(args.repeats):
-        for name, path, language in CASES:
+        for name, path, language in cases:
             ours = [str(BIN / "murmur"), "transcribe", str(path), "--threads", str(args.threads),
                     "--batch-size", str(args.batch_size), "--beam-size", "5", "--compute-type", "int8", "--device", "cpu"]
             ours += ["--language", language] if language else []
@@ -84,6 +91,38 @@ def main() -> None:
     path = args.out / f"processes-cpu-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.md"
     path.write_text(table + "\n")
     print(f"written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", file=sys.stderr)
+
+
+def long_file(minutes: int) -> Path:
+    """A FLAC of `minutes` of the shared audio, built once into the temp directory."""
+    import av
+    import numpy as np
+
+    from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
+
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"murmur-bench-long-{minutes}min.flac"
+    if path.is_file():
+        return path
+    clips = sorted(AUDIO.glob("tts/*.flac")) + sorted(p for p in AUDIO.glob("real/*/*") if p.suffix in (".flac", ".wav", ".mp3", ".opus"))
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    unit = (np.clip(np.concatenate([x for c in clips for x in (decode_audio(c), gap)]), -1, 1) * 32767).astype(np.int16)
+    total = minutes * 60 * SAMPLE_RATE
+    partial = path.with_suffix(".partial.flac")
+    with av.open(str(partial), "w") as out:
+        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+        written = 0
+        while written < total:
+            offset = written % unit.size
+            piece = unit[offset : offset + min(SAMPLE_RATE * 60, total - written, unit.size - offset)]
+            frame = av.AudioFrame.from_ndarray(piece[None, :], format="s16", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            written += piece.size
+        for packet in stream.encode(None):
+            out.mux(packet)
+    partial.rename(path)
+    return path
 
 
 def render(runs: dict, args) -> str:
