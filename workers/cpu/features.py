@@ -51,7 +51,10 @@ def chunk_log_mel(samples: np.ndarray, n_mels: int = 80) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(audio, N_FFT)[::HOP][:N_FRAMES] * _window()
     spectrum = np.fft.rfft(frames, axis=-1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
-    logs = np.log10(np.maximum(_mel_filters(n_mels) @ power.T, 1e-10))
+    # in float64, rounded once: the product's float32 sums change in the last bit with BLAS's thread
+    # count, and a CPU worker (one thread) must give the features the embedded runner gives
+    mel = (_mel_filters(n_mels).astype(np.float64) @ power.T.astype(np.float64)).astype(np.float32)
+    logs = np.log10(np.maximum(mel, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)
     return ((logs + 4.0) / 4.0).astype(np.float32, copy=False)
 
