@@ -53,7 +53,7 @@ def chunk_log_mel(samples: np.ndarray, n_mels: int = 80) -> np.ndarray:
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     # in float64, rounded once: the product's float32 sums change in the last bit with BLAS's thread
     # count, and a CPU worker (one thread) must give the features the embedded runner gives
-    mel = (_mel_filters(n_mels).astype(np.float64) @ power.T.astype(np.float64)).astype(np.float32)
+    mel = (_mel_filters(n_mels) @ power.T.astype(np.float64)).astype(np.float32)
     logs = np.log10(np.maximum(mel, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)
     return ((logs + 4.0) / 4.0).astype(np.float32, copy=False)
@@ -66,7 +66,7 @@ def _window() -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _mel_filters(n_mels: int) -> np.ndarray:
-    return mel_filters(n_mels)
+    return mel_filters(n_mels).astype(np.float64)  # for the float64 product above
 
 
 def mel_filters(n_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:

@@ -53,11 +53,11 @@ def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
     holds ≈70 MB per window at once, so a batch of 8 peaked ≈600 MB above the
     model where pieces of 2 peak ≈120 MB, and ran no slower (6.0 s against 6.8 s here).
     """
-    if model.device != "cpu" or len(features) <= CPU_ENCODE_PIECE:
+    pieces = _pieces(model, len(features))
+    if len(pieces) == 1:
         return model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=False)
-    pieces = [np.asarray(model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[i : i + CPU_ENCODE_PIECE]))))
-              for i in range(0, len(features), CPU_ENCODE_PIECE)]
-    return ctranslate2.StorageView.from_array(np.concatenate(pieces))
+    return ctranslate2.StorageView.from_array(np.concatenate(
+        [np.asarray(model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[p])))) for p in pieces]))
 
 
 def top_languages(
@@ -71,14 +71,12 @@ def top_languages(
     return out
 
 
-def _pieces(model: LoadedModel, encoded: ctranslate2.StorageView) -> list[tuple[int, ctranslate2.StorageView]]:
-    """The batch's encoder output for calls that hold memory per window: whole on a GPU,
-    `CPU_ENCODE_PIECE` windows at a time on CPU (see `encode`). With each piece's first index."""
-    n = encoded.shape[0]
+def _pieces(model: LoadedModel, n: int) -> list[slice]:
+    """A batch of `n` windows for calls that hold memory per window: whole on a GPU,
+    `CPU_ENCODE_PIECE` windows at a time on CPU (see `encode`)."""
     if model.device != "cpu" or n <= CPU_ENCODE_PIECE:
-        return [(0, encoded)]
-    array = np.asarray(encoded)
-    return [(i, ctranslate2.StorageView.from_array(array[i : i + CPU_ENCODE_PIECE])) for i in range(0, n, CPU_ENCODE_PIECE)]
+        return [slice(0, n)]
+    return [slice(i, i + CPU_ENCODE_PIECE) for i in range(0, n, CPU_ENCODE_PIECE)]
 
 
 def decode_batch(
@@ -257,13 +255,15 @@ def _align(model, encoded, lengths, starts, texts) -> list[tuple[np.ndarray, np.
         if tokens:
             groups[tuple(start)].append(i)
     window_frames = [frames(length) for length in lengths]
+    pieces = _pieces(model, len(lengths))
+    array = np.asarray(encoded) if len(pieces) > 1 else None  # a view of the CPU output, sliced per piece
     for start, members in groups.items():
         wanted = set(members)
         tokens = [t if i in wanted else [] for i, t in enumerate(texts)]
         results = []
-        for first, piece in _pieces(model, encoded):
-            last = first + CPU_ENCODE_PIECE if piece is not encoded else len(lengths)
-            results += model.whisper.align(piece, list(start), tokens[first:last], window_frames[first:last])
+        for p in pieces:
+            piece = encoded if array is None else ctranslate2.StorageView.from_array(array[p])
+            results += model.whisper.align(piece, list(start), tokens[p], window_frames[p])
         for i in members:
             pairs = np.asarray(results[i].alignments, dtype=np.int64).reshape(-1, 2)
             n = len(texts[i]) + 1  # text tokens and the end token
