@@ -1,6 +1,6 @@
 """Batching: a job's chunks split into balanced batches, and chunks of many jobs gathered into one.
 
-`plan_batches` is the embedded runner's: one job, several decoders side by side.
+`job_decoders` and `plan_batches` are the embedded runner's: one job, several decoders side by side.
 `Batcher` is a GPU worker's: each Celery thread submits its chunk and waits on
 the future; one thread takes up to `size` items, waiting at most
 `flush_seconds` for more and only while the broker still holds work
@@ -10,6 +10,8 @@ the future; one thread takes up to `size` items, waiting at most
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,25 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("murmur")
+
+
+def job_decoders(source: str, decoders: int) -> int:
+    """How many decoders a job keeps busy, known before it is prepared: one per 30 s of the
+    length its file declares, at most `decoders`; all of them when no length is known.
+
+    Chosen this early so the model loads while the file is prepared, in the shape
+    decoding will ask for: an 11 s clip gets one model on every thread, an hour one
+    one-thread replica per decoder, and neither loads the other shape.
+    """
+    from murmur.workers.cpu.audio import declared_seconds
+    from murmur.workers.cpu.chunking import CHUNK_S
+    from murmur.workers.errors import MurmurError
+
+    try:
+        seconds = declared_seconds(source) if os.path.isfile(source) else None
+    except MurmurError:
+        seconds = None  # preparing the file says what is wrong with it
+    return decoders if not seconds else max(1, min(decoders, math.ceil(seconds / CHUNK_S)))
 
 
 def plan_batches(n_chunks: int, batch_size: int, decoders: int) -> list[slice]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -11,7 +12,7 @@ from murmur.db import queries
 from murmur.db.session import sessions, upgrade
 from murmur.settings import get_settings
 from murmur.tasks import stages
-from murmur.tasks.batching import plan_batches
+from murmur.tasks.batching import job_decoders, plan_batches
 from murmur.tasks.store import TensorRef
 from murmur.workers.errors import MurmurError
 from murmur.workers.gpu.language import DETECT_CHUNKS, detection_chunks
@@ -57,30 +58,32 @@ def run(ctx: stages.Context, source: str, options: JobOptions, on_progress: Prog
 
 def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = None) -> Transcript:
     """Run a queued job of `ctx.db` to its end, as `run` does; the HTTP API's embedded mode queues them."""
-    options = queries.get_job(ctx.db, job_id).job_options()
+    job = queries.get_job(ctx.db, job_id)
+    options = job.job_options()
+    concurrent = job_decoders(job.source, ctx.decoders())
     try:
-        refs = stages.prepare(ctx, job_id)
-        if refs is None:  # cancelled before it started
-            raise MurmurError(queries.get_job(ctx.db, job_id).error or "the job ended before it was prepared")
-        batches = plan_batches(len(refs), options.batch_size, ctx.decoders())
-        concurrent = max(1, min(ctx.decoders(), len(batches)))
-        refs, encoded = list(refs), {}
-        done = 0
-        if on_progress:
-            on_progress(done, len(refs))
+        # loaded before the file is prepared: loading holds the float16 weights and a float32 copy of the largest
+        # for a moment, and the peak memory is lower when the job's buffers do not coincide (`murmur transcribe`
+        # starts this load while it imports)
+        ctx.model(options.model, concurrent)
         with ThreadPoolExecutor(max_workers=concurrent) as pool:
+            refs = stages.prepare(ctx, job_id)
+            if refs is None:  # cancelled before it started
+                raise MurmurError(queries.get_job(ctx.db, job_id).error or "the job ended before it was prepared")
+            refs = list(refs)
+            batches = plan_batches(len(refs), options.batch_size, concurrent)
+            ballot, picks = None, set()
             first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
             if first is None:
                 stages.detect_language(ctx, job_id, refs, concurrent)
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
-                started = time.perf_counter()
-                encoded = {b.start: e for b, e in zip(batches, pool.map(
-                    lambda b: stages.encode_batch(ctx, job_id, refs[b], picks, concurrent), batches[:concurrent]))}
-                stages.vote_language(ctx, job_id, [w for e in encoded.values() for w in e.languages],
-                                     time.perf_counter() - started)
-            futures = {pool.submit(stages.decode, ctx, [(job_id, r) for r in refs[b]], concurrent,
-                                   encoded.pop(b.start, None)): b for b in batches}
+                ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
+            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot, picks if i < concurrent else None): b
+                       for i, b in enumerate(batches)}
+            done = 0
+            if on_progress:
+                on_progress(done, len(refs))
             for future in as_completed(futures):
                 future.result()
                 done += len(refs[futures[future]])
@@ -98,6 +101,59 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
         queries.fail_job(ctx.db, job_id, reason)
         raise
+
+
+def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
+            picks: set[int] | None) -> None:
+    """One batch: a voting batch (`picks` given) encodes and casts its votes first; every batch of a job
+    whose language is voted waits for the count before it generates."""
+    encoded = None
+    try:
+        if ballot is not None and picks is not None:
+            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast)
+        if ballot is not None:
+            ballot.wait()
+    except BaseException as exc:
+        if ballot is not None:
+            ballot.fail(exc)  # the other decoders must not wait for votes that will not come
+        raise
+    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, encoded)
+
+
+class _Ballot:
+    """The first batches' votes on a job's language, counted when the last of them is cast."""
+
+    def __init__(self, ctx: stages.Context, job_id: str, voters: int) -> None:
+        self._ctx, self._job_id, self._left = ctx, job_id, voters
+        self._windows: list[tuple[str, float]] = []
+        self._error: BaseException | None = None
+        self._started = time.perf_counter()
+        self._cond = threading.Condition()
+
+    def cast(self, windows: list[tuple[str, float]]) -> None:
+        with self._cond:
+            self._windows += windows
+            self._left -= 1
+            if self._left == 0:
+                try:
+                    stages.vote_language(self._ctx, self._job_id, self._windows, time.perf_counter() - self._started)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+                finally:
+                    self._cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._error = self._error or exc
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until the language is recorded; raises what kept it from being counted."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._left <= 0 or self._error is not None)
+            if self._error is not None:
+                raise self._error
 
 
 def _first_batches(refs: list[TensorRef], batches: list[slice], concurrent: int) -> tuple[list[TensorRef], set[int]] | None:

@@ -9,10 +9,9 @@ and a GPU worker hands `decode` chunks of many jobs at once.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,9 +29,9 @@ from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
 from murmur.workers.errors import MurmurError
-from murmur.workers.gpu.decode import decode_batch, encode, top_languages
+from murmur.workers.gpu.decode import decode_batch, encode, joined, top_languages
 from murmur.workers.gpu.language import DETECT_CHUNKS, MULTILINGUAL_DETECT_CHUNKS, detection_chunks, vote
-from murmur.workers.gpu.model import LoadedModel, load_model, model_n_mels, resolve_device
+from murmur.workers.gpu.model import LoadedModel, decoders, model_for, model_n_mels
 
 log = logging.getLogger("murmur")
 
@@ -86,32 +85,20 @@ class Context:
     pack_windows: bool = True  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
 
     held: Leases = field(default_factory=lambda: Leases())
-    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def vad(self) -> SileroVad:
         return SileroVad()
 
-    @property
-    def cpu_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
-
     def decoders(self) -> int:
-        """How many batches may decode at once: one per CPU thread on CPU; one on a GPU."""
-        return 1 if resolve_device(self.device) == "cuda" else self.cpu_threads
+        return decoders(self.device, self.threads)
 
     def n_mels(self, name: str) -> int:
         return model_n_mels(name, self.model_dirs)  # read from the model's files: no load in the shape decode does not use
 
     def model(self, name: str, concurrent: int = 1) -> LoadedModel:
-        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them.
-
-        Loaded under a lock: threads that ask at once would each load a copy (≈270 MB for base)."""
-        with self._loading:
-            if concurrent > 1 and resolve_device(self.device) == "cpu":
-                return load_model(name, self.device, self.compute_type, max(1, self.cpu_threads // concurrent), concurrent,
-                                  self.model_dirs)
-            return load_model(name, self.device, self.compute_type, self.cpu_threads, 1, self.model_dirs)
+        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
+        return model_for(name, self.device, self.compute_type, self.threads, concurrent, self.model_dirs)
 
 
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
@@ -184,22 +171,35 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concur
 
 @dataclass
 class Encoded:
-    """A batch of one job's chunks through the encoder, with the top language of those picked to vote.
+    """A batch of one job's chunks through the encoder.
 
     The embedded runner detects the language from the first batches decode
     encodes anyway, and hands each its encoder output back: no extra pass."""
 
     refs: list[TensorRef]
     output: object  # ctranslate2.StorageView
-    languages: list[tuple[str, float]]
 
 
-def encode_batch(ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1) -> Encoded:
-    """Encode the chunks of `refs` and detect the language of those whose index is in `picks`."""
+def encode_batch(
+    ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1,
+    cast: Callable[[list[tuple[str, float]]], None] = lambda windows: None,
+) -> Encoded:
+    """Encode the chunks of `refs` and `cast` the top language of those whose index is in `picks`.
+
+    The picked chunks lead the batch. With other decoders beside this one (they
+    wait for the vote before they generate), they are encoded and cast first, then
+    the rest: no decoder idles while the one with the larger batch finishes encoding.
+    """
     model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
-    output = encode(model, _load_features(ctx, [(job_id, r) for r in refs]))
-    top = top_languages(model, output)
-    return Encoded(refs, output, [language for ref, language in zip(refs, top) if ref.chunk_idx in picks])
+    features = _load_features(ctx, [(job_id, r) for r in refs])
+    k = next((i for i, ref in enumerate(refs) if ref.chunk_idx not in picks), len(refs))
+    if concurrent > 1 and 0 < k < len(refs):
+        voting = encode(model, features[:k])
+        cast(top_languages(model, voting))
+        return Encoded(refs, joined([voting, encode(model, features[k:])]))
+    output = encode(model, features)
+    cast(top_languages(model, output)[:k])
+    return Encoded(refs, output)
 
 
 def vote_language(ctx: Context, job_id: str, windows: list[tuple[str, float]], seconds: float) -> str | None:

