@@ -123,6 +123,7 @@ def _age(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _few_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -133,6 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("murmur: interrupted", file=sys.stderr)
         return 130
+
+
+def _few_malloc_arenas(arenas: int = 2) -> None:
+    """Ask glibc for `arenas` malloc arenas in all, before any thread starts. By default every
+    thread that allocates (decoders, CTranslate2's replicas) may get an arena of its own, and
+    memory freed in one is not reused by another: 30 min of audio peaked at 1.7–1.9 GB, 1.26 GB with two,
+    in the same time. MALLOC_ARENA_MAX in the environment wins; other C libraries are left alone."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _transcribe(args: argparse.Namespace) -> int:
