@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 from murmur.db import queries
 from murmur.db.session import sessions, upgrade
@@ -74,14 +74,18 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
             # the batch size counts windows in flight in all: each of N decoders side by side takes 1/N of it
             # (two full batches of 16 held twice the memory, 2.25 GB on 30 min, and were slower: 60 s against 54 s)
             batches = plan_batches(len(refs), max(1, options.batch_size // concurrent), concurrent)
-            ballot, picks = None, set()
+            ballot, picks, lent, borrowed = None, set(), {}, {}
             first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
             if first is None:
                 stages.detect_language(ctx, job_id, refs, concurrent)
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
                 ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
-            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot, picks if i < concurrent else None): b
+                for borrower, (lender, ref) in _lending(refs, batches[:concurrent], picks).items():
+                    lent[lender] = (ref, Future())
+                    borrowed[borrower] = lent[lender][1]
+            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot, picks if i < concurrent else None,
+                                   lent.get(i), borrowed.get(i)): b
                        for i, b in enumerate(batches)}
             done = 0
             if on_progress:
@@ -106,20 +110,37 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
 
 
 def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
-            picks: set[int] | None) -> None:
+            picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None) -> None:
     """One batch: a voting batch (`picks` given) encodes and casts its votes first; every batch of a job
-    whose language is voted waits for the count before it generates."""
+    whose language is voted waits for the count before it generates. `lend`: a chunk of another voting
+    batch that this one encodes first, for that batch; `borrow`: this batch's last chunk, so encoded."""
     encoded = None
     try:
+        if lend is not None:
+            ref, slot = lend
+            slot.set_result(stages.encode_batch(ctx, job_id, [ref], set(), concurrent).output)
         if ballot is not None and picks is not None:
-            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast)
+            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast,
+                                          last=borrow.result if borrow is not None else None)
         if ballot is not None:
             ballot.wait()
     except BaseException as exc:
         if ballot is not None:
             ballot.fail(exc)  # the other decoders must not wait for votes that will not come
+        if lend is not None and not lend[1].done():
+            lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
     stages.decode(ctx, [(job_id, r) for r in refs], concurrent, encoded)
+
+
+def _lending(refs: list[TensorRef], first: list[slice], picks: set[int]) -> dict[int, tuple[int, TensorRef]]:
+    """{borrower: (lender, chunk)} among the first batches: a batch one chunk larger than another has its
+    last chunk encoded by the smaller batch's decoder, so nine chunks on two decoders are 4 + 5 encoded and
+    5 + 4 decoded, and neither decoder finishes a window's work after the other (the odd chunk is not a voter)."""
+    sizes = [b.stop - b.start for b in first]
+    larger = [j for j, n in enumerate(sizes) if n == max(sizes)]
+    smaller = [k for k, n in enumerate(sizes) if n < max(sizes)]
+    return {j: (k, refs[first[j]][-1]) for j, k in zip(larger, smaller) if refs[first[j]][-1].chunk_idx not in picks}
 
 
 class _Ballot:

@@ -183,23 +183,28 @@ class Encoded:
 def encode_batch(
     ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1,
     cast: Callable[[list[tuple[str, float]]], None] = lambda windows: None,
+    last: Callable[[], object] | None = None,
 ) -> Encoded:
     """Encode the chunks of `refs` and `cast` the top language of those whose index is in `picks`.
 
     The picked chunks lead the batch. With other decoders beside this one (they
     wait for the vote before they generate), they are encoded and cast first, then
     the rest: no decoder idles while the one with the larger batch finishes encoding.
+    `last`, when given, returns the encoder output of the batch's last chunk,
+    encoded by another decoder (see `embedded`): it is waited for after the rest.
     """
     model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
-    features = _load_features(ctx, [(job_id, r) for r in refs])
-    k = next((i for i, ref in enumerate(refs) if ref.chunk_idx not in picks), len(refs))
-    if concurrent > 1 and 0 < k < len(refs):
+    own = refs[:-1] if last is not None else refs
+    features = _load_features(ctx, [(job_id, r) for r in own])
+    k = next((i for i, ref in enumerate(own) if ref.chunk_idx not in picks), len(own))
+    if concurrent > 1 and 0 < k < len(own):
         voting = encode(model, features[:k])
         cast(top_languages(model, voting))
-        return Encoded(refs, joined([voting, encode(model, features[k:])]))
-    output = encode(model, features)
-    cast(top_languages(model, output)[:k])
-    return Encoded(refs, output)
+        output = joined([voting, encode(model, features[k:])])
+    else:
+        output = encode(model, features)
+        cast(top_languages(model, output)[:k])
+    return Encoded(refs, output if last is None else joined([output, last()]))
 
 
 def vote_language(ctx: Context, job_id: str, windows: list[tuple[str, float]], seconds: float) -> str | None:

@@ -39,3 +39,20 @@ def test_the_voting_chunks_lead_the_first_batches():
         first = [r.chunk_idx for b in batches[:concurrent] for r in ordered[b]]
         assert picks <= set(first)  # all voters are encoded in the first round
         assert all(any(r.chunk_idx in picks for r in ordered[b]) for b in batches[:concurrent])  # shared between them
+
+
+def test_a_larger_first_batch_lends_its_last_chunk_to_a_smaller_one():
+    """Nine chunks on two decoders: the five-chunk batch's last (not a voter) is encoded by the other decoder."""
+    from murmur.tasks.batching import plan_batches
+    from murmur.tasks.embedded import _first_batches, _lending
+    from murmur.tasks.store import TensorRef
+
+    refs = [TensorRef(f"murmur:feat:job:{i}", (80, 3000), "float32") for i in range(9)]
+    batches = plan_batches(9, 8, 2)
+    ordered, picks = _first_batches(refs, batches, 2)
+    lending = _lending(ordered, batches[:2], picks)
+    assert list(lending) == [0] and lending[0][0] == 1
+    assert lending[0][1] == ordered[batches[0]][-1] and lending[0][1].chunk_idx not in picks
+    even = plan_batches(8, 8, 2)
+    ordered, picks = _first_batches(refs[:8], even, 2)
+    assert _lending(ordered, even, picks) == {}  # equal batches: nothing to even out

@@ -223,7 +223,7 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
 
     monkeypatch.setattr(stages, "top_languages", second_call_raises)
     job_id = queries.create_job(ctx.db, str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"),
-                                JobOptions(batch_size=2).to_json())
+                                JobOptions(batch_size=4).to_json())
     raised = []
 
     def run():
@@ -240,6 +240,38 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
     assert job.status == "failed" and "encoder fault" in job.error, job.error
     monkeypatch.setattr(stages, "top_languages", real)
     assert _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3").language == "de"
+
+
+def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_stranding_it(ctx, base_model, monkeypatch):
+    """Nine chunks on two decoders: one decoder encodes the other's odd chunk first. Should that raise,
+    the borrower does not wait for it forever: the job fails with the reason."""
+    import threading
+
+    real = stages.encode_batch
+    lent = []
+
+    def lent_chunk_raises(ctx_, job_id, refs, picks, *args, **kwargs):
+        if len(refs) == 1 and not picks:
+            lent.append(refs[0])
+            raise RuntimeError("lent chunk fault")
+        return real(ctx_, job_id, refs, picks, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "encode_batch", lent_chunk_raises)
+    job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions(batch_size=16).to_json())
+    raised = []
+
+    def run():
+        with pytest.raises(RuntimeError, match="lent chunk fault"):
+            embedded.run_job(ctx, job_id)
+        raised.append(True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(300)
+    assert not worker.is_alive(), "a decoder waited for a chunk that never came"
+    assert raised and len(lent) == 1
+    job = queries.get_job(ctx.db, job_id)
+    assert job.status == "failed" and "lent chunk fault" in job.error, job.error
 
 
 def test_a_job_of_several_batches_loads_one_model_in_one_shape(ctx, base_model):
