@@ -81,10 +81,11 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
                 ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
-                for borrower, (lender, ref) in _lending(refs, batches[:concurrent], picks).items():
-                    lent[lender] = (ref, Future())
-                    borrowed[borrower] = lent[lender][1]
-            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot, picks if i < concurrent else None,
+            for borrower, (lender, ref) in _lending(refs, batches[:concurrent], picks).items():
+                lent[lender] = (ref, Future())
+                borrowed[borrower] = lent[lender][1]
+            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot,
+                                   picks if (ballot and i < concurrent) or i in lent or i in borrowed else None,
                                    lent.get(i), borrowed.get(i)): b
                        for i, b in enumerate(batches)}
             done = 0
@@ -111,16 +112,17 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
 
 def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
             picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None) -> None:
-    """One batch: a voting batch (`picks` given) encodes and casts its votes first; every batch of a job
-    whose language is voted waits for the count before it generates. `lend`: a chunk of another voting
-    batch that this one encodes first, for that batch; `borrow`: this batch's last chunk, so encoded."""
+    """One batch. A batch of the first round (`picks` given) encodes before it decodes: with a ballot it
+    casts its votes first, and every batch of a job whose language is voted waits for the count before it
+    generates. `lend`: a chunk of another first-round batch that this one encodes first, for that batch;
+    `borrow`: this batch's last chunk, so encoded."""
     encoded = None
     try:
         if lend is not None:
             ref, slot = lend
             slot.set_result(stages.encode_batch(ctx, job_id, [ref], set(), concurrent).output)
-        if ballot is not None and picks is not None:
-            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast,
+        if picks is not None:
+            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast if ballot else lambda w: None,
                                           last=borrow.result if borrow is not None else None)
         if ballot is not None:
             ballot.wait()
@@ -136,7 +138,8 @@ def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent:
 def _lending(refs: list[TensorRef], first: list[slice], picks: set[int]) -> dict[int, tuple[int, TensorRef]]:
     """{borrower: (lender, chunk)} among the first batches: a batch one chunk larger than another has its
     last chunk encoded by the smaller batch's decoder, so nine chunks on two decoders are 4 + 5 encoded and
-    5 + 4 decoded, and neither decoder finishes a window's work after the other (the odd chunk is not a voter)."""
+    5 + 4 decoded, and neither decoder finishes a window's work after the other (the odd chunk is not a voter).
+    Whether or not the language is voted: a given language has the same odd window."""
     sizes = [b.stop - b.start for b in first]
     larger = [j for j, n in enumerate(sizes) if n == max(sizes)]
     smaller = [k for k, n in enumerate(sizes) if n < max(sizes)]
