@@ -27,7 +27,7 @@ bench: setup
 	$(PY) bench/bench_embedded.py
 	$(PY) bench/bench_processes.py
 
-# whole processes on 30 min and 2 h of concatenated shared audio: peak memory as the file grows (≈40 min)
+# whole processes on 30 min and 2 h of concatenated shared audio: peak memory as the file grows (≈10 min here)
 bench-long: setup
 	$(PY) bench/bench_processes.py --repeats 1 --long-minutes 30 120
 
