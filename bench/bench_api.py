@@ -161,7 +161,8 @@ def main() -> None:
         f"API overhead per request (request-to-response minus the job's created-to-finished), "
         f"{len(api_overheads)} requests: median **{statistics.median(api_overheads) * 1000:.0f} ms** (target ≤ 100 ms), "
         f"max {max(api_overheads) * 1000:.0f} ms; of which request to the job's creation (upload, key, admission) "
-        f"median {statistics.median(before) * 1000:.0f} ms, the job's end to the answer {statistics.median(after) * 1000:.0f} ms.",
+        f"median {statistics.median(before) * 1000:.0f} ms, the job's end to the answer {statistics.median(after) * 1000:.0f} ms; "
+        "median run by run: " + ", ".join(f"{statistics.median(r[0] - r[1] for r in results) * 1000:.0f} ms" for _, results in runs) + ".",
         "",
         "The server's own account of those requests (Server-Timing, medians): "
         + ", ".join(f"{name} {statistics.median(t[name] for t in burst_timings):.0f} ms" for name in ("upload", "admit", "answer"))
