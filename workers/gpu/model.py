@@ -125,9 +125,13 @@ def _is_hub_id(name: str) -> bool:
 _LOADING = threading.Lock()
 
 
+def _cpu_threads(threads: int) -> int:
+    return threads or os.cpu_count() or 1  # 0: every core
+
+
 def decoders(device: str, threads: int = 0) -> int:
     """How many batches may decode at once: one per CPU thread on CPU (0: every core); one on a GPU."""
-    return 1 if resolve_device(device) == "cuda" else threads or os.cpu_count() or 1
+    return 1 if resolve_device(device) == "cuda" else _cpu_threads(threads)
 
 
 def model_for(
@@ -138,7 +142,7 @@ def model_for(
 
     Loaded under a process-wide lock: threads that ask at once (two decoders,
     or a decoder and the start-up's early load) would each load a copy."""
-    threads = threads or os.cpu_count() or 1
+    threads = _cpu_threads(threads)
     with _LOADING:
         if concurrent > 1 and resolve_device(device) == "cpu":
             return load_model(name, device, compute_type, max(1, threads // concurrent), concurrent, model_dirs)
