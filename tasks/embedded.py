@@ -85,7 +85,7 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
                 lent[lender] = (ref, Future())
                 borrowed[borrower] = lent[lender][1]
             futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot,
-                                   picks if (ballot and i < concurrent) or i in lent or i in borrowed else None,
+                                   picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
                                    lent.get(i), borrowed.get(i)): b
                        for i, b in enumerate(batches)}
             done = 0

@@ -203,7 +203,7 @@ def encode_batch(
         output = joined([voting, encode(model, features[k:])])
     else:
         output = encode(model, features)
-        cast(top_languages(model, output)[:k])
+        cast(top_languages(model, output)[:k] if k else [])  # no picks (a lent chunk, a given language): no detection
     return Encoded(refs, output if last is None else joined([output, last()]))
 
 
