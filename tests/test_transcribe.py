@@ -207,10 +207,26 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     assert [s.text for s in detected.segments] == [s.text for s in given.segments]
 
 
+def _fails_without_hanging(ctx, job_id: str, error: str) -> bool:
+    """Run the job in a thread: True when it raised `error` within 300 s, False when a decoder still waits."""
+    import threading
+
+    raised = []
+
+    def run():
+        with pytest.raises(RuntimeError, match=error):
+            embedded.run_job(ctx, job_id)
+        raised.append(True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(300)
+    return not worker.is_alive() and bool(raised)
+
+
 def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx, base_model, monkeypatch):
     """Two decoders vote on the language; when one raises before casting its vote, the other
     does not wait for it forever: the job fails with that reason, and the next job runs."""
-    import threading
 
     real = stages.top_languages
     calls = []
@@ -224,18 +240,8 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
     monkeypatch.setattr(stages, "top_languages", second_call_raises)
     job_id = queries.create_job(ctx.db, str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"),
                                 JobOptions(batch_size=4).to_json())
-    raised = []
-
-    def run():
-        with pytest.raises(RuntimeError, match="encoder fault"):
-            embedded.run_job(ctx, job_id)
-        raised.append(True)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(300)
-    assert not worker.is_alive(), "a decoder waited for a vote that never came"
-    assert raised and len(calls) == 2
+    assert _fails_without_hanging(ctx, job_id, "encoder fault"), "a decoder waited for a vote that never came"
+    assert len(calls) == 2
     job = queries.get_job(ctx.db, job_id)
     assert job.status == "failed" and "encoder fault" in job.error, job.error
     monkeypatch.setattr(stages, "top_languages", real)
@@ -245,7 +251,6 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
 def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_stranding_it(ctx, base_model, monkeypatch):
     """Nine chunks on two decoders: one decoder encodes the other's odd chunk first. Should that raise,
     the borrower does not wait for it forever: the job fails with the reason."""
-    import threading
 
     real = stages.encode_batch
     lent = []
@@ -258,18 +263,8 @@ def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_strand
 
     monkeypatch.setattr(stages, "encode_batch", lent_chunk_raises)
     job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions(batch_size=16).to_json())
-    raised = []
-
-    def run():
-        with pytest.raises(RuntimeError, match="lent chunk fault"):
-            embedded.run_job(ctx, job_id)
-        raised.append(True)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(300)
-    assert not worker.is_alive(), "a decoder waited for a chunk that never came"
-    assert raised and len(lent) == 1
+    assert _fails_without_hanging(ctx, job_id, "lent chunk fault"), "a decoder waited for a chunk that never came"
+    assert len(lent) == 1
     job = queries.get_job(ctx.db, job_id)
     assert job.status == "failed" and "lent chunk fault" in job.error, job.error
 
