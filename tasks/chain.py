@@ -1,5 +1,8 @@
 """The task chain: the Celery tasks transcribe → prepare → detect_language → decode × N → assemble → notify.
 
+detect_language is the first decode batch of a job whose language is to be found: it decodes the
+chunks that voted and sends the others on as decode messages.
+
 Each task loads its inputs, calls a stage of `tasks.stages`, stores the outputs
 and sends the next message; the logic lives in the stages.
 
@@ -98,14 +101,30 @@ def prepare(job_id: str) -> None:
 
 @app.task(name="murmur.detect_language", **_retry)
 def detect_language(job_id: str, refs: list[dict]) -> None:
+    """The first batch of a job whose language is to be found: chunks spread over the file are encoded
+    and vote, the other chunks go to the decode queue as soon as the language is recorded, and the
+    voters go to this worker's batcher with the encoder output they voted with (no second pass)."""
     ctx = state().ctx
     with _job_errors(ctx, job_id):
         chunk_refs = _own_refs(job_id, refs)
         if not queries.claim_detection(ctx.db, job_id, ctx.lease_owner, ctx.lease_seconds):
             return  # detected already, ended, or another live worker is on it
         with ctx.held.holding(jobs=[job_id]):
-            stages.detect_language(ctx, job_id, chunk_refs)
-        _fan_out(job_id, chunk_refs, queries.get_job(ctx.db, job_id).priority)
+            voters = stages.detect_language(ctx, job_id, chunk_refs)
+        voting = voters.refs if voters else []
+        # leased once the language is recorded: a lease that lapses re-drives a decode, never one racing detection
+        claimed = queries.claim_chunks(ctx.db, job_id, [r.chunk_idx for r in voting], ctx.lease_owner, ctx.lease_seconds)
+        job = queries.get_job(ctx.db, job_id)
+        priority = job.priority
+        _fan_out(job_id, [r for r in chunk_refs if r not in voting], priority)
+        if voting:
+            log.info("job %s: language %s, voted by %d chunk(s) that decode from the encoder output they voted with",
+                     job_id, job.language, len(voting))
+        with ctx.held.holding(chunks=[(job_id, i) for i in claimed]):
+            waiting = [state().batcher().submit((job_id, r, voters)) for r in voting if r.chunk_idx in claimed]
+            assemble_now = any([future.result() for future in waiting])
+        if assemble_now:
+            _send(assemble, (job_id,), CPU_QUEUE, priority)
 
 
 @app.task(name="murmur.decode", **_retry)
@@ -117,7 +136,7 @@ def decode(job_id: str, ref: dict) -> None:
         if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.lease_owner, ctx.lease_seconds):
             return  # stored already, the job ended, or another live worker holds it
         with ctx.held.holding(chunks=[(job_id, tensor.chunk_idx)]):
-            assemble_now = state().batcher().submit((job_id, tensor)).result()
+            assemble_now = state().batcher().submit((job_id, tensor, None)).result()
         if assemble_now:
             _send(assemble, (job_id,), CPU_QUEUE, queries.get_job(ctx.db, job_id).priority)
 

@@ -132,7 +132,7 @@ def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent:
         if lend is not None and not lend[1].done():
             lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
-    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, encoded)
+    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, [encoded] if encoded else ())
 
 
 def _lending(refs: list[TensorRef], first: list[slice], picks: set[int]) -> dict[int, tuple[int, TensorRef]]:

@@ -141,40 +141,43 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     return refs
 
 
-def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> str | None:
-    """The job's language, voted over chunks spread across the file.
+def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> Encoded | None:
+    """Record the job's language, voted over chunks spread across the file; the encoder output of
+    those chunks, for their decode to reuse (None when nothing was encoded).
 
-    Skipped (returns what is known) when the job names a language or the model
-    is English-only. In multilingual mode each chunk is detected again when it
-    is decoded, among the languages this vote found spoken in the file.
-    `concurrent` as for `decode`, so the model is the one decode loads.
+    Nothing is encoded when the job names a language or the model is English-only.
+    In multilingual mode each chunk is detected again when it is decoded, among
+    the languages this vote found spoken in the file. `concurrent` as for
+    `decode`, so the model is the one decode loads.
     """
     started = time.perf_counter()
     options = queries.get_job(ctx.db, job_id).job_options()
     spoken: list[str] = []
     model = None if options.language else ctx.model(options.model, concurrent)
+    voters = None
     if model is None:
         language, probability = options.language, None
     elif not model.multilingual:
         language, probability = "en", None
     else:
         picked = [refs[i] for i in detection_chunks(len(refs), MULTILINGUAL_DETECT_CHUNKS if options.multilingual else DETECT_CHUNKS)]
-        windows = top_languages(model, encode(model, _load_features(ctx, [(job_id, r) for r in picked]))) if picked else []
-        guess = vote(windows)
+        # in host memory: a GPU worker's batcher may decode them beside other jobs' chunks (see `decode`)
+        voters = Encoded(picked, encode(model, _load_features(ctx, [(job_id, r) for r in picked]), to_cpu=True)) if picked else None
+        guess = vote(top_languages(model, voters.output) if voters else [])
         language, probability = guess.language, guess.probability
         if options.multilingual:
             spoken = list(guess.spoken())
     queries.set_language(ctx.db, job_id, language, probability, spoken)
     queries.add_timing(ctx.db, job_id, "detect", time.perf_counter() - started)
-    return language
+    return voters
 
 
 @dataclass
 class Encoded:
     """A batch of one job's chunks through the encoder.
 
-    The embedded runner detects the language from the first batches decode
-    encodes anyway, and hands each its encoder output back: no extra pass."""
+    The language is detected from chunks that decode encodes anyway, and their
+    encoder output is handed to their decode: no extra pass."""
 
     refs: list[TensorRef]
     output: object  # ctranslate2.StorageView
@@ -222,15 +225,15 @@ def detects_in_decode(ctx: Context, job_id: str, concurrent: int = 1) -> bool:
     return not options.language and not options.multilingual and ctx.model(options.model, concurrent).multilingual
 
 
-def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1, encoded: Encoded | None = None) -> list[str]:
+def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1, encoded: Sequence[Encoded] = ()) -> list[str]:
     """Decode one batch of chunks, from one job or many, and store each chunk's segments.
 
     Chunks of jobs that have ended and chunks already decoded (a redelivered
     message) are skipped. Chunks are decoded together when their jobs share a
     model and decode options. Returns the jobs that this batch completed, or
     found complete: each is ready for `assemble`. `concurrent` is how many
-    batches the caller runs at the same time. `encoded`: these items' encoder
-    output from `encode_batch`, used if every item is still to be decoded.
+    batches the caller runs at the same time. `encoded`: encoder outputs the
+    caller holds already (language detection's), for some or all of the items.
     """
     started = time.perf_counter()
     jobs = {job_id: queries.get_job(ctx.db, job_id) for job_id, _ in items}
@@ -263,8 +266,7 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
         if not group:
             continue
         options, language, candidates = decoding[key]
-        reused = encoded.output if encoded and [ref for _, ref, _, _ in group] == list(encoded.refs) else None
-        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent, reused):
+        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent, encoded):
             for (job_id, _, chunk, _), segments in zip(part, results):
                 chunk_language = segments[0].language if segments else None
                 if queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker):
@@ -278,14 +280,15 @@ def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int
     return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
 
 
-def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded=None):
+def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded: Sequence[Encoded]):
     """The group's results; should the batch raise, each job's chunks are decoded on their own and
     only a job whose own chunks fail is failed, with its reason. Yields (items, their segments)."""
     model = ctx.model(options.model, concurrent)
     try:
         features = np.stack([f for *_, f in group])
         yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
-                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None, encoded=encoded)
+                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None,
+                                  encoded=_held_output(model, [ref for _, ref, _, _ in group], features, encoded))
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
         jobs = list(dict.fromkeys(job_id for job_id, *_ in group))
@@ -302,6 +305,22 @@ def _decode_isolated(ctx: Context, group: list, options, language, candidates, c
             _fail_for(ctx, job_id, exc)
             continue
         yield part, results
+
+
+def _held_output(model: LoadedModel, refs: list[TensorRef], features: np.ndarray, encoded: Sequence[Encoded]):
+    """The encoder output of `refs` from what the caller holds: one `Encoded` of exactly these chunks
+    as it is, else the held rows (in host memory) with the other chunks encoded now; None if none is held."""
+    for e in encoded:
+        if list(e.refs) == refs:
+            return e.output
+    held = {ref.key: (e, i) for e in encoded if e.output.device == "cpu" for i, ref in enumerate(e.refs)}
+    if not any(ref.key in held for ref in refs):
+        return None
+    missing = [i for i, ref in enumerate(refs) if ref.key not in held]
+    fresh = iter(np.asarray(encode(model, features[missing], to_cpu=True)) if missing else ())
+    arrays = {id(e): np.asarray(e.output) for e, _ in held.values()}
+    rows = [arrays[id(held[ref.key][0])][held[ref.key][1]] if ref.key in held else next(fresh) for ref in refs]
+    return joined([row[None] for row in rows])
 
 
 def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:

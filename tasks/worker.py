@@ -132,17 +132,19 @@ class WorkerState:
                 self._batcher = Batcher(self._decode, self.config.batch_size, self.config.flush_seconds, backlog)
             return self._batcher
 
-    def _decode(self, items: list[tuple[str, TensorRef]]) -> list[bool]:
-        """One batch; each item learns whether it should trigger its job's assembly."""
-        log.info("decoding a batch of %d chunk(s) from %d job(s)", len(items), len({j for j, _ in items}))
+    def _decode(self, items: list[tuple[str, TensorRef, stages.Encoded | None]]) -> list[bool]:
+        """One batch: (job, chunk, its encoder output if language detection holds it); each item
+        learns whether it should trigger its job's assembly."""
+        log.info("decoding a batch of %d chunk(s) from %d job(s)", len(items), len({j for j, *_ in items}))
         started = time.perf_counter()
-        completed = set(stages.decode(self.ctx, items))
+        held = list({id(e): e for *_, e in items if e is not None}.values())
+        completed = set(stages.decode(self.ctx, [(job_id, ref) for job_id, ref, _ in items], encoded=held))
         if self.batch_metrics:
             self.batch_metrics.observe(len(items), time.perf_counter() - started)
-        for job_id in queries.unsent_callbacks(self.ctx.db, [j for j, _ in items]):
+        for job_id in queries.unsent_callbacks(self.ctx.db, [j for j, *_ in items]):
             _retry_hook(job_id, 0)  # jobs this batch failed: their webhooks go out now
         first: dict[str, int] = {}
-        return [job_id in completed and first.setdefault(job_id, i) == i for i, (job_id, _) in enumerate(items)]
+        return [job_id in completed and first.setdefault(job_id, i) == i for i, (job_id, *_) in enumerate(items)]
 
 
 def _retry_hook(job_id: str, seconds: float) -> None:

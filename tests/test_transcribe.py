@@ -192,9 +192,9 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     encoded_rows = []
     real_encode = decode.encode
 
-    def counting_encode(model, features):
+    def counting_encode(model, features, **kwargs):
         encoded_rows.append(len(features))
-        return real_encode(model, features)
+        return real_encode(model, features, **kwargs)
 
     monkeypatch.setattr(decode, "encode", counting_encode)
     monkeypatch.setattr(stages, "encode", counting_encode)
@@ -205,6 +205,35 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     assert job.detect_seconds > 0
     given = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3", language="de")
     assert [s.text for s in detected.segments] == [s.text for s in given.segments]
+
+
+def test_voters_held_by_a_worker_are_decoded_beside_other_chunks_without_a_second_pass(ctx, base_model, monkeypatch):
+    """A GPU worker's batches mix a job's voters, whose encoder output detection holds, with chunks not
+    encoded yet (as its batcher does): only those are encoded, and the text is that of the given language."""
+    from murmur.workers.gpu import decode
+
+    encoded_rows = []
+    real_encode = decode.encode
+
+    def counting_encode(model, features, **kwargs):
+        encoded_rows.append(len(features))
+        return real_encode(model, features, **kwargs)
+
+    job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions().to_json())
+    refs = stages.prepare(ctx, job_id)
+    voters = stages.detect_language(ctx, job_id, refs)
+    assert queries.get_job(ctx.db, job_id).language == "en" and len(voters.refs) == 5
+    monkeypatch.setattr(decode, "encode", counting_encode)
+    monkeypatch.setattr(stages, "encode", counting_encode)
+    rest = [r for r in refs if r not in voters.refs]
+    assert len(rest) >= 4
+    for batch in (voters.refs[:3] + rest[:2], voters.refs[3:] + rest[2:]):  # each batch: some voters, some not
+        stages.decode(ctx, [(job_id, r) for r in batch], encoded=[voters])
+    assert sum(encoded_rows) == len(rest)  # the voters were not encoded again
+    assert stages.assemble(ctx, job_id)
+    decoded = queries.get_transcript(ctx.db, job_id)
+    given = _run(ctx, "en_5min.flac", language="en")
+    assert [s.text for s in decoded.segments] == [s.text for s in given.segments]
 
 
 def _fails_without_hanging(ctx, job_id: str, error: str) -> bool:

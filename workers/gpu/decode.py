@@ -46,8 +46,11 @@ _CLOSERS = "\"')]}»”’"
 log = logging.getLogger("murmur")
 
 
-def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
+def encode(model: LoadedModel, features: np.ndarray, to_cpu: bool = False) -> ctranslate2.StorageView:
     """Run the encoder once for a batch; generate, align and detect all reuse it.
+
+    `to_cpu`: the output in host memory, for a caller that keeps it past this batch
+    (CTranslate2 moves it back to the model's device when it is used).
 
     On CPU the encoder takes `CPU_ENCODE_PIECE` windows per call: its attention
     holds ≈70 MB per window at once, so a batch of 8 peaked ≈600 MB above the
@@ -56,7 +59,7 @@ def encode(model: LoadedModel, features: np.ndarray) -> ctranslate2.StorageView:
     """
     pieces = _pieces(model, len(features))
     if len(pieces) == 1:
-        return model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=False)
+        return model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=to_cpu)
     return joined([model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[p]))) for p in pieces])
 
 
