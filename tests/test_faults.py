@@ -224,6 +224,33 @@ def test_a_cpu_worker_killed_mid_prepare_is_replaced_within_a_minute(fleet, embe
     assert queries.get_job(fleet.client.db, job_id).attempts == 1
 
 
+def test_gpu_workers_killed_while_detecting_and_while_decoding_the_voters_lose_nothing(fleet, embedded):
+    """The language vote is the job's first batch: kill its GPU worker while it encodes the voters, then
+    the next one once the language is recorded and it decodes them; the job still ends with every chunk once."""
+    expected = _texts_of(embedded("en_5min.flac", language="en"))
+    client = fleet.client
+    job_id = client.submit(str(DATA / "en_5min.flac"))
+
+    def reached(test, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while not test(job := queries.get_job(client.db, job_id)):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.01)
+        return job
+
+    reached(lambda job: job.n_chunks is not None and job.language is None and job.lease_worker is not None)
+    fleet.kill(fleet.of("gpu"))  # mid-detection: its lease lapses and the reconciler sends detection again
+    fleet.start("gpu")
+    job = reached(lambda job: job.language is not None)
+    assert job.language == "en" and job.chunks_done == 0
+    fleet.kill(fleet.of("gpu"))  # the voters were leased to it, in its batcher
+    fleet.start("gpu")
+    status = client.wait(job_id, timeout=300)
+    assert status.chunks_done == status.n_chunks and status.language == "en"
+    _assert_transcribed(client, job_id, expected)
+    _no_duplicates(client, job_id)
+
+
 def test_a_file_that_kills_its_worker_every_time_fails_after_max_attempts(fleet):
     """The test plays the poison: whenever a CPU worker starts preparing this job, it dies."""
     good = fleet.client.submit(str(DATA / "stereo_two_speakers.wav"), language="en")
