@@ -91,7 +91,8 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}", "server_error").body(), status_code=500)
 
     async def caller(request: Request) -> Caller:
-        return await blocking(callers.identify, request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        return callers.identify(header, cached_only=True) or await blocking(callers.identify, header)
 
     async def own_job(request: Request, job_id: str):
         who = await caller(request)

@@ -39,51 +39,62 @@ class Callers:
     """Who is calling, from the Authorization header, or 401.
 
     With no key in the database a server on loopback lets anyone in (one
-    machine, one user); a server on another interface then lets nobody in.
-    What the database said is kept for CACHE_SECONDS, so a burst of requests
-    does not ask it again for each: a deleted key stops working within that.
+    machine, one user), whatever key an SDK sends; a server on another
+    interface then lets nobody in. What the database said (whether any key
+    exists, what a digest is, or that it is no key) is kept for CACHE_SECONDS,
+    so a burst of requests does not ask it again for each: a deleted key stops
+    working, and a new one starts, within that.
     """
 
     CACHE_SECONDS = 2.0
+    MAX_CACHED = 4096  # beyond this many answers, the stale ones are dropped (unknown keys sent over and over)
 
     def __init__(self, db: sessionmaker[Session], default_max_jobs: int, public: bool) -> None:
         self.db, self.default_max_jobs, self.public = db, default_max_jobs, public
         self._lock = threading.Lock()
-        self._keys: dict[str, tuple[float, Caller]] = {}
-        self._any: tuple[float, bool] | None = None
+        self._answers: dict[str, tuple[float, object]] = {}
 
-    def identify(self, authorization: str | None) -> Caller:
+    def identify(self, authorization: str | None, cached_only: bool = False) -> Caller | None:
+        """The caller, or ApiError 401. With `cached_only`, None where the answer needs the database:
+        the event loop asks from the cache first and goes to a thread only then."""
         scheme, _, key = (authorization or "").partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
         now = time.monotonic()
-        if key:
-            found = self._cached_key(digest(key), now)
-            if found is not None:
-                return found
-        if not self._cached_any(now):
-            if self.public:
-                raise ApiError(401, "no API key exists: create one with `murmur keys create NAME`",
-                               "authentication_error", "invalid_api_key")
-            return Caller(None, self.default_max_jobs)
-        if not key:
-            raise ApiError(401, "send your API key as `Authorization: Bearer KEY`", "authentication_error",
-                           "invalid_api_key")
-        raise ApiError(401, "unknown API key", "authentication_error", "invalid_api_key")
+        try:
+            if not self._recall("", now, lambda: queries.has_keys(self.db), cached_only):
+                if self.public:
+                    raise ApiError(401, "no API key exists: create one with `murmur keys create NAME`",
+                                   "authentication_error", "invalid_api_key")
+                return Caller(None, self.default_max_jobs)
+            if not key:
+                raise ApiError(401, "send your API key as `Authorization: Bearer KEY`", "authentication_error",
+                               "invalid_api_key")
+            key_digest = digest(key)
+            found = self._recall(key_digest, now, lambda: self._lookup(key_digest), cached_only)
+        except _NotCached:
+            return None
+        if found is None:
+            raise ApiError(401, "unknown API key", "authentication_error", "invalid_api_key")
+        return found
 
-    def _cached_key(self, key_digest: str, now: float) -> Caller | None:
+    def _lookup(self, key_digest: str) -> Caller | None:
+        found = queries.key_by_digest(self.db, key_digest)
+        return None if found is None else Caller(found.id, found.max_jobs or self.default_max_jobs)
+
+    def _recall(self, name: str, now: float, ask, cached_only: bool):
         with self._lock:
-            hit = self._keys.get(key_digest)
+            hit = self._answers.get(name)
         if hit and now - hit[0] < self.CACHE_SECONDS:
             return hit[1]
-        found = queries.key_by_digest(self.db, key_digest)
-        if found is None:
-            return None
-        caller = Caller(found.id, found.max_jobs or self.default_max_jobs)
+        if cached_only:
+            raise _NotCached
+        answer = ask()
         with self._lock:
-            self._keys[key_digest] = (now, caller)
-        return caller
+            if len(self._answers) >= self.MAX_CACHED:
+                self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self.CACHE_SECONDS}
+            self._answers[name] = (now, answer)
+        return answer
 
-    def _cached_any(self, now: float) -> bool:
-        if self._any is None or now - self._any[0] >= self.CACHE_SECONDS:
-            self._any = (now, queries.has_keys(self.db))
-        return self._any[1]
+
+class _NotCached(Exception):
+    pass
