@@ -41,9 +41,9 @@ class Callers:
     With no key in the database a server on loopback lets anyone in (one
     machine, one user), whatever key an SDK sends; a server on another
     interface then lets nobody in. What the database said (whether any key
-    exists, what a digest is, or that it is no key) is kept for CACHE_SECONDS,
-    so a burst of requests does not ask it again for each: a deleted key stops
-    working, and a new one starts, within that.
+    exists, whose a digest is, or that it is no key's) is kept for
+    CACHE_SECONDS, so a burst of requests does not ask it again for each: a
+    deleted key stops working within that; a new key works at once.
     """
 
     CACHE_SECONDS = 2.0
@@ -61,21 +61,23 @@ class Callers:
         key = key.strip() if scheme.lower() == "bearer" else ""
         now = time.monotonic()
         try:
-            if not self._recall("", now, lambda: queries.has_keys(self.db), cached_only):
-                if self.public:
-                    raise ApiError(401, "no API key exists: create one with `murmur keys create NAME`",
-                                   "authentication_error", "invalid_api_key")
-                return Caller(None, self.default_max_jobs)
-            if not key:
-                raise ApiError(401, "send your API key as `Authorization: Bearer KEY`", "authentication_error",
-                               "invalid_api_key")
-            key_digest = digest(key)
-            found = self._recall(key_digest, now, lambda: self._lookup(key_digest), cached_only)
+            if key:  # asked first: the first key made on a keyless server counts at once
+                key_digest = digest(key)
+                found = self._recall(key_digest, now, lambda: self._lookup(key_digest), cached_only)
+                if found is not None:
+                    return found
+            any_key = self._recall("", now, lambda: queries.has_keys(self.db), cached_only)
         except _NotCached:
             return None
-        if found is None:
-            raise ApiError(401, "unknown API key", "authentication_error", "invalid_api_key")
-        return found
+        if not any_key:
+            if self.public:
+                raise ApiError(401, "no API key exists: create one with `murmur keys create NAME`",
+                               "authentication_error", "invalid_api_key")
+            return Caller(None, self.default_max_jobs)
+        if not key:
+            raise ApiError(401, "send your API key as `Authorization: Bearer KEY`", "authentication_error",
+                           "invalid_api_key")
+        raise ApiError(401, "unknown API key", "authentication_error", "invalid_api_key")
 
     def _lookup(self, key_digest: str) -> Caller | None:
         found = queries.key_by_digest(self.db, key_digest)
