@@ -29,7 +29,7 @@ from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
 from murmur.workers.errors import MurmurError
-from murmur.workers.gpu.decode import decode_batch, encode, joined, top_languages
+from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined, top_languages
 from murmur.workers.gpu.language import DETECT_CHUNKS, MULTILINGUAL_DETECT_CHUNKS, detection_chunks, vote
 from murmur.workers.gpu.model import LoadedModel, decoders, model_for, model_n_mels
 
@@ -313,14 +313,17 @@ def _held_output(model: LoadedModel, refs: list[TensorRef], features: np.ndarray
     for e in encoded:
         if list(e.refs) == refs:
             return e.output
-    held = {ref.key: (e, i) for e in encoded if e.output.device == "cpu" for i, ref in enumerate(e.refs)}
-    if not any(ref.key in held for ref in refs):
+    wanted = {ref.key for ref in refs}
+    held = {}
+    for e in encoded:
+        if e.output.device == "cpu" and wanted & {ref.key for ref in e.refs}:
+            rows = host_array(e.output)
+            held.update({ref.key: rows[i] for i, ref in enumerate(e.refs)})
+    if not held:
         return None
     missing = [i for i, ref in enumerate(refs) if ref.key not in held]
-    fresh = iter(np.asarray(encode(model, features[missing], to_cpu=True)) if missing else ())
-    arrays = {id(e): np.asarray(e.output) for e, _ in held.values()}
-    rows = [arrays[id(held[ref.key][0])][held[ref.key][1]] if ref.key in held else next(fresh) for ref in refs]
-    return joined([row[None] for row in rows])
+    fresh = iter(host_array(encode(model, features[missing], to_cpu=True)) if missing else ())
+    return joined([(held[ref.key] if ref.key in held else next(fresh))[None] for ref in refs])
 
 
 def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:

@@ -236,6 +236,23 @@ def test_voters_held_by_a_worker_are_decoded_beside_other_chunks_without_a_secon
     assert [s.text for s in decoded.segments] == [s.text for s in given.segments]
 
 
+def test_held_encoder_output_of_every_type_joins_in_host_memory():
+    """A GPU worker may hold voters' output as float16 or bfloat16 (numpy has no bfloat16): each joins
+    with rows encoded later, its values kept, and bfloat16 comes back as float32 for CTranslate2 to cast."""
+    import ctranslate2
+    import numpy as np
+
+    from murmur.workers.gpu.decode import host_array, joined
+
+    rows = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) / 8  # exact in every type
+    for dtype in (ctranslate2.DataType.float32, ctranslate2.DataType.float16, ctranslate2.DataType.bfloat16):
+        held = ctranslate2.StorageView.from_array(rows).to(dtype)
+        array = host_array(held)
+        assert array.dtype in (np.float32, np.float16) and np.array_equal(array.astype(np.float32), rows), dtype
+        both = np.asarray(joined([held, rows[:1].astype(array.dtype)]))
+        assert both.shape == (3, 3, 4) and np.array_equal(both[2].astype(np.float32), rows[0])
+
+
 def _fails_without_hanging(ctx, job_id: str, error: str) -> bool:
     """Run the job in a thread: True when it raised `error` within 300 s, False when a decoder still waits."""
     import threading

@@ -63,9 +63,19 @@ def encode(model: LoadedModel, features: np.ndarray, to_cpu: bool = False) -> ct
     return joined([model.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[p]))) for p in pieces])
 
 
-def joined(parts: Sequence[ctranslate2.StorageView]) -> ctranslate2.StorageView:
-    """Encoder outputs on CPU, one batch after another, as one batch."""
-    return ctranslate2.StorageView.from_array(np.concatenate([np.asarray(p) for p in parts]))
+def joined(parts: Sequence[ctranslate2.StorageView | np.ndarray]) -> ctranslate2.StorageView:
+    """Encoder outputs in host memory, one batch after another, as one batch."""
+    return ctranslate2.StorageView.from_array(np.concatenate([host_array(p) for p in parts]))
+
+
+def host_array(output: ctranslate2.StorageView | np.ndarray) -> np.ndarray:
+    """An encoder output in host memory as numpy; bfloat16, which numpy lacks, as float32
+    (CTranslate2 casts it back to the model's type when it is used)."""
+    if isinstance(output, np.ndarray):
+        return output
+    if output.dtype not in (ctranslate2.DataType.float32, ctranslate2.DataType.float16):
+        output = output.to(ctranslate2.DataType.float32)
+    return np.asarray(output)
 
 
 def top_languages(
