@@ -77,10 +77,10 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
             # the batch size counts windows in flight in all: each of N decoders side by side takes 1/N of it
             # (two full batches of 16 held twice the memory, 2.25 GB on 30 min, and were slower: 60 s against 54 s)
             batches = plan_batches(len(refs), max(1, options.batch_size // concurrent), concurrent)
-            ballot, picks, lent, borrowed = None, set(), {}, {}
+            ballot, picks, lent, borrowed, voters = None, set(), {}, {}, None
             first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
             if first is None:
-                stages.detect_language(ctx, job_id, refs, concurrent)
+                voters = stages.detect_language(ctx, job_id, refs, concurrent)  # decode reuses their encoder output
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
                 ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
@@ -89,7 +89,7 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
                 borrowed[borrower] = lent[lender][1]
             futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot,
                                    picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
-                                   lent.get(i), borrowed.get(i)): b
+                                   lent.get(i), borrowed.get(i), voters): b
                        for i, b in enumerate(batches)}
             done = 0
             if on_progress:
@@ -114,11 +114,13 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
 
 
 def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
-            picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None) -> None:
+            picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None,
+            voters: stages.Encoded | None = None) -> None:
     """One batch. A batch of the first round (`picks` given) encodes before it decodes: with a ballot it
     casts its votes first, and every batch of a job whose language is voted waits for the count before it
     generates. `lend`: a chunk of another first-round batch that this one encodes first, for that batch;
-    `borrow`: this batch's last chunk, so encoded."""
+    `borrow`: this batch's last chunk, so encoded. `voters`: the chunks a vote before decode encoded
+    (multilingual, or too many voters for the first batches), reused where this batch holds them."""
     encoded = None
     try:
         if lend is not None:
@@ -135,7 +137,7 @@ def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent:
         if lend is not None and not lend[1].done():
             lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
-    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, [encoded] if encoded else ())
+    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, [e for e in (encoded, voters) if e is not None])
 
 
 def _lending(refs: list[TensorRef], first: list[slice], picks: set[int]) -> dict[int, tuple[int, TensorRef]]:

@@ -207,6 +207,26 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
     assert [s.text for s in detected.segments] == [s.text for s in given.segments]
 
 
+def test_a_multilingual_vote_before_decode_costs_no_second_pass(ctx, base_model, monkeypatch):
+    """Multilingual mode votes before decoding (on the spoken languages): the voters' decode reuses their
+    encoder output, so every chunk goes through the encoder once, and German is still read as German."""
+    from murmur.workers.gpu import decode
+
+    encoded_rows = []
+    real_encode = decode.encode
+
+    def counting_encode(model, features, **kwargs):
+        encoded_rows.append(len(features))
+        return real_encode(model, features, **kwargs)
+
+    monkeypatch.setattr(decode, "encode", counting_encode)
+    monkeypatch.setattr(stages, "encode", counting_encode)
+    result = _run(ctx, "en_de_codeswitch.flac", multilingual=True)
+    job = queries.get_job(ctx.db, result.job_id)
+    assert job.n_chunks > 8 and sum(encoded_rows) == job.n_chunks  # 8 voters, none encoded twice
+    assert {s.language for s in result.segments} == {"en", "de"}
+
+
 def test_voters_held_by_a_worker_are_decoded_beside_other_chunks_without_a_second_pass(ctx, base_model, monkeypatch):
     """A GPU worker's batches mix a job's voters, whose encoder output detection holds, with chunks not
     encoded yet (as its batcher does): only those are encoded, and the text is that of the given language."""
