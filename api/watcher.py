@@ -4,11 +4,12 @@ A request waits on a future; the watcher resolves it when it hears that the
 job ended. On Postgres it hears it from a trigger (`LISTEN murmur_job_ended`,
 migration 0005): every way a job ends (assembled, failed, cancelled,
 given up by the reconciler) updates its status, and the notification comes
-with the commit. The embedded runner tells it directly. Either way a slow
-poll (SAFETY_POLL_SECONDS) catches what a dropped connection missed. Polling
-alone cost the server ~0.24 s of CPU per request on a 2-core machine (a query
-every 20 ms while anyone waited), taken from the decoders. The database is
-asked only when a job it heard of ended: a job that ends before its request
+with the commit and names the state (migration 0006), so the request is
+answered with no query at all. The embedded runner tells it directly, without
+the state: then one query asks. Either way a slow poll (SAFETY_POLL_SECONDS)
+catches what a dropped connection missed. Polling alone cost the server
+~0.24 s of CPU per request on a 2-core machine (a query every 20 ms while
+anyone waited), taken from the decoders. A job that ends before its request
 starts to wait is remembered (the last RECENT of them), so a burst of new
 requests costs no query each.
 """
@@ -34,7 +35,7 @@ class JobWatcher:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self.db = db
         self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._recent: dict[str, None] = {}  # jobs heard to have ended, oldest first
+        self._recent: dict[str, JobState | None] = {}  # jobs heard to have ended (with the state, if told), oldest first
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -55,18 +56,28 @@ class JobWatcher:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._heard, job_id)
 
-    def _heard(self, job_id: str) -> None:
-        self._recent[job_id] = None
+    def _heard(self, job_id: str, state: JobState | None = None) -> None:
+        self._recent[job_id] = state
         if len(self._recent) > RECENT:
             del self._recent[next(iter(self._recent))]
-        if job_id in self._waiting:
+        if state is not None:
+            self._settle(job_id, state)
+        elif job_id in self._waiting:
             self._wake.set()
+
+    def _settle(self, job_id: str, state: JobState) -> None:
+        for future in self._waiting.get(job_id, []):
+            if not future.done():
+                future.set_result(state)
 
     async def wait(self, job_id: str) -> JobState:
         future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, []).append(future)
-        if job_id in self._recent:
-            self._wake.set()  # it ended before we started to wait
+        if job_id in self._recent:  # it ended before we started to wait
+            if self._recent[job_id] is not None:
+                future.set_result(self._recent[job_id])
+            else:
+                self._wake.set()
         try:
             return await future
         finally:
@@ -94,9 +105,7 @@ class JobWatcher:
             for job_id in asked:
                 state = states.get(job_id, JobState.failed)  # deleted meanwhile
                 if state in ENDED:
-                    for future in self._waiting.get(job_id, []):
-                        if not future.done():
-                            future.set_result(state)
+                    self._settle(job_id, state)
 
     async def _listen(self, database_url: str) -> None:
         import psycopg
@@ -108,7 +117,8 @@ class JobWatcher:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._wake.set()  # anything that ended while we were not listening
                     async for notice in conn.notifies():
-                        self._heard(notice.payload)
+                        job_id, _, state = notice.payload.partition(" ")
+                        self._heard(job_id, JobState(state) if state in ENDED else None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the safety poll covers the gap; try again

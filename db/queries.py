@@ -231,13 +231,18 @@ def replace_segments(
 
 def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
     with db() as s:
-        query = select(Segment).where(Segment.job_id == job_id).order_by(Segment.chunk_idx, Segment.idx)
-        return list(s.scalars(query))
+        return _segments(s, job_id)
 
 
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
-    job = get_job(db, job_id)
-    return Transcript(job.id, job.language, job.language_probability, job.duration, get_segments(db, job_id))
+    """The job and its segments from one session: under load every connection checkout and transaction waits its turn."""
+    with db() as s:
+        job = s.get(Job, job_id)
+        return Transcript(job.id, job.language, job.language_probability, job.duration, _segments(s, job_id))
+
+
+def _segments(s: Session, job_id: str) -> list[Segment]:
+    return list(s.scalars(select(Segment).where(Segment.job_id == job_id).order_by(Segment.chunk_idx, Segment.idx)))
 
 
 def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> list[str]:

@@ -57,7 +57,7 @@ def test_head_names_the_newest_migration_and_an_old_schema_is_caught(tmp_path):
     assert ScriptDirectory.from_config(_alembic_config(url)).get_current_head() == HEAD
     assert current_revision(url) is None
     upgrade(url, "0004")
-    with pytest.raises(MurmurError, match="revision 0004, not 0005: run `murmur db upgrade`"):
+    with pytest.raises(MurmurError, match="revision 0004, not 0006: run `murmur db upgrade`"):
         check_schema(url)
     upgrade(url)
     assert current_revision(url) == HEAD

@@ -1,0 +1,70 @@
+"""How `murmur serve` hears that a job ended: Postgres's notification, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from murmur.api import watcher as watcher_module
+from murmur.api.watcher import JobWatcher
+from murmur.db import queries
+from murmur.db.models import JobState
+from murmur.db.session import sessions, upgrade
+from tests.conftest import fresh_postgres
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """A fresh Postgres database at the newest schema, and the job-state questions the watcher puts to it."""
+    url = fresh_postgres("murmur_watcher_test")
+    upgrade(url)
+    asked: list[list[str]] = []
+    real = queries.job_states
+    monkeypatch.setattr(queries, "job_states", lambda db, ids: asked.append(sorted(ids)) or real(db, ids))
+    monkeypatch.setattr(watcher_module, "SAFETY_POLL_SECONDS", 60.0)  # only what the test does is asked
+    return url, sessions(url), asked
+
+
+def test_a_job_that_ends_answers_its_waiting_request_with_no_query(counted):
+    url, db, asked = counted
+    done, failed, early = (queries.create_job(db, f"/audio/{n}.wav", {"model": "base"}) for n in range(3))
+
+    async def scenario() -> tuple[JobState, JobState, JobState]:
+        watcher = JobWatcher(db)
+        await watcher.start(url)
+        try:
+            await asyncio.sleep(0.5)  # listening
+            queries.update_job(db, early, status=JobState.done)
+            await asyncio.sleep(0.5)  # heard before anyone waits on it
+            waits = [asyncio.create_task(watcher.wait(job)) for job in (done, failed)]
+            await asyncio.sleep(0.1)
+            queries.update_job(db, done, status=JobState.done)
+            queries.fail_job(db, failed, "unreadable audio")
+            states = await asyncio.wait_for(asyncio.gather(*waits), 10)
+            return (*states, await asyncio.wait_for(watcher.wait(early), 10))
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario()) == (JobState.done, JobState.failed, JobState.done)
+    assert asked == []  # each state came with its notification
+
+
+def test_an_end_told_without_its_state_is_asked_once(counted):
+    url, db, asked = counted
+    job = queries.create_job(db, "/audio/0.wav", {"model": "base"})
+
+    async def scenario() -> JobState:
+        watcher = JobWatcher(db)
+        await watcher.start(None)  # not listening: as the embedded backend, which tells the watcher itself
+        try:
+            waiting = asyncio.create_task(watcher.wait(job))
+            await asyncio.sleep(0.1)
+            queries.update_job(db, job, status=JobState.done)
+            watcher.ended(job)
+            return await asyncio.wait_for(waiting, 10)
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario()) == JobState.done
+    assert asked == [[job]]
