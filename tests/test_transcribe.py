@@ -184,20 +184,26 @@ def test_a_job_that_breaks_its_batch_fails_alone(ctx, base_model):
         assert row.status == "failed" and reason in row.error, row.error
 
 
-def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypatch):
-    """The language is voted from the first batches decode encodes anyway: every chunk goes
-    through the encoder once, and the transcript is the one the given language gives."""
+def _count_encoded_rows(monkeypatch) -> list[int]:
+    """The rows each encoder pass takes from now on (decode's and the stages' own), in order."""
     from murmur.workers.gpu import decode
 
-    encoded_rows = []
+    rows: list[int] = []
     real_encode = decode.encode
 
     def counting_encode(model, features, **kwargs):
-        encoded_rows.append(len(features))
+        rows.append(len(features))
         return real_encode(model, features, **kwargs)
 
     monkeypatch.setattr(decode, "encode", counting_encode)
     monkeypatch.setattr(stages, "encode", counting_encode)
+    return rows
+
+
+def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypatch):
+    """The language is voted from the first batches decode encodes anyway: every chunk goes
+    through the encoder once, and the transcript is the one the given language gives."""
+    encoded_rows = _count_encoded_rows(monkeypatch)
     detected = _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3")
     job = queries.get_job(ctx.db, detected.job_id)
     assert job.n_chunks >= 2 and sum(encoded_rows) == job.n_chunks  # no chunk encoded twice
@@ -210,17 +216,7 @@ def test_detection_reuses_the_encoder_output_of_decode(ctx, base_model, monkeypa
 def test_a_multilingual_vote_before_decode_costs_no_second_pass(ctx, base_model, monkeypatch):
     """Multilingual mode votes before decoding (on the spoken languages): the voters' decode reuses their
     encoder output, so every chunk goes through the encoder once, and German is still read as German."""
-    from murmur.workers.gpu import decode
-
-    encoded_rows = []
-    real_encode = decode.encode
-
-    def counting_encode(model, features, **kwargs):
-        encoded_rows.append(len(features))
-        return real_encode(model, features, **kwargs)
-
-    monkeypatch.setattr(decode, "encode", counting_encode)
-    monkeypatch.setattr(stages, "encode", counting_encode)
+    encoded_rows = _count_encoded_rows(monkeypatch)
     result = _run(ctx, "en_de_codeswitch.flac", multilingual=True)
     job = queries.get_job(ctx.db, result.job_id)
     assert job.n_chunks > 8 and sum(encoded_rows) == job.n_chunks  # 8 voters, none encoded twice
@@ -230,21 +226,11 @@ def test_a_multilingual_vote_before_decode_costs_no_second_pass(ctx, base_model,
 def test_voters_held_by_a_worker_are_decoded_beside_other_chunks_without_a_second_pass(ctx, base_model, monkeypatch):
     """A GPU worker's batches mix a job's voters, whose encoder output detection holds, with chunks not
     encoded yet (as its batcher does): only those are encoded, and the text is that of the given language."""
-    from murmur.workers.gpu import decode
-
-    encoded_rows = []
-    real_encode = decode.encode
-
-    def counting_encode(model, features, **kwargs):
-        encoded_rows.append(len(features))
-        return real_encode(model, features, **kwargs)
-
     job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions().to_json())
     refs = stages.prepare(ctx, job_id)
     voters = stages.detect_language(ctx, job_id, refs)
     assert queries.get_job(ctx.db, job_id).language == "en" and len(voters.refs) == 5
-    monkeypatch.setattr(decode, "encode", counting_encode)
-    monkeypatch.setattr(stages, "encode", counting_encode)
+    encoded_rows = _count_encoded_rows(monkeypatch)  # decode's passes only, from here on
     rest = [r for r in refs if r not in voters.refs]
     assert len(rest) >= 4
     for batch in (voters.refs[:3] + rest[:2], voters.refs[3:] + rest[2:]):  # each batch: some voters, some not
