@@ -17,6 +17,7 @@ import threading
 from dataclasses import fields
 from typing import NoReturn
 
+from murmur.tasks import memory
 from murmur.tasks.formats import FORMATS, render
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import JobOptions, field_types
@@ -138,7 +139,7 @@ def entry() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _few_malloc_arenas()
+    memory.one_arena()  # before any thread starts
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -149,21 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("murmur: interrupted", file=sys.stderr)
         return 130
-
-
-def _few_malloc_arenas(arenas: int = 2) -> None:
-    """Ask glibc for `arenas` malloc arenas in all, before any thread starts. By default every
-    thread that allocates (decoders, CTranslate2's replicas) may get an arena of its own, and
-    memory freed in one is not reused by another: 30 min of audio peaked at 1.7–1.9 GB, 1.26 GB with two,
-    in the same time. MALLOC_ARENA_MAX in the environment wins; other C libraries are left alone."""
-    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -195,7 +181,8 @@ def _load_model_early(args: argparse.Namespace, options: JobOptions) -> None:
             concurrent = job_decoders(os.path.abspath(args.file), decoders(device, args.threads))
             model_for(options.model, device, args.compute_type or settings.compute_type, args.threads, concurrent)
         except MurmurError:
-            pass  # the job's own load reports it
+            return  # the job's own load reports it
+        memory.keep_freed_blocks()
 
     threading.Thread(target=load, name="murmur-early-load", daemon=True).start()
 

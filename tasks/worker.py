@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from murmur.db import queries
 from murmur.db.session import check_schema, sessions
 from murmur.settings import Settings, get_settings
-from murmur.tasks import stages
+from murmur.tasks import memory, stages
 from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, QUEUES, app
 from murmur.tasks.batching import Batcher
 from murmur.tasks.reconciler import Reconciler
@@ -183,6 +183,7 @@ def run(config: WorkerConfig, loglevel: str = "INFO") -> None:
     if config.kind == "gpu":
         loaded = proc.ctx.model(settings.model)
         log.info("loaded model %s on %s (%s)", settings.model, loaded.device, loaded.compute_type)
+        memory.keep_freed_blocks()
         proc.batcher()
         if settings.metrics_port:
             from murmur.tasks.metrics import BatchMetrics
