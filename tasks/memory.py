@@ -5,7 +5,7 @@ encoder's attention scores). By default glibc maps a block that large afresh
 each time and unmaps it when it is freed, and a thread's arena maps anything
 over 64 MB whatever the threshold: every call faults its pages in again. On
 en_5min (`murmur transcribe`, 2 threads) that was 1.2-1.3 million page faults
-and 2.1-2.3 s of system time in a 6.0-6.2 s run; with one arena and freed
+and 2.1-2.3 s of system time in a 5.8-6.2 s run; with one arena and freed
 blocks kept, 0.22 million, 0.5 s and 4.9-5.1 s, at the same peak memory.
 
 The settings are the process's: only the `murmur` command applies them, and
