@@ -15,7 +15,7 @@ import ctypes, resource, sys, threading
 from murmur.tasks import memory
 
 libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 
 if sys.argv[1] == "tuned":
