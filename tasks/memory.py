@@ -27,7 +27,7 @@ def one_arena() -> None:
 
     Freed memory is then reusable by every thread, too: with an arena per thread,
     30 min of audio peaked at 1.7-1.9 GB."""
-    _mallopt(_M_ARENA_MAX, 1)
+    _mallopt((_M_ARENA_MAX, 1))
 
 
 def keep_freed_blocks() -> None:
@@ -36,14 +36,14 @@ def keep_freed_blocks() -> None:
     Called once the model is loaded, not before: the load's large temporaries
     (a float32 copy of the biggest weight) would otherwise stay in the heap, and
     an 11 s clip peaked at 405 MB against 371."""
-    _mallopt(_M_MMAP_THRESHOLD, 256 << 20)
-    _mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    _mallopt((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 1 << 30))
 
 
-def _mallopt(option: int, value: int) -> None:
+def _mallopt(*settings: tuple[int, int]) -> None:
     mallopt = _glibc_mallopt()
     if mallopt is not None:
-        mallopt(option, value)
+        for option, value in settings:
+            mallopt(option, value)
 
 
 def _glibc_mallopt() -> Callable[[int, int], int] | None:
