@@ -5,22 +5,32 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
 
+# pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -qq --upgrade pip
 	# the CPU wheel first: an unpinned torch would pull gigabytes of CUDA
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -qq torch==2.13.0
+	$(PY) -m pip install -qq -e '.[test,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# what the tests need beyond Python, from Debian's packages: podman renders deploy/compose.yaml and
+# builds the images, kubectl's kustomize builds deploy/k8s
+TOOLS_APT := podman runc uidmap kubectl
+tools:
+	@command -v podman >/dev/null && command -v kubectl >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y -qq $(TOOLS_APT) >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq $(TOOLS_APT) >/dev/null; }; }
+
 run: setup
 	$(VENV)/bin/murmur transcribe $(CLIP)
 
-test: setup
+test: setup tools
 	$(PY) -m pytest -q
 
 bench: setup

@@ -1,7 +1,7 @@
 """The HTTP API: OpenAI's `/v1/audio/transcriptions` and `/translations`, and `/v1/jobs` for long audio.
 
 A request's audio is streamed to MURMUR_UPLOAD_DIR, submitted as a job to a
-`Backend` (the fleet, or this process) and, for the OpenAI endpoints, waited
+`Runner` (the fleet, or this process) and, for the OpenAI endpoints, waited
 for. Every error is JSON in OpenAI's shape. The database is reached through
 threads: the event loop only moves bytes and waits.
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import json
 import logging
-import uuid
-from datetime import datetime, timezone
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -30,41 +29,41 @@ from starlette.routing import Match
 
 from murmur.api import schemas
 from murmur.api.auth import Caller, Callers
-from murmur.api.backends import Backend
 from murmur.api.errors import ApiError, bad_request, documented, not_found
 from murmur.api.multipart import Form, read_form
+from murmur.api.runners import Runner
 from murmur.api.watcher import JobWatcher
 from murmur.db import queries
-from murmur.db.models import ENDED, JobState
+from murmur.db.models import ENDED, JobState, new_job_id
 from murmur.settings import Settings
-from murmur.tasks.formats import render
-from murmur.tasks.uploads import discard_uploads, upload_path
-from murmur.workers.errors import MurmurError
+from murmur.tasks.outputs.formats import render
+from murmur.tasks.outputs.uploads import discard_uploads, upload_path
+from murmur.workers.errors import Failure, MurmurError
 from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
 OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
 
 
-def create_api(backend: Backend, settings: Settings, public: bool = False) -> FastAPI:
-    """The ASGI app over `backend`; `public`: bound to more than loopback, so a key is always required."""
-    watcher = JobWatcher(backend.db)
-    backend.on_end = watcher.ended
-    callers = Callers(backend.db, settings.api_max_jobs, public)
+def create_api(runner: Runner, settings: Settings, public: bool = False) -> FastAPI:
+    """The ASGI app over `runner`; `public`: bound to more than loopback, so a key is always required."""
+    watcher = JobWatcher(runner.db)
+    runner.on_end = watcher.ended
+    callers = Callers(runner.db, settings.api_max_jobs, public)
     models = available_models(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await watcher.start(backend.database_url)
+        await watcher.start(runner.database_url)
         try:
             yield
         finally:
             await watcher.stop()
-            backend.close()
+            runner.close()
 
     api = FastAPI(title="murmur", version="1", summary="Batched Whisper transcription over a worker fleet",
                   responses=documented(400, 401), lifespan=lifespan)
-    api.state.backend, api.state.watcher = backend, watcher
+    api.state.runner, api.state.watcher = runner, watcher
 
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -96,7 +95,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
 
     async def own_job(request: Request, job_id: str):
         who = await caller(request)
-        job = await blocking(queries.get_job, backend.db, job_id) if _is_job_id(job_id) else None
+        job = await blocking(queries.get_job, runner.db, job_id) if _is_job_id(job_id) else None
         if job is None or (who.owner is not None and job.owner != who.owner):
             raise not_found(f"job {job_id}")
         return job
@@ -107,7 +106,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
 
         def admit() -> None:
             try:
-                backend.submit(job_id, source, options, callback_url, priority, who.owner, who.max_jobs)
+                runner.submit(job_id, source, options, callback_url, priority, who.owner, who.max_jobs)
             except queries.TooManyJobs as exc:
                 raise ApiError(429, f"{exc.active} of this key's jobs are queued or running (at most {who.max_jobs}): "
                                "wait for one to end", "rate_limit_exceeded", "too_many_jobs") from None
@@ -132,7 +131,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     async def transcribe(request: Request, task: str) -> Response:
         marks = [time.perf_counter()]
         who = await caller(request)
-        job_id = uuid.uuid4().hex
+        job_id = new_job_id()
         form = await upload(request, job_id)
         marks.append(time.perf_counter())
         try:
@@ -146,9 +145,8 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         def outcome(state: JobState) -> Transcript:
             try:
                 if state != JobState.done:
-                    job = queries.get_job(backend.db, job_id)
-                    raise _job_error(job.error if job else "the job was deleted while it ran")
-                return queries.get_transcript(backend.db, job_id)
+                    raise _job_error(queries.get_job(runner.db, job_id))
+                return queries.get_transcript(runner.db, job_id)
             finally:
                 discard_uploads(settings, [str(form.file)])
 
@@ -187,7 +185,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     async def create_job(request: Request) -> schemas.Job:
         """A job for long audio: 202 at once with its id; follow it with GET /v1/jobs/{id} or its events."""
         who = await caller(request)
-        job_id = uuid.uuid4().hex
+        job_id = new_job_id()
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             body = _json_job(await request.body())
             form, source = None, body.source
@@ -204,13 +202,13 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         if "model" in values:
             values["model"] = _model(values["model"], settings)
         await start_job(request, who, form, source, values, callback_url, priority, job_id)
-        return _job_view(await blocking(queries.get_job, backend.db, job_id))
+        return _job_view(await blocking(queries.get_job, runner.db, job_id))
 
     @api.get("/v1/jobs", tags=["jobs"], response_model=schemas.JobList)
     async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100)) -> schemas.JobList:
         """This key's newest jobs first."""
         who = await caller(request)
-        jobs = await blocking(queries.jobs_of, backend.db, who.owner, limit)
+        jobs = await blocking(queries.jobs_of, runner.db, who.owner, limit)
         return schemas.JobList(data=[_job_view(j) for j in jobs])
 
     @api.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Job, responses=documented(404))
@@ -226,7 +224,7 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
         if job.status != JobState.done:
             reason = f"the job failed: {job.error}" if job.status == JobState.failed else f"the job is {job.status}"
             raise ApiError(409, reason, code="job_not_done")
-        transcript = await blocking(queries.get_transcript, backend.db, job_id)
+        transcript = await blocking(queries.get_transcript, runner.db, job_id)
         return _render(transcript, "text" if format == "txt" else format, job.job_options().task,
                        ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
 
@@ -236,35 +234,34 @@ def create_api(backend: Backend, settings: Settings, public: bool = False) -> Fa
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Progress as server-sent events until the job ends."""
         await own_job(request, job_id)
-        return StreamingResponse(_events(backend, job_id, request), media_type="text/event-stream",
+        return StreamingResponse(_events(runner, job_id, request), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
 
     @api.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Deleted, responses=documented(404))
     async def delete_job(request: Request, job_id: str) -> schemas.Deleted:
-        """Cancel a queued or running job (its chunks are skipped), or delete an ended one with its transcript."""
+        """Delete a job with its transcript; a queued or running one is cancelled first (workers skip its chunks)."""
         job = await own_job(request, job_id)
-        cancelled = deleted = False
+        cancelled = False
         if job.status not in ENDED:
-            cancelled = await blocking(queries.cancel_job, backend.db, job_id)
+            cancelled = await blocking(queries.cancel_job, runner.db, job_id)
             watcher.ended(job_id)
-        if not cancelled:
-            deleted = await blocking(queries.delete_job, backend.db, job_id)
+        deleted = await blocking(queries.delete_job, runner.db, job_id)
         await blocking(discard_uploads, settings, [job.source])
         return schemas.Deleted(id=job_id, deleted=deleted, cancelled=cancelled)
 
     @api.get("/healthz", tags=["operations"], include_in_schema=False)
     async def health() -> dict:
-        await blocking(queries.job_states, backend.db, [])
+        await blocking(queries.job_states, runner.db, [])
         return {"status": "ok"}
 
     api.openapi = lambda: _openapi(api)
     return api
 
 
-async def _events(backend: Backend, job_id: str, request: Request) -> AsyncIterator[bytes]:
+async def _events(runner: Runner, job_id: str, request: Request) -> AsyncIterator[bytes]:
     last = None
     while True:
-        job = await blocking(queries.get_job, backend.db, job_id)
+        job = await blocking(queries.get_job, runner.db, job_id)
         view = _job_view(job).model_dump(mode="json") if job else None
         if view != last:
             event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
@@ -350,8 +347,9 @@ def _form_job(form: Form) -> dict:
 
 
 def _json_job(body: bytes) -> schemas.JobRequest:
+    """The JSON body, its types strict as the Celery door's (a form's are text, so read leniently)."""
     try:
-        request = TypeAdapter(schemas.JobRequest).validate_json(body)
+        request = TypeAdapter(schemas.JobRequest).validate_json(body, strict=True)
     except ValidationError as exc:
         where, message = _first_error(exc.errors())
         where = where or "body"
@@ -366,12 +364,15 @@ def _first_error(errors: list, skip: int = 0) -> tuple[str, str]:
     return ".".join(str(p) for p in first.get("loc", ())[skip:]), first.get("msg", "invalid")
 
 
-def _job_error(error: str | None) -> ApiError:
-    if error == queries.CANCELLED:
+def _job_error(job) -> ApiError:
+    """The answer for a job that did not end done, by the class of its failure."""
+    if job is None:
+        return bad_request("the job was deleted while it ran", "job_failed")
+    if job.failure == Failure.cancelled:
         return ApiError(409, "the job was cancelled", code="job_cancelled")
-    if error and error.startswith("internal error"):
-        return ApiError(500, error, "server_error", "job_failed")
-    return bad_request(error or "the job failed", "job_failed")
+    if job.failure == Failure.internal:
+        return ApiError(500, job.error, "server_error", "job_failed")
+    return bad_request(job.error or "the job failed", "job_failed")
 
 
 def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from murmur.workers.options import LANGUAGES, MAX_BEAM_SIZE
+from murmur.db.models import JobState
+from murmur.tasks.jobs import MAX_PRIORITY
+from murmur.workers.options import LANGUAGES, JobOptions, field_types
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
@@ -48,7 +51,7 @@ class TranscriptionVerbose(BaseModel):
 class Job(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    status: Literal["queued", "running", "done", "failed"]
+    status: Literal[tuple(JobState)]  # type: ignore[valid-type]
     chunks_done: int
     chunks_total: int | None
     language: str | None
@@ -67,8 +70,8 @@ class JobList(BaseModel):
 class Deleted(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    deleted: bool = Field(description="true: the ended job and its transcript are gone")
-    cancelled: bool = Field(description="true: the job was queued or running and is now failed, `cancelled`")
+    deleted: bool = Field(description="true: the job and its transcript are gone")
+    cancelled: bool = Field(description="true: the job was queued or running, and was cancelled before it was deleted")
 
 
 class Model(BaseModel):
@@ -83,20 +86,30 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-class JobFields(BaseModel):
-    """POST /v1/jobs' options, as form fields or JSON."""
+def _job_fields() -> dict:
+    """POST /v1/jobs' fields, made from JobOptions' own (those `murmur submit` offers), a callback URL and a
+    priority. Each is typed so that a form's text reads as it should ("5", "true"); its choices and range
+    are shown in the document, and checked, with every other door's values, by `tasks.jobs.check`."""
+    hints = field_types()
+    out: dict = {}
+    for f in fields(JobOptions):
+        if "submit" not in f.metadata["commands"]:
+            continue
+        shown: dict = {}
+        if f.metadata["choices"] is not None:
+            shown["enum"] = [c.value for c in f.metadata["choices"]]
+        if f.metadata["range"] is not None:
+            shown["minimum"], shown["maximum"] = f.metadata["range"]
+        kind = hints[f.name] if hints[f.name] in (bool, int) else str
+        out[f.name] = (Annotated[kind, Field(json_schema_extra=shown)] | None, Field(None, description=f.metadata["help"]))
+    out["callback_url"] = (str | None, Field(None, description="POSTed a signed JSON summary once when the job ends (fleet only)"))
+    out["priority"] = (Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": MAX_PRIORITY})] | None,
+                       Field(None, description=f"0 (default, most urgent) to {MAX_PRIORITY}"))
+    return out
 
-    model_config = {"extra": "forbid"}
 
-    model: str | None = Field(None, min_length=1)
-    language: str | None = Field(None, min_length=1)
-    task: Literal["transcribe", "translate"] | None = None
-    multilingual: bool | None = None
-    output_language: Literal["hybrid", "en"] | None = None
-    beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE)
-    word_timestamps: bool | None = None
-    callback_url: str | None = None
-    priority: int | None = Field(None, ge=0, le=9)
+JobFields = create_model("JobFields", __config__=ConfigDict(extra="forbid"), __doc__="POST /v1/jobs' options, as form fields or JSON.",
+                         **_job_fields())
 
 
 class JobRequest(JobFields):
@@ -116,17 +129,19 @@ _AUDIO_FORM = {
     "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
                                   "description": "with verbose_json: segment (default) and/or word"},
 }
+
+
+def _form_property(schema: dict) -> dict:
+    """A JobFields property as a multipart field: its value's own schema (a form field is never null)."""
+    value = next(s for s in schema["anyOf"] if s.get("type") != "null")
+    return {**value, **({"description": schema["description"]} if "description" in schema else {})}
+
+
 _JOB_FORM = {
     "file": _AUDIO_FORM["file"],
+    **{name: _form_property(schema) for name, schema in JobFields.model_json_schema()["properties"].items()},
     "model": _AUDIO_FORM["model"],
     "language": _AUDIO_FORM["language"],
-    "task": {"type": "string", "enum": ["transcribe", "translate"]},
-    "multilingual": {"type": "boolean"},
-    "output_language": {"type": "string", "enum": ["hybrid", "en"]},
-    "beam_size": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_SIZE},
-    "word_timestamps": {"type": "boolean"},
-    "callback_url": {**_TEXT, "description": "POSTed a signed JSON summary once when the job ends (fleet only)"},
-    "priority": {"type": "integer", "minimum": 0, "maximum": 9, "description": "0 (default, most urgent) to 9"},
 }
 
 

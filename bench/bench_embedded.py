@@ -22,7 +22,8 @@ import numpy as np
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from murmur.db.session import sessions, upgrade
-from murmur.tasks import embedded, stages
+from murmur.tasks.context import Context
+from murmur.tasks.embedded import runner as embedded
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
 from murmur.workers.cpu.chunking import chunk_audio, plan_chunks
 from murmur.workers.cpu.features import log_mel
@@ -76,7 +77,7 @@ def main() -> None:
     fw_batched = BatchedInferencePipeline(fw)
     db_url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade(db_url)
-    ctx = stages.Context(db=sessions(db_url), device=args.device, compute_type=args.compute_type, threads=args.threads)
+    ctx = Context(db=sessions(db_url), device=args.device, compute_type=args.compute_type, threads=args.threads)
     options = JobOptions(model=args.model, language="en", batch_size=args.batch_size, beam_size=args.beam_size)
     common = dict(language="en", beam_size=args.beam_size)
 

@@ -159,13 +159,13 @@ def main() -> None:
 
     # the expected transcripts, from the embedded runner, before the fleet starts
     from murmur.db.session import sessions, upgrade
-    from murmur.tasks import stages
-    from murmur.tasks.embedded import run as run_embedded
+    from murmur.tasks.context import Context
+    from murmur.tasks.embedded.runner import run as run_embedded
     from murmur.workers.options import JobOptions
 
     embedded_url = f"sqlite:///{logs / 'embedded.db'}"
     upgrade(embedded_url)
-    ctx = stages.Context(db=sessions(embedded_url), device="cpu", compute_type="int8", threads=2)
+    ctx = Context(db=sessions(embedded_url), device="cpu", compute_type="int8", threads=2)
     expected = {}
     for name, language in FILES:
         options = JobOptions(language=language) if language else JobOptions(multilingual=True)

@@ -20,6 +20,7 @@ from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Integer
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from murmur.workers.errors import Failure
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Word
 
@@ -81,13 +82,14 @@ class Job(Base):
     detect_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     decode_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[Failure | None] = mapped_column(_state(Failure))  # a failed job's class of failure
     callback_url: Mapped[str | None] = mapped_column(Text)  # POSTed once when the job ends
     priority: Mapped[int | None] = mapped_column(Integer)
-    owner: Mapped[str | None] = mapped_column(String(32), index=True)  # the API key that submitted it; None: any
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)  # the id of the API key it belongs to; None: any
     # Postgres is the record: the reconciler re-drives a job from these when its messages are lost
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # re-drives of prepare, detection or assembly
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)  # the last step forward
-    lease_worker: Mapped[str | None] = mapped_column(String(255))  # who prepares or detects it now …
+    lease_worker: Mapped[str | None] = mapped_column(String(255))  # the lease holder that prepares or detects it now …
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # … while they live
     callback_state: Mapped[CallbackState | None] = mapped_column(_state(CallbackState))
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,8 +1,11 @@
 """The reads and writes the stages make, each in its own short transaction.
 
-Every state change is a conditional update, so that a duplicate of any message
-(a redelivery, a re-drive by the reconciler) finds the change made and does
-nothing: a job is planned once, a chunk stored once, a job ended once.
+Every change of a job's or a chunk's state (claimed, planned, stored, ended) is
+a conditional update, so that a duplicate of any message (a redelivery, a
+re-drive by the reconciler) finds the change made and does nothing: a job is
+planned once, a chunk stored once, a job ended once. `update_job` and
+`set_language` write what only the one holder of a job's lease writes (timings,
+the language), so they need no condition.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db.models import ENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.workers.errors import Failure
 from murmur.workers.transcript import Segment, Transcript
 
 
@@ -82,13 +86,13 @@ def add_timing(db: sessionmaker[Session], job_id: str, stage: str, seconds: floa
     update_job(db, job_id, **{column.key: column + seconds})
 
 
-def fail_job(db: sessionmaker[Session], job_id: str, error: str) -> bool:
-    """Mark a job failed unless it has already ended; True if this call ended it."""
+def fail_job(db: sessionmaker[Session], job_id: str, error: str, failure: Failure) -> bool:
+    """Mark a job failed, with its reason and the class of it, unless it has already ended; True if this call ended it."""
     with db.begin() as s:
         result = s.execute(
             update(Job).where(Job.id == job_id, Job.status.not_in(ENDED))
-            .values(status=JobState.failed, error=error, finished_at=utcnow(), lease_worker=None, lease_until=None,
-                    **_callback_due())
+            .values(status=JobState.failed, error=error, failure=failure, finished_at=utcnow(), lease_worker=None,
+                    lease_until=None, **_callback_due())
         )
         return result.rowcount == 1
 
@@ -184,18 +188,18 @@ def claim_chunks(db: sessionmaker[Session], job_id: str, indices: Sequence[int],
         return sorted(claimed)
 
 
-def renew_leases(db: sessionmaker[Session], owner: str, lease_seconds: float, jobs: Sequence[str],
+def renew_leases(db: sessionmaker[Session], holder: str, lease_seconds: float, jobs: Sequence[str],
                  chunks: Sequence[tuple[str, int]]) -> int:
-    """Push back the end of the leases `owner` holds on the jobs and chunks it is working on."""
+    """Push back the end of the leases `holder` holds on the jobs and chunks it is working on."""
     until = utcnow() + timedelta(seconds=lease_seconds)
     renewed = 0
     with db.begin() as s:
         if jobs:
-            renewed += s.execute(update(Job).where(Job.id.in_(list(jobs)), Job.lease_worker == owner)
+            renewed += s.execute(update(Job).where(Job.id.in_(list(jobs)), Job.lease_worker == holder)
                                  .values(lease_until=until)).rowcount
         if chunks:
             renewed += s.execute(update(ChunkRow).where(tuple_(ChunkRow.job_id, ChunkRow.idx).in_(list(chunks)),
-                                                        ChunkRow.lease_worker == owner, ChunkRow.status == ChunkState.pending)
+                                                        ChunkRow.lease_worker == holder, ChunkRow.status == ChunkState.pending)
                                  .values(lease_until=until)).rowcount
     return renewed
 
@@ -273,12 +277,9 @@ def _delete_jobs(s: Session, ids: list[str]) -> None:
     s.execute(delete(Job).where(Job.id.in_(ids)))
 
 
-CANCELLED = "cancelled"  # the error of a job its owner cancelled
-
-
 def cancel_job(db: sessionmaker[Session], job_id: str) -> bool:
     """End a queued or running job as failed, `cancelled`: every stage skips an ended job's work."""
-    return fail_job(db, job_id, CANCELLED)
+    return fail_job(db, job_id, "cancelled", Failure.cancelled)
 
 
 def unended_jobs(db: sessionmaker[Session]) -> list[str]:

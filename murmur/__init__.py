@@ -8,10 +8,11 @@
     client.wait(job_id)
     print(murmur.render(client.result(job_id), "srt"))
 
-The import package maps the repository's folders: `murmur.workers` (the
-compute), `murmur.tasks` (the Celery edge, runners, CLI) and `murmur.db` (the
-store of record). The names below load on first use, so `import murmur` alone
-loads neither Celery nor torch.
+The import package maps the repository's folders: `murmur.api` (the HTTP
+door), `murmur.tasks` (the Celery edge and the runners), `murmur.db` (the store
+of record) and `murmur.workers` (the compute); the command line (`murmur.cli`)
+and the settings live here. The names below load on first use, so
+`import murmur` alone loads neither Celery nor torch.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from __future__ import annotations
 from importlib import import_module
 
 _EXPORTS = {
-    "Client": "murmur.tasks.client",
-    "JobFailed": "murmur.tasks.client",
-    "JobStatus": "murmur.tasks.client",
+    "Client": "murmur.tasks.fleet.client",
+    "JobFailed": "murmur.tasks.fleet.client",
+    "JobStatus": "murmur.tasks.fleet.client",
     "JobOptions": "murmur.workers.options",
     "MurmurError": "murmur.workers.errors",
     "Segment": "murmur.workers.transcript",
     "Transcript": "murmur.workers.transcript",
     "Word": "murmur.workers.transcript",
-    "render": "murmur.tasks.formats",
-    "transcribe": "murmur.tasks.embedded",
+    "render": "murmur.tasks.outputs.formats",
+    "transcribe": "murmur.tasks.embedded.runner",
 }
 __all__ = sorted(_EXPORTS)
 

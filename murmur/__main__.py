@@ -1,5 +1,5 @@
 """`python -m murmur`: the same command line as the `murmur` script."""
 
-from murmur.tasks.cli import entry
+from murmur.cli import entry
 
 entry()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
+from murmur.workers.cpu.sources import split_s3
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, JobOptions
 
@@ -72,9 +73,7 @@ def parse_duration(text: str) -> int:
 
 
 def _output_uri(text: str) -> str:
-    from murmur.tasks.outputs import split_output_uri
-
-    split_output_uri(text)
+    split_s3(text)  # raises ValueError: "an s3://bucket/key URI"
     return text
 
 
@@ -124,7 +123,8 @@ class Settings:
     device: str = _variable("MURMUR_DEVICE", "auto")
     compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")
     batch_size: int = _variable("MURMUR_BATCH_SIZE", DEFAULT_BATCH_SIZE, parse=_whole)
-    cache_dir: Path = _variable("MURMUR_CACHE_DIR", Path.home() / ".cache" / "murmur", "~/.cache/murmur", parse=Path)
+    # None: the model module's default, ~/.cache/murmur
+    cache_dir: Path | None = _variable("MURMUR_CACHE_DIR", None, "~/.cache/murmur", parse=Path)
     data_dir: Path = field(default=Path.home() / ".local" / "share" / "murmur")  # from XDG_DATA_HOME
 
     @classmethod

@@ -3,102 +3,34 @@
 Each stage loads its inputs (job rows, tensors), calls the compute in
 `workers/`, and stores its outputs (rows, tensors). The embedded runner calls
 them in a loop; the Celery tasks call the same functions one message at a time,
-and a GPU worker hands `decode` chunks of many jobs at once.
+and a GPU worker hands `decode_chunks` chunks of many jobs at once.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db import queries
 from murmur.db.models import ChunkRow, ChunkState, JobState
-from murmur.tasks.store import LocalTensorStore, TensorRef, TensorStore
+from murmur.tasks.context import Context
+from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
 from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_chunks
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
-from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
-from murmur.workers.errors import MurmurError
-from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined, top_languages
-from murmur.workers.gpu.language import DETECT_CHUNKS, MULTILINGUAL_DETECT_CHUNKS, detection_chunks, vote
-from murmur.workers.gpu.model import LoadedModel, decoders, model_for, model_n_mels
+from murmur.workers.cpu.vad import EDGES, speech_spans
+from murmur.workers.errors import MurmurError, failure_of
+from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
+from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
+from murmur.workers.gpu.model import LoadedModel
 
 log = logging.getLogger("murmur")
-
-
-class Leases:
-    """The jobs and chunks this process is working on right now: only these leases are renewed.
-
-    A task that ends without finishing (an error, a retry) drops out of here, so
-    its lease lapses and the reconciler hands the work on, even when the
-    database could not be told."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[str, int] = {}
-        self._chunks: dict[tuple[str, int], int] = {}
-
-    @contextmanager
-    def holding(self, jobs: Sequence[str] = (), chunks: Sequence[tuple[str, int]] = ()) -> Iterator[None]:
-        with self._lock:
-            for key, table in [*((j, self._jobs) for j in jobs), *((c, self._chunks) for c in chunks)]:
-                table[key] = table.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                for key, table in [*((j, self._jobs) for j in jobs), *((c, self._chunks) for c in chunks)]:
-                    table[key] -= 1
-                    if not table[key]:
-                        del table[key]
-
-    def snapshot(self) -> tuple[list[str], list[tuple[str, int]]]:
-        with self._lock:
-            return list(self._jobs), list(self._chunks)
-
-
-@dataclass
-class Context:
-    """What the stages share in one process: the database, the tensor store, models."""
-
-    db: sessionmaker[Session]
-    store: TensorStore = field(default_factory=LocalTensorStore)
-    device: str = "auto"
-    compute_type: str = "auto"
-    threads: int = 0  # CPU threads for the model in all; 0: every core
-    worker: str | None = None  # recorded on each chunk this process decodes
-    lease_owner: str | None = None  # the name its leases are held under: unique to this start of the process
-    model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
-    lease_seconds: float = 30.0
-    max_duration: float | None = None  # seconds of audio a job may have
-    output_uri: str | None = None  # where a finished job's transcript files go (MURMUR_OUTPUT_URI)
-    pack_windows: bool = True  # short chunks of different jobs may share a window (MURMUR_PACK_WINDOWS)
-
-    held: Leases = field(default_factory=lambda: Leases())
-
-    @cached_property
-    def vad(self) -> SileroVad:
-        return SileroVad()
-
-    def decoders(self) -> int:
-        return decoders(self.device, self.threads)
-
-    def n_mels(self, name: str) -> int:
-        return model_n_mels(name, self.model_dirs)  # read from the model's files: no load in the shape decode does not use
-
-    def model(self, name: str, concurrent: int = 1) -> LoadedModel:
-        """The model for `concurrent` simultaneous calls, sharing the CPU threads between them."""
-        return model_for(name, self.device, self.compute_type, self.threads, concurrent, self.model_dirs)
 
 
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
@@ -107,7 +39,7 @@ def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
     None when the job has already ended (a redelivered message): nothing to do.
     """
     started = time.perf_counter()
-    job = queries.claim_job(ctx.db, job_id, ctx.lease_owner, ctx.lease_seconds)
+    job = queries.claim_job(ctx.db, job_id, ctx.lease_holder, ctx.lease_seconds)
     if job is None:
         return None  # ended, planned already, or in another live worker's hands: a duplicate message
     with ctx.held.holding(jobs=[job_id]):
@@ -120,7 +52,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     n_mels = ctx.n_mels(options.model)
     if options.language:
         queries.update_job(ctx.db, job_id, language=options.language)
-    with local_file(job.source) as path:
+    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes) as path:
         # the file is read twice as a stream (for the VAD, then for the chunks): hours of audio are never held whole
         decoded = _Counted(stream_audio(path, max_seconds=ctx.max_duration))
         probs = ctx.vad.probabilities(decoded)
@@ -134,7 +66,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
                 ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
                 refs.append(ctx.store.put(job_id, chunk.idx, array))
                 held += array.nbytes
-    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_owner):
+    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_holder):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
@@ -145,31 +77,31 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concur
     """Record the job's language, voted over chunks spread across the file; the encoder output of
     those chunks, for their decode to reuse (None when nothing was encoded).
 
-    Nothing is encoded when the job names a language or the model is English-only.
-    In multilingual mode each chunk is detected again when it is decoded, among
-    the languages this vote found spoken in the file. `concurrent` as for
-    `decode`, so the model is the one decode loads.
+    Nothing is encoded when the job names a language or the model is English-only
+    (`language.needs_vote`). In multilingual mode each chunk is detected again when
+    it is decoded, among the languages this vote found spoken in the file.
+    `concurrent` as for `decode_chunks`, so the model is the one decode loads.
     """
     started = time.perf_counter()
     options = queries.get_job(ctx.db, job_id).job_options()
-    spoken: list[str] = []
-    model = None if options.language else ctx.model(options.model, concurrent)
-    voters = None
-    if model is None:
-        language, probability = options.language, None
-    elif not model.multilingual:
-        language, probability = "en", None
-    else:
-        picked = [refs[i] for i in detection_chunks(len(refs), MULTILINGUAL_DETECT_CHUNKS if options.multilingual else DETECT_CHUNKS)]
-        # in host memory: a GPU worker's batcher may decode them beside other jobs' chunks (see `decode`)
-        voters = Encoded(picked, encode(model, _load_features(ctx, [(job_id, r) for r in picked]), to_cpu=True)) if picked else None
-        guess = vote(top_languages(model, voters.output) if voters else [])
-        language, probability = guess.language, guess.probability
-        if options.multilingual:
-            spoken = list(guess.spoken())
-    queries.set_language(ctx.db, job_id, language, probability, spoken)
-    queries.add_timing(ctx.db, job_id, "detect", time.perf_counter() - started)
+    if not needs_vote(options, lambda: ctx.model(options.model, concurrent).multilingual):
+        record_language(ctx, job_id, options.language or "en", None, (), time.perf_counter() - started)
+        return None
+    model = ctx.model(options.model, concurrent)
+    picked = [refs[i] for i in detection_chunks(len(refs), voters_wanted(options))]
+    # in host memory: a GPU worker's batcher may decode them beside other jobs' chunks (see `decode_chunks`)
+    voters = Encoded(picked, encode(model, load_features(ctx, [(job_id, r) for r in picked]), to_cpu=True)) if picked else None
+    guess = vote(top_languages(model, voters.output) if voters else [])
+    record_language(ctx, job_id, guess.language, guess.probability, guess.spoken() if options.multilingual else (),
+                    time.perf_counter() - started)
     return voters
+
+
+def record_language(ctx: Context, job_id: str, language: str | None, probability: float | None,
+                    spoken: Sequence[str], seconds: float) -> None:
+    """The job's language is known (given, English-only, or voted): recorded with the time detection took."""
+    queries.set_language(ctx.db, job_id, language, probability, list(spoken))
+    queries.add_timing(ctx.db, job_id, "detect", seconds)
 
 
 @dataclass
@@ -183,49 +115,8 @@ class Encoded:
     output: object  # ctranslate2.StorageView
 
 
-def encode_batch(
-    ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1,
-    cast: Callable[[list[tuple[str, float]]], None] = lambda windows: None,
-    last: Callable[[], object] | None = None,
-) -> Encoded:
-    """Encode the chunks of `refs` and `cast` the top language of those whose index is in `picks`.
-
-    The picked chunks lead the batch. With other decoders beside this one (they
-    wait for the vote before they generate), they are encoded and cast first, then
-    the rest: no decoder idles while the one with the larger batch finishes encoding.
-    `last`, when given, returns the encoder output of the batch's last chunk,
-    encoded by another decoder (see `embedded`): it is waited for after the rest.
-    """
-    model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
-    own = refs[:-1] if last is not None else refs
-    features = _load_features(ctx, [(job_id, r) for r in own])
-    k = next((i for i, ref in enumerate(own) if ref.chunk_idx not in picks), len(own))
-    if concurrent > 1 and 0 < k < len(own):
-        voting = encode(model, features[:k])
-        cast(top_languages(model, voting))
-        output = joined([voting, encode(model, features[k:])])
-    else:
-        output = encode(model, features)
-        cast(top_languages(model, output)[:k] if k else [])  # no picks (a lent chunk, a given language): no detection
-    return Encoded(refs, output if last is None else joined([output, last()]))
-
-
-def vote_language(ctx: Context, job_id: str, windows: list[tuple[str, float]], seconds: float) -> str | None:
-    """Record the language most of `windows` agree on (see `language.vote`); `seconds` it took."""
-    guess = vote(windows)
-    queries.set_language(ctx.db, job_id, guess.language, guess.probability, [])
-    queries.add_timing(ctx.db, job_id, "detect", seconds)
-    return guess.language
-
-
-def detects_in_decode(ctx: Context, job_id: str, concurrent: int = 1) -> bool:
-    """Whether the job's language is to be voted from decode's first batches: a multilingual model,
-    no language given, one language for the whole file."""
-    options = queries.get_job(ctx.db, job_id).job_options()
-    return not options.language and not options.multilingual and ctx.model(options.model, concurrent).multilingual
-
-
-def decode(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1, encoded: Sequence[Encoded] = ()) -> list[str]:
+def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurrent: int = 1,
+                  encoded: Sequence[Encoded] = ()) -> list[str]:
     """Decode one batch of chunks, from one job or many, and store each chunk's segments.
 
     Chunks of jobs that have ended and chunks already decoded (a redelivered
@@ -287,7 +178,7 @@ def _decode_isolated(ctx: Context, group: list, options, language, candidates, c
     try:
         features = np.stack([f for *_, f in group])
         yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
-                                  owners=[job_id for job_id, *_ in group] if ctx.pack_windows else None,
+                                  jobs=[job_id for job_id, *_ in group] if ctx.pack_windows else None,
                                   encoded=_held_output(model, [ref for _, ref, _, _ in group], features, encoded))
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
@@ -327,12 +218,9 @@ def _held_output(model: LoadedModel, refs: list[TensorRef], features: np.ndarray
 
 
 def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:
-    if isinstance(exc, MurmurError):
-        reason = str(exc)
-    else:
+    if not isinstance(exc, MurmurError):
         log.exception("job %s: internal error while decoding", job_id, exc_info=exc)
-        reason = f"internal error while decoding: {type(exc).__name__}: {exc}"
-    queries.fail_job(ctx.db, job_id, reason)
+    queries.fail_job(ctx.db, job_id, *failure_of(exc))
 
 
 def assemble(ctx: Context, job_id: str) -> bool:
@@ -340,14 +228,14 @@ def assemble(ctx: Context, job_id: str) -> bool:
     if ctx.output_uri:
         job = queries.get_job(ctx.db, job_id)
         if job and job.status == JobState.running and job.n_chunks is not None and job.chunks_done >= job.n_chunks:
-            from murmur.tasks.outputs import write_outputs
+            from murmur.tasks.outputs.s3 import write_outputs
 
             written = write_outputs(ctx.output_uri, queries.get_transcript(ctx.db, job_id))
             log.info("job %s: transcript written to %s", job_id, ", ".join(written))
     return queries.finish_job(ctx.db, job_id)
 
 
-def _load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:
+def load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:
     """Features of the chunks, from the store or recomputed; detection needs them all."""
     rows = {key: row for job_id in dict.fromkeys(j for j, _ in items)
             for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
@@ -373,7 +261,7 @@ def _with_features(ctx: Context, group: list[tuple[str, TensorRef, Chunk]]) -> l
         try:
             recomputed = _recompute(ctx, job_id, [group[i][2] for i in positions])
         except MurmurError as exc:
-            queries.fail_job(ctx.db, job_id, f"features were lost and could not be recomputed: {exc}")
+            queries.fail_job(ctx.db, job_id, f"features were lost and could not be recomputed: {exc}", exc.failure)
             failed.add(job_id)
             continue
         for i, array in zip(positions, recomputed):
@@ -384,7 +272,7 @@ def _with_features(ctx: Context, group: list[tuple[str, TensorRef, Chunk]]) -> l
 def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
     job = queries.get_job(ctx.db, job_id)
     ordered = sorted(chunks, key=lambda c: c.spans[0][0])
-    with local_file(job.source) as path, closing(stream_audio(path)) as blocks:
+    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes) as path, closing(stream_audio(path)) as blocks:
         cut = dict(zip((c.idx for c in ordered), cut_chunks(blocks, ordered)))
     return log_mel([cut[c.idx] for c in chunks], ctx.n_mels(job.job_options().model))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,48 @@ def _isolated_data():
         get_settings.cache_clear()
         yield
     get_settings.cache_clear()
+
+
+SERVICE_PORTS = {5432: "Postgres", 6379: "Redis", 5672: "RabbitMQ"}
+SERVICE_PROGRAMS = ("redis-server", "murmur worker", "murmur serve", "murmur exporter")
+
+
+@pytest.fixture(autouse=True)
+def _marks_tell_the_truth(request, monkeypatch):
+    """A test that reaches the machine's services or starts workers must be marked `services`, and one
+    that loads Whisper weights `weights`: unmarked, it fails here, so `-m "not services"` means it."""
+    marks = {mark.name for mark in request.node.iter_markers()}
+    if "services" not in marks:
+        connect = socket.socket.connect
+
+        def no_services(self, address):
+            if isinstance(address, tuple) and address[1] in SERVICE_PORTS:
+                raise AssertionError(f"reaches {SERVICE_PORTS[address[1]]}: mark the test `services`")
+            return connect(self, address)
+
+        def no_postgres(*args, **kwargs):
+            raise AssertionError("reaches Postgres: mark the test `services`")
+
+        popen = subprocess.Popen.__init__
+
+        def no_workers(self, args, *rest, **kwargs):
+            line = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+            if any(program in line for program in SERVICE_PROGRAMS):
+                raise AssertionError(f"starts {line[:80]}: mark the test `services`")
+            popen(self, args, *rest, **kwargs)
+
+        import psycopg
+
+        monkeypatch.setattr(socket.socket, "connect", no_services)
+        monkeypatch.setattr(psycopg, "connect", no_postgres)
+        monkeypatch.setattr(subprocess.Popen, "__init__", no_workers)
+    if "weights" not in marks:
+        import ctranslate2
+
+        def no_weights(*args, **kwargs):
+            raise AssertionError("loads Whisper weights: mark the test `weights`")
+
+        monkeypatch.setattr(ctranslate2.models, "Whisper", no_weights)
 
 
 @pytest.fixture(scope="session")

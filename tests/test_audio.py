@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import DATA
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
-from murmur.workers.errors import AudioError
+from murmur.workers.errors import LimitError, MurmurError
 
 
 @pytest.mark.parametrize(
@@ -63,21 +63,22 @@ def test_bad_inputs_raise_readable_errors(tmp_path):
     (tmp_path / "noise.mp3").write_bytes(np.random.default_rng(0).bytes(20000))
     mp3 = (DATA / "librivox_grimmelshausen_simplicissimus_title.mp3").read_bytes()
     (tmp_path / "cut.mp3").write_bytes(mp3[: len(mp3) // 2])
-    cases = {
-        tmp_path / "missing.wav": "no such file",
-        tmp_path: "is a directory",
-        tmp_path / "empty.wav": "file is empty",
-        tmp_path / "noise.mp3": "not a readable audio file",
-        tmp_path / "cut.mp3": "truncated",
+    cases = {  # the message, and the class of failure a job records with it
+        tmp_path / "missing.wav": ("no such file", "source"),
+        tmp_path: ("is a directory", "input"),
+        tmp_path / "empty.wav": ("file is empty", "input"),
+        tmp_path / "noise.mp3": ("not a readable audio file", "input"),
+        tmp_path / "cut.mp3": ("truncated", "input"),
     }
-    for path, message in cases.items():
-        with pytest.raises(AudioError, match=message):
+    for path, (message, failure) in cases.items():
+        with pytest.raises(MurmurError, match=message) as raised:
             decode_audio(path)
+        assert raised.value.failure == failure, path
 
 
 def test_audio_past_the_duration_limit_is_refused_from_the_stream(tmp_path):
     # a header that claims 1 s over 60 s of audio: the limit holds on what decodes, not on the claim
     audio = decode_audio(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3", max_seconds=70)
     assert abs(audio.size / SAMPLE_RATE - 68.0) < 0.1
-    with pytest.raises(AudioError, match=r"longer than the limit of 60 s \(MURMUR_MAX_DURATION\)"):
+    with pytest.raises(LimitError, match=r"longer than the limit of 60 s \(MURMUR_MAX_DURATION\)"):
         decode_audio(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3", max_seconds=60)

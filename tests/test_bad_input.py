@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from murmur.settings import get_settings
-from murmur.tasks.client import Client, JobFailed
+from murmur.tasks.fleet.client import Client, JobFailed
 from tests.conftest import DATA, fresh_postgres, run_cli, words
 from tests.test_distributed import Worker
 
@@ -119,6 +119,15 @@ CATALOGUE = {
         {"source": JFK, "callback_url": "https://user:secret@example.com/hook"}, r"credentials in the URL"),
     "callback as a number": ({"source": JFK, "callback_url": 7}, r"invalid callback URL"),
 }
+# the class each failure is recorded with, where it is not "input" (the submitter's to fix)
+FAILURES = {
+    "11 minutes of silence past MURMUR_MAX_DURATION": "limit",
+    "file past MURMUR_MAX_BYTES": "limit",
+    "missing file": "source",
+    "outside MURMUR_ALLOWED_ROOTS": "forbidden",
+    "model that does not exist": "forbidden",  # a fleet answers alike whether or not such a path exists
+    "model as a directory outside MURMUR_MODEL_DIRS": "forbidden",
+}
 
 
 def _placed(value, root: Path, files: dict[str, str]):
@@ -171,6 +180,7 @@ def test_bad_input_fails_its_own_job_with_a_readable_reason(sent, kind):
     assert status.status == "failed", status
     assert status.error and "Traceback" not in status.error and len(status.error) < 500, status.error
     assert re.search(CATALOGUE[kind][1], status.error), status.error
+    assert status.failure == FAILURES.get(kind, "input"), (status.failure, status.error)
 
 
 def test_the_workers_live_on_and_the_good_job_among_them_is_transcribed(sent):

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from murmur.tasks.batching import Batcher, plan_batches
+from murmur.tasks.embedded.planning import plan_batches
+from murmur.tasks.fleet.batcher import Batcher
 
 
 def test_items_from_many_threads_share_batches_up_to_the_size():
@@ -83,13 +84,13 @@ def test_batches_are_balanced_over_parallel_decoders():
 
 def test_a_job_keeps_as_many_decoders_busy_as_its_declared_length_fills(tmp_path):
     """Chosen before the file is prepared, so the model loads meanwhile in the shape decoding uses."""
-    from murmur.tasks.batching import job_decoders
+    from murmur.tasks.embedded.planning import job_decoders
     from tests.conftest import DATA
 
-    assert job_decoders(str(DATA / "jfk_inaugural_1961.flac"), 2) == 1  # 11 s: one window, every thread on it
-    assert job_decoders(str(DATA / "en_5min.flac"), 2) == 2
-    assert job_decoders(str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"), 8) == 3  # 68 s
+    assert job_decoders(str(DATA / "jfk_inaugural_1961.flac"), "cpu", 2) == 1  # 11 s: one window, every thread on it
+    assert job_decoders(str(DATA / "en_5min.flac"), "cpu", 2) == 2
+    assert job_decoders(str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"), "cpu", 8) == 3  # 68 s
     bogus = tmp_path / "notes.wav"
     bogus.write_text("not audio")
     for unknown in ("s3://bucket/talk.flac", str(bogus), str(tmp_path / "missing.flac")):
-        assert job_decoders(unknown, 2) == 2  # no length known: preparing the file reports what is wrong
+        assert job_decoders(unknown, "cpu", 2) == 2  # no length known: preparing the file reports what is wrong

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from murmur.workers.cpu.chunking import Chunk
-from murmur.workers.gpu.decode import _sentences
+from murmur.workers.gpu.segmentation import sentences
 from murmur.workers.transcript import Word
 
 # one span of 10 s (chunk time = source time); the VAD heard speech in three stretches
@@ -11,7 +11,7 @@ CHUNK = Chunk(0, ((0.0, 10.0),), speech=((0.1, 3.0), (4.0, 7.0), (8.5, 9.9)))
 
 
 def _segments(*words: tuple[float, float, str]):
-    return _sentences(CHUNK, [Word(a, b, text, 0.9) for a, b, text in words], "en", -0.2, 0.01, word_timestamps=True)
+    return sentences(CHUNK, [Word(a, b, text, 0.9) for a, b, text in words], "en", -0.2, 0.01, word_timestamps=True)
 
 
 def _bounds(segments):
@@ -53,7 +53,7 @@ def test_a_last_word_ending_late_is_not_cut_off_its_sentence():
 
 def test_without_known_speech_times_stay_as_aligned():
     chunk = Chunk(0, ((2.0, 12.0),))
-    [segment] = _sentences(chunk, [Word(0.5, 1.0, " Hi", 0.9), Word(1.0, 2.5, " there.", 0.8)], "en", -0.2, 0.01, False)
+    [segment] = sentences(chunk, [Word(0.5, 1.0, " Hi", 0.9), Word(1.0, 2.5, " there.", 0.8)], "en", -0.2, 0.01, False)
     assert (segment.start, segment.end, segment.words) == (2.5, 4.5, None)
 
 
@@ -63,7 +63,7 @@ def test_a_comma_and_a_shorter_pause_also_cut():
 
     def bounds(*texts):
         timed = [Word(0.1, 1.5, texts[0], 0.9), Word(1.5, 3.6, texts[1], 0.9), Word(3.6, 5.0, texts[2], 0.9), Word(5.0, 7.0, texts[3], 0.9)]
-        return _bounds(_sentences(chunk, timed, "fr", -0.2, 0.01, False))
+        return _bounds(sentences(chunk, timed, "fr", -0.2, 0.01, False))
 
     assert bounds(" Il", " pleut,", " nous", " restons.") == [(0.1, 2.9, "Il pleut,"), (3.6, 7.0, "nous restons.")]
     assert bounds(" Il", " pleut", " nous", " restons.") == [(0.1, 7.0, "Il pleut nous restons.")]  # a pause alone must last 1 s

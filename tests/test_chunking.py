@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
-from murmur.workers.cpu.vad import WINDOW_S, SpeechSpan
+from murmur.workers.cpu.vad import STEP_S, SpeechSpan
 
 
 def test_short_spans_merge_greedily_with_padding():
@@ -16,11 +16,11 @@ def test_short_spans_merge_greedily_with_padding():
 
 
 def test_long_span_is_cut_at_its_quietest_window():
-    probs = np.full(int(70 / WINDOW_S), 0.9)
-    quiet = int(22.0 / WINDOW_S)
+    probs = np.full(int(70 / STEP_S), 0.9)
+    quiet = int(22.0 / STEP_S)
     probs[quiet] = 0.05
     chunks = plan_chunks([SpeechSpan(0.0, 70.0)], probs, duration=70.0)
-    assert abs(chunks[0].end - quiet * WINDOW_S) < 1e-3
+    assert abs(chunks[0].end - quiet * STEP_S) < 1e-3
     assert all(c.duration <= 30.0 + 1e-6 for c in chunks)
     assert abs(sum(c.duration for c in chunks) - 70.0) < 1e-3  # nothing lost, nothing doubled
 

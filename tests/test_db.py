@@ -13,10 +13,11 @@ from murmur.db import queries
 from murmur.db.models import Base, CallbackState, ChunkState, JobState
 from murmur.db.session import engine_for, sessions, upgrade
 from murmur.settings import Settings
-from murmur.tasks.reconciler import Reconciler
+from murmur.tasks.fleet.reconciler import Reconciler
 from murmur.workers.cpu.chunking import Chunk
-from murmur.workers.errors import MurmurError
+from murmur.workers.errors import Failure, MurmurError
 from murmur.workers.transcript import Segment, Word
+from tests.conftest import fresh_postgres
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
@@ -57,11 +58,32 @@ def test_head_names_the_newest_migration_and_an_old_schema_is_caught(tmp_path):
     assert ScriptDirectory.from_config(_alembic_config(url)).get_current_head() == HEAD
     assert current_revision(url) is None
     upgrade(url, "0004")
-    with pytest.raises(MurmurError, match="revision 0004, not 0006: run `murmur db upgrade`"):
+    with pytest.raises(MurmurError, match=f"revision 0004, not {HEAD}: run `murmur db upgrade`"):
         check_schema(url)
     upgrade(url)
     assert current_revision(url) == HEAD
     check_schema(url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def test_jobs_failed_before_failures_were_recorded_get_their_class(kind, tmp_path):
+    """Migration 0007 sorts the jobs that failed before it by their reason, once; from then on the
+    code that fails a job names the class."""
+    url = f"sqlite:///{tmp_path / 'before.db'}" if kind == "sqlite" else fresh_postgres("murmur_migration_test")
+    upgrade(url, "0006")
+    reasons = {"gave up after 3 tries (MURMUR_MAX_ATTEMPTS): its worker stopped": "gave_up",
+               "a.flac is longer than the limit of 4 h (MURMUR_MAX_DURATION)": "limit",
+               "/etc/x is outside MURMUR_ALLOWED_ROOTS (/data)": "forbidden", "no such file: /data/x.flac": "source",
+               "not a readable audio file: notes.wav": "input", "cancelled": "cancelled",
+               "internal error: RuntimeError: CUDA failed": "internal"}
+    with engine_for(url).begin() as conn:
+        for i, reason in enumerate(reasons):
+            conn.execute(text("INSERT INTO jobs (id, status, source, options, chunks_done, prepare_seconds, detect_seconds, "
+                              "decode_seconds, error, attempts, callback_attempts, created_at) VALUES (:id, 'failed', '/a', '{}', 0, 0, 0, 0, "
+                              ":error, 0, 0, :now)"), {"id": f"{i:032x}", "error": reason, "now": datetime.now(timezone.utc)})
+    upgrade(url)
+    rows = [queries.get_job(sessions(url), f"{i:032x}") for i in range(len(reasons))]
+    assert {row.error: row.failure for row in rows} == reasons
 
 
 def test_a_chunk_is_stored_once_and_a_duplicate_decode_changes_nothing(db):
@@ -142,7 +164,7 @@ def test_the_reconciler_re_drives_lost_work_and_fails_a_job_past_its_attempts(db
         redrives = reconciler.tick()
     row = queries.get_job(Session, dying)
     assert row.status is JobState.failed and row.attempts == 2
-    assert "gave up after 3 tries" in row.error and "cpu-3 stopped during prepare" in row.error
+    assert "gave up after 3 tries" in row.error and "cpu-3 stopped during prepare" in row.error and row.failure is Failure.gave_up
     assert queries.get_job(Session, lost).attempts == 1 and queries.get_job(Session, lost).status is JobState.queued
 
 
@@ -175,9 +197,9 @@ def test_states_are_enums_that_read_back_as_enums(db):
     Session, _ = db
     job = queries.create_job(Session, "/audio.wav", {})
     assert queries.get_job(Session, job).status is JobState.queued
-    assert queries.fail_job(Session, job, "broken") and not queries.fail_job(Session, job, "again")
+    assert queries.fail_job(Session, job, "broken", Failure.input) and not queries.fail_job(Session, job, "again", Failure.internal)
     row = queries.get_job(Session, job)
-    assert row.status is JobState.failed and row.error == "broken"
+    assert row.status is JobState.failed and row.error == "broken" and row.failure is Failure.input
 
 
 def test_segment_position_is_unique(db):

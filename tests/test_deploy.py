@@ -22,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from murmur.db import queries
 from murmur.db.session import sessions
-from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE
-from murmur.tasks.client import Client
-from murmur.tasks.metrics import BACKLOG_SQL, broker_messages, failure_class
-from murmur.tasks.metrics import backlog as work_left
+from murmur.tasks.fleet.queues import CPU_QUEUE, GPU_QUEUE, broker_messages
+from murmur.tasks.fleet.client import Client
+from murmur.tasks.operations.exporter import BACKLOG_SQL
+from murmur.tasks.operations.exporter import backlog as work_left
+from murmur.workers.errors import Failure
 from tests.conftest import DATA, fresh_postgres, run_cli
 from tests.test_distributed import BIN, Worker, _free_port
 
@@ -104,15 +105,6 @@ def test_the_autoscaler_reads_the_exporters_backlog_query_word_for_word():
         assert trigger["type"] == "postgresql" and trigger["metadata"]["query"] == BACKLOG_SQL[kind]
 
 
-def test_failure_reasons_fall_into_classes():
-    assert failure_class("gave up after 3 tries (MURMUR_MAX_ATTEMPTS): its worker stopped") == "gave_up"
-    assert failure_class("the audio is longer than MURMUR_MAX_DURATION (14400 s)") == "limit"
-    assert failure_class("/etc/passwd is outside MURMUR_ALLOWED_ROOTS") == "forbidden"
-    assert failure_class("no such file: /data/x.flac") == "source"
-    assert failure_class("not a readable audio file: notes.wav") == "input"
-    assert failure_class("RuntimeError: CUDA failed") == "internal" and failure_class(None) == "internal"
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
@@ -145,6 +137,7 @@ def _scrape(port: int) -> dict[tuple, float]:
             for family in text_string_to_metric_families(body) for sample in family.samples}
 
 
+@pytest.mark.services
 def test_the_autoscalers_number_is_the_real_backlog_on_real_redis_and_postgres(fleet, tmp_path):
     """Jobs of mixed priorities prepared by a real CPU worker, no GPU worker: every chunk is backlog.
     Three decode messages sit in a consumer's hands (delivered, unacknowledged) and two more jobs
@@ -166,6 +159,8 @@ def test_the_autoscalers_number_is_the_real_backlog_on_real_redis_and_postgres(f
         time.sleep(0.05)
     fleet.cpu.stop()
     waiting = [client.submit(str(DATA / "jfk_inaugural_1961.flac"), language="en", priority=p) for p in (3, 7)]
+    for failure in (Failure.input, Failure.input, Failure.cancelled):  # ended jobs, counted by their class
+        queries.fail_job(client.db, queries.create_job(client.db, "/gone.flac", {}), "failed", failure)
 
     held = []
     with Connection(fleet.broker) as conn:
@@ -213,12 +208,15 @@ def test_the_autoscalers_number_is_the_real_backlog_on_real_redis_and_postgres(f
     assert metrics[("murmur_queue_messages", (("queue", GPU_QUEUE), ("state", "delivered")))] == 3
     assert metrics[("murmur_jobs", (("state", "queued"),))] == len(waiting)
     assert metrics[("murmur_jobs", (("state", "running"),))] == len(planned)
+    failed = {labels[0][1]: n for (name, labels), n in metrics.items() if name == "murmur_jobs_failed_total"}
+    assert failed == {**dict.fromkeys(Failure, 0), "input": 2, "cancelled": 1}
     assert metrics[("murmur_exporter_source_up", (("source", "broker"),))] == 1
     assert metrics[("murmur_oldest_unfinished_job_age_seconds", ())] > 0
     assert metrics[("murmur_stage_seconds_count", (("stage", "prepare"),))] == 0  # none done yet
     assert all(queries.get_job(client.db, j).status == "running" for j in planned)
 
 
+@pytest.mark.services
 def test_health_answers_for_the_database_the_broker_and_this_hosts_worker(fleet, tmp_path):
     env = {**fleet.env, "TMPDIR": str(tmp_path)}  # where workers say they run: this test's worker only
     cpu = Worker("cpu", env, tmp_path / "cpu.log")

@@ -28,11 +28,11 @@ from sqlalchemy import func, select
 from murmur.db import queries
 from murmur.db.models import ChunkRow
 from murmur.db.session import sessions, upgrade
-from murmur.tasks import stages
-from murmur.tasks.embedded import run as run_embedded
 from murmur.settings import get_settings
-from murmur.tasks.app import GPU_QUEUE
-from murmur.tasks.client import Client, JobFailed
+from murmur.tasks.context import Context
+from murmur.tasks.embedded.runner import run as run_embedded
+from murmur.tasks.fleet.client import Client, JobFailed
+from murmur.tasks.fleet.queues import GPU_QUEUE
 from murmur.workers.options import JobOptions
 from tests.conftest import DATA, fresh_postgres, run_cli, word_error_rate, words
 from murmur.workers.errors import MurmurError
@@ -90,7 +90,8 @@ def _purge(broker_url: str) -> None:
     """A test run starts with empty queues, whatever an earlier run left on a broker that keeps them."""
     from kombu import Connection, Queue
 
-    from murmur.tasks.app import MAX_PRIORITY, QUEUES
+    from murmur.tasks.fleet.queues import QUEUES
+    from murmur.tasks.jobs import MAX_PRIORITY
 
     with Connection(broker_url, connect_timeout=10) as connection:
         for name in QUEUES.values():
@@ -145,7 +146,7 @@ def embedded(tmp_path_factory):
     """Transcripts of the same files from the embedded runner, for comparison."""
     url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'murmur.db'}"
     upgrade(url)
-    ctx = stages.Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
+    ctx = Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
     cache: dict = {}
 
     def transcript(name: str, **options):
@@ -431,7 +432,7 @@ def test_a_tensor_lost_from_redis_is_recomputed(fleet):
 
 def test_flower_lists_the_workers_and_a_finished_task(fleet):
     port = _free_port()
-    flower = subprocess.Popen([str(BIN / "celery"), "-A", "murmur.tasks.app", "flower", f"--port={port}", "--address=127.0.0.1",
+    flower = subprocess.Popen([str(BIN / "celery"), "-A", "murmur.tasks.fleet.app", "flower", f"--port={port}", "--address=127.0.0.1",
                                "--basic-auth=ops:correct-horse"], env=fleet.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         api = f"http://127.0.0.1:{port}/api"
@@ -543,12 +544,12 @@ def test_a_wheel_in_a_fresh_venv_works_beside_a_projects_own_tasks_and_db_module
         return subprocess.run([python, *args], cwd=project, env=fleet.env, capture_output=True, text=True, timeout=timeout)
 
     client = run("-c", f"""
-import json, murmur, murmur.tasks.client
+import json, murmur, murmur.tasks.fleet.client
 from murmur import Client, render
 client = Client()
 job_id = client.submit({str(DATA / 'jfk_inaugural_1961.flac')!r}, language="en")
 client.wait(job_id, timeout=240)
-print(json.dumps({{"files": [murmur.__file__, murmur.tasks.client.__file__], "srt": render(client.result(job_id), "srt")}}))
+print(json.dumps({{"files": [murmur.__file__, murmur.tasks.fleet.client.__file__], "srt": render(client.result(job_id), "srt")}}))
 """)
     assert client.returncode == 0, client.stderr
     reply = json.loads(client.stdout)
@@ -567,7 +568,7 @@ print(app.send_task("murmur.transcribe", queue="murmur.cpu", kwargs={{"source": 
     fleet.client.wait(raw.stdout.strip(), timeout=120)
     assert "curtain" in words(fleet.client.result(raw.stdout.strip()).text)
     port = _free_port()
-    flower = subprocess.Popen([python, "-m", "celery", "-A", "murmur.tasks.app", "flower", f"--port={port}", "--address=127.0.0.1"],
+    flower = subprocess.Popen([python, "-m", "celery", "-A", "murmur.tasks.fleet.app", "flower", f"--port={port}", "--address=127.0.0.1"],
                               cwd=project, env={**fleet.env, "FLOWER_UNAUTHENTICATED_API": "true"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from murmur.db import queries
 from murmur.settings import get_settings
-from murmur.tasks.client import Client, JobFailed
+from murmur.tasks.fleet.client import Client, JobFailed
 from murmur.workers.transcript import Segment
 from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, word_error_rate, words
 from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - embedded is a fixture
@@ -197,7 +197,7 @@ def test_redis_restarted_mid_run_every_job_ends_done(fleet, embedded):
 
 def _in_prepare(client: Client, job_id: str, deadline: float, not_by: str | None = None) -> str | None:
     """Wait until a worker (not `not_by`) holds the job's lease and has not planned it yet: that
-    worker's lease owner; None once the job failed."""
+    worker's lease holder; None once the job failed."""
     while True:
         job = queries.get_job(client.db, job_id)
         if job.status == "failed":

@@ -8,7 +8,8 @@ from faster_whisper.feature_extractor import FeatureExtractor
 
 from tests.conftest import DATA
 from murmur.workers.cpu.audio import decode_audio
-from murmur.workers.cpu.features import CHUNK_SAMPLES, log_mel, mel_filters
+from murmur.workers.cpu.features import log_mel, mel_filters
+from murmur.workers.window import WINDOW_SAMPLES
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
@@ -20,7 +21,7 @@ def test_matches_faster_whisper_within_1e_4(n_mels):
     extractor = FeatureExtractor(feature_size=n_mels)
     assert ours.shape == (3, n_mels, 3000)
     for i, chunk in enumerate(chunks):
-        padded = np.zeros(CHUNK_SAMPLES, dtype=np.float32)
+        padded = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
         padded[: chunk.size] = chunk
         reference = extractor(padded, padding=0)
         assert np.abs(ours[i] - reference).max() <= 1e-4

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import DATA, words
 from murmur.db.session import sessions, upgrade
-from murmur.tasks import embedded, stages
+from murmur.tasks.context import Context
+from murmur.tasks.embedded import runner as embedded
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
 from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.cpu.features import log_mel
@@ -59,7 +60,7 @@ def test_quiet_real_speech_comes_out_and_music_and_noise_stay_empty(sqlite_url, 
     Whisper calls it 86% silence at avg_logprob -0.71: Whisper's own rule keeps it, as it must.
     Music, hum and noise never reach the decoder, and a quiet room stays empty."""
     upgrade(sqlite_url)
-    ctx = stages.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
+    ctx = Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
     sentence = decode_audio(DATA / "mfa_thoughts.flac")  # "I have a thousand thoughts about that thing."
     quiet = embedded.run(ctx, _write_wav(tmp_path / "far.wav", 0.02 * sentence), JobOptions(language="en"))
     assert {"thoughts", "about"} <= set(words(quiet.text)), quiet.text

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from murmur.tasks.formats import FORMATS, clock, render
+from murmur.tasks.outputs.formats import FORMATS, clock, render
 from murmur.workers.transcript import Segment, Transcript, Word
 
 

@@ -1,5 +1,7 @@
 """Language voting as a pure function, and where the voters go among the first batches."""
 
+from murmur.tasks.embedded.planning import first_batches, lending, plan_batches
+from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.gpu.language import detection_chunks, vote
 
 
@@ -25,15 +27,11 @@ def test_spoken_languages_leave_out_stray_votes():
 
 
 def test_the_voting_chunks_lead_the_first_batches():
-    from murmur.tasks.batching import plan_batches
-    from murmur.tasks.embedded import _first_batches
-    from murmur.tasks.store import TensorRef
-
     for n in (1, 2, 3, 5, 9, 40):
         refs = [TensorRef(f"murmur:feat:job:{i}", (80, 3000), "float32") for i in range(n)]
         batches = plan_batches(n, 8, 2)
         concurrent = min(2, len(batches))
-        ordered, picks = _first_batches(refs, batches, concurrent)
+        ordered, picks = first_batches(refs, batches, concurrent)
         assert sorted(ordered, key=lambda r: r.chunk_idx) == refs  # every chunk once
         assert picks == set(detection_chunks(n))
         first = [r.chunk_idx for b in batches[:concurrent] for r in ordered[b]]
@@ -43,16 +41,12 @@ def test_the_voting_chunks_lead_the_first_batches():
 
 def test_a_larger_first_batch_lends_its_last_chunk_to_a_smaller_one():
     """Nine chunks on two decoders: the five-chunk batch's last (not a voter) is encoded by the other decoder."""
-    from murmur.tasks.batching import plan_batches
-    from murmur.tasks.embedded import _first_batches, _lending
-    from murmur.tasks.store import TensorRef
-
     refs = [TensorRef(f"murmur:feat:job:{i}", (80, 3000), "float32") for i in range(9)]
     batches = plan_batches(9, 8, 2)
-    ordered, picks = _first_batches(refs, batches, 2)
-    lending = _lending(ordered, batches[:2], picks)
-    assert list(lending) == [0] and lending[0][0] == 1
-    assert lending[0][1] == ordered[batches[0]][-1] and lending[0][1].chunk_idx not in picks
+    ordered, picks = first_batches(refs, batches, 2)
+    lent = lending(ordered, batches[:2], picks)
+    assert list(lent) == [0] and lent[0][0] == 1
+    assert lent[0][1] == ordered[batches[0]][-1] and lent[0][1].chunk_idx not in picks
     even = plan_batches(8, 8, 2)
-    ordered, picks = _first_batches(refs[:8], even, 2)
-    assert _lending(ordered, even, picks) == {}  # equal batches: nothing to even out
+    ordered, picks = first_batches(refs[:8], even, 2)
+    assert lending(ordered, even, picks) == {}  # equal batches: nothing to even out

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from murmur.tasks import memory
+from murmur.workers import memory
 
 CHURN = """
 import ctypes, resource, sys, threading
-from murmur.tasks import memory
+from murmur.workers import memory
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

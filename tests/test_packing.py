@@ -11,7 +11,8 @@ from murmur.workers.cpu.features import log_mel
 from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
 from murmur.workers.gpu.decode import decode_batch
 from murmur.workers.gpu.model import load_model
-from murmur.workers.gpu.packing import GAP_S, WINDOW_S, plan_windows
+from murmur.workers.gpu.packing import GAP_S, plan_windows
+from murmur.workers.window import WINDOW_S
 from murmur.workers.options import JobOptions
 from tests.conftest import DATA, word_error_rate, words
 
@@ -23,12 +24,12 @@ CLIPS = ["jfk_inaugural_1961.flac", "librispeech_61-70968-0000.flac", "pocketsph
 
 def test_windows_hold_each_chunk_once_never_two_of_one_job_and_never_more_than_30_s():
     durations = [29.5, 9.0, 8.0, 12.0, 3.0, 3.0, 14.0, 2.0]
-    owners = ["a", "b", "c", "d", "e", "e", "f", "g"]
-    windows = plan_windows(durations, owners)
+    jobs = ["a", "b", "c", "d", "e", "e", "f", "g"]
+    windows = plan_windows(durations, jobs)
     members = sorted(m for w in windows for m in w.members)
     assert members == list(range(len(durations)))
     for w in windows:
-        assert len({owners[m] for m in w.members}) == len(w.members)
+        assert len({jobs[m] for m in w.members}) == len(w.members)
         assert w.length <= WINDOW_S
         for (a, b), (c, _) in zip(w.spans, w.spans[1:]):
             assert c - b == pytest.approx(GAP_S)
@@ -60,15 +61,16 @@ def prepared():
     return out
 
 
+@pytest.mark.weights
 def test_packed_clips_keep_their_own_words_and_their_quality(prepared):
     model = load_model("base", "cpu", "int8", threads=2)
     options = JobOptions(language="en", model="base")
     chunks = [chunk for _, _, chunk, _ in prepared]
     features = np.stack([f for *_, f in prepared])
-    owners = [name for name, *_ in prepared]
-    assert len(plan_windows([c.duration for c in chunks], owners)) < len(chunks)  # they do share windows
+    jobs = [name for name, *_ in prepared]
+    assert len(plan_windows([c.duration for c in chunks], jobs)) < len(chunks)  # they do share windows
     alone = decode_batch(model, features, chunks, options, "en")
-    packed = decode_batch(model, features, chunks, options, "en", owners=owners)
+    packed = decode_batch(model, features, chunks, options, "en", jobs=jobs)
     references = {name: (DATA / name).with_suffix(".txt").read_text() for name in CLIPS}
     for (name, duration, _, _), own, mine in zip(prepared, alone, packed):
         text = " ".join(s.text for s in mine)

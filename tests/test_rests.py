@@ -7,9 +7,10 @@ import json
 import pytest
 
 from murmur.db.session import sessions, upgrade
-from murmur.tasks import embedded, stages
+from murmur.tasks.context import Context
+from murmur.tasks.embedded import runner as embedded
 from murmur.workers.cpu.chunking import Chunk
-from murmur.workers.gpu.decode import _before_loop
+from murmur.workers.gpu.segmentation import before_loop
 from murmur.workers.options import JobOptions
 from tests.conftest import DATA, words
 
@@ -22,13 +23,13 @@ def _words(text: str) -> list[tuple[str, list[int]]]:
 def test_a_loop_is_cut_where_a_sentence_comes_again():
     text = "Les enfants jouent dehors. Le musée ouvre demain matin. Le musée ouvre demain matin. Le musée"
     tokens = sum(len(t) for _, t in _words("Les enfants jouent dehors. Le musée ouvre demain matin."))
-    assert _before_loop(_words(text)) == tokens
+    assert before_loop(_words(text)) == tokens
 
 
 def test_short_repeats_and_plain_text_are_kept():
     for text in ("Thank you. Thank you. Thank you.", "One sentence here. Another one there. And a third, unfinished"):
-        assert _before_loop(_words(text)) == sum(len(t) for _, t in _words(text))
-    assert _before_loop([]) == 0
+        assert before_loop(_words(text)) == sum(len(t) for _, t in _words(text))
+    assert before_loop([]) == 0
 
 
 def test_the_tail_of_a_chunk_keeps_its_source_times():
@@ -44,7 +45,7 @@ def test_sentences_after_an_early_end_are_transcribed(sqlite_url, base_model):
     """Five French sentences in one window: Whisper ends after "…et à bientôt." and the
     last three must come from decoding the rest of the window again."""
     upgrade(sqlite_url)
-    ctx = stages.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
+    ctx = Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
     result = embedded.run(ctx, str(DATA / "fr_1min_tail.flac"), JobOptions(language="fr", model="base"))
     reference = json.loads((DATA / "fr_1min_tail.json").read_text())["segments"]
     assert len({s.chunk_idx for s in result.segments}) == 1  # one window: the early end is inside it

@@ -13,7 +13,7 @@ import pytest
 import redis
 from botocore.exceptions import ClientError
 
-from murmur.tasks.client import Client, JobFailed
+from murmur.tasks.fleet.client import Client, JobFailed
 from tests.conftest import DATA, fresh_postgres, run_cli, words
 from tests.test_distributed import BIN, Worker, _free_port
 

@@ -20,7 +20,7 @@ def test_readme_table_lists_every_variable_with_its_default():
 
 def test_no_module_reads_murmur_variables_but_settings():
     package = Path(__file__).parents[1]
-    readers = [str(p.relative_to(package)) for folder in ("tasks", "workers", "db", "murmur")
+    readers = [str(p.relative_to(package)) for folder in ("api", "tasks", "workers", "db", "murmur")
                for p in (package / folder).rglob("*.py") if re.search(r"environ(\.get)?[\[(]\s*[\"']MURMUR_", p.read_text())]
     assert readers == []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from murmur.workers.cpu.sources import check_source, local_file
-from murmur.workers.errors import AudioError
+from murmur.workers.errors import AudioError, ForbiddenError
 
 
 @pytest.mark.parametrize("source, reason", [
@@ -34,12 +34,12 @@ def test_allowed_roots_fence_local_paths(tmp_path):
     inside.mkdir()
     roots = (inside.resolve(),)
     check_source(str(inside / "talk.mp3"), allowed_roots=roots)  # need not exist yet: decoding says so
-    with pytest.raises(AudioError, match="outside MURMUR_ALLOWED_ROOTS"):
+    with pytest.raises(ForbiddenError, match="outside MURMUR_ALLOWED_ROOTS"):
         check_source(str(outside / "talk.mp3"), allowed_roots=roots)
-    with pytest.raises(AudioError, match="outside MURMUR_ALLOWED_ROOTS"):
+    with pytest.raises(ForbiddenError, match="outside MURMUR_ALLOWED_ROOTS"):
         check_source(str(inside / ".." / "out" / "talk.mp3"), allowed_roots=roots)  # no escape through '..'
     (inside / "link.mp3").symlink_to(outside / "talk.mp3")
-    with pytest.raises(AudioError, match="outside MURMUR_ALLOWED_ROOTS"):
+    with pytest.raises(ForbiddenError, match="outside MURMUR_ALLOWED_ROOTS"):
         check_source(str(inside / "link.mp3"), allowed_roots=roots)  # nor through a link
     check_source("s3://bucket/key.mp3", allowed_roots=roots)  # roots fence local paths only
     check_source(str(outside / "talk.mp3"), allowed_roots=())  # no roots: any absolute path

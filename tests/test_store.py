@@ -7,7 +7,8 @@ import gc
 import numpy as np
 import pytest
 
-from murmur.tasks.store import LocalTensorStore, TensorRef
+from murmur.tasks.tensors.local import LocalTensorStore
+from murmur.tasks.tensors.store import TensorRef
 
 
 def test_features_round_trip_through_files_that_go_with_the_store():

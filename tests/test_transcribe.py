@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from sqlalchemy import update
 
 from murmur.db import queries
 from murmur.db.models import ChunkRow, Job
 from murmur.db.session import sessions, upgrade
-from murmur.tasks import embedded, stages
-from murmur.tasks.formats import render
+from murmur.tasks import stages
+from murmur.tasks.context import Context
+from murmur.tasks.embedded import runner as embedded
+from murmur.tasks.outputs.formats import render
 from murmur.workers.options import JobOptions
-from tests.conftest import DATA, word_error_rate, words
 from murmur.workers.errors import MurmurError
+from tests.conftest import DATA, word_error_rate, words
 
 
 pytestmark = pytest.mark.weights
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.weights
 @pytest.fixture()
 def ctx(sqlite_url):
     upgrade(sqlite_url)
-    return stages.Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
+    return Context(db=sessions(sqlite_url), device="cpu", compute_type="int8", threads=2)
 
 
 def _run(ctx, name, **options):
@@ -176,16 +177,16 @@ def test_a_job_that_breaks_its_batch_fails_alone(ctx, base_model):
         s.execute(update(ChunkRow).where(ChunkRow.job_id == damaged).values(speech=[[0.0, "late"]]))
         s.execute(update(Job).where(Job.id == garbled).values(options={"model": "base", "seed": [1]}))
     items = [(damaged, damaged_refs[0]), (good, good_refs[0]), (garbled, garbled_refs[0])]
-    assert stages.decode(ctx, items) == [good]  # the one job this batch completed
+    assert stages.decode_chunks(ctx, items) == [good]  # the one job this batch completed
     assert stages.assemble(ctx, good)
     assert "country" in words(queries.get_transcript(ctx.db, good).text)
-    for job_id, reason in [(damaged, "internal error while decoding: "), (garbled, "invalid seed [1]")]:
+    for job_id, reason, failure in [(damaged, "internal error: ", "internal"), (garbled, "invalid seed [1]", "input")]:
         row = queries.get_job(ctx.db, job_id)
-        assert row.status == "failed" and reason in row.error, row.error
+        assert row.status == "failed" and reason in row.error and row.failure == failure, (row.error, row.failure)
 
 
 def _count_encoded_rows(monkeypatch) -> list[int]:
-    """The rows each encoder pass takes from now on (decode's and the stages' own), in order."""
+    """The rows each encoder pass takes from now on (decode's, the stages' and the embedded runner's own), in order."""
     from murmur.workers.gpu import decode
 
     rows: list[int] = []
@@ -195,8 +196,8 @@ def _count_encoded_rows(monkeypatch) -> list[int]:
         rows.append(len(features))
         return real_encode(model, features, **kwargs)
 
-    monkeypatch.setattr(decode, "encode", counting_encode)
-    monkeypatch.setattr(stages, "encode", counting_encode)
+    for module in (decode, stages, embedded):
+        monkeypatch.setattr(module, "encode", counting_encode)
     return rows
 
 
@@ -234,7 +235,7 @@ def test_voters_held_by_a_worker_are_decoded_beside_other_chunks_without_a_secon
     rest = [r for r in refs if r not in voters.refs]
     assert len(rest) >= 4
     for batch in (voters.refs[:3] + rest[:2], voters.refs[3:] + rest[2:]):  # each batch: some voters, some not
-        stages.decode(ctx, [(job_id, r) for r in batch], encoded=[voters])
+        stages.decode_chunks(ctx, [(job_id, r) for r in batch], encoded=[voters])
     assert sum(encoded_rows) == len(rest)  # the voters were not encoded again
     assert stages.assemble(ctx, job_id)
     decoded = queries.get_transcript(ctx.db, job_id)
@@ -280,7 +281,7 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
     """Two decoders vote on the language; when one raises before casting its vote, the other
     does not wait for it forever: the job fails with that reason, and the next job runs."""
 
-    real = stages.top_languages
+    real = embedded.top_languages
     calls = []
 
     def second_call_raises(model, encoded, among=()):
@@ -289,14 +290,14 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
             raise RuntimeError("encoder fault")
         return real(model, encoded, among)
 
-    monkeypatch.setattr(stages, "top_languages", second_call_raises)
+    monkeypatch.setattr(embedded, "top_languages", second_call_raises)
     job_id = queries.create_job(ctx.db, str(DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"),
                                 JobOptions(batch_size=4).to_json())
     assert _fails_without_hanging(ctx, job_id, "encoder fault"), "a decoder waited for a vote that never came"
     assert len(calls) == 2
     job = queries.get_job(ctx.db, job_id)
     assert job.status == "failed" and "encoder fault" in job.error, job.error
-    monkeypatch.setattr(stages, "top_languages", real)
+    monkeypatch.setattr(embedded, "top_languages", real)
     assert _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3").language == "de"
 
 
@@ -304,7 +305,7 @@ def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_strand
     """Nine chunks on two decoders: one decoder encodes the other's odd chunk first. Should that raise,
     the borrower does not wait for it forever: the job fails with the reason."""
 
-    real = stages.encode_batch
+    real = embedded._encode_batch
     lent = []
 
     def lent_chunk_raises(ctx_, job_id, refs, picks, *args, **kwargs):
@@ -313,7 +314,7 @@ def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_strand
             raise RuntimeError("lent chunk fault")
         return real(ctx_, job_id, refs, picks, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "encode_batch", lent_chunk_raises)
+    monkeypatch.setattr(embedded, "_encode_batch", lent_chunk_raises)
     job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions(batch_size=16).to_json())
     assert _fails_without_hanging(ctx, job_id, "lent chunk fault"), "a decoder waited for a chunk that never came"
     assert len(lent) == 1

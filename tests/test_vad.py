@@ -9,7 +9,7 @@ from importlib import resources
 
 from tests.conftest import DATA
 from murmur.workers.cpu.audio import decode_audio
-from murmur.workers.cpu.vad import CONTEXT, WINDOW, SileroVad, speech_spans
+from murmur.workers.cpu.vad import CONTEXT, STEP, SileroVad, speech_spans
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,13 @@ def _onnx_window_by_window(audio: np.ndarray) -> np.ndarray:
     """silero's ONNX model the package's way: one window at a time, state carried."""
     path = resources.files("silero_vad.data").joinpath("silero_vad.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    n = -(-audio.size // WINDOW)
-    padded = np.zeros(CONTEXT + n * WINDOW, dtype=np.float32)
+    n = -(-audio.size // STEP)
+    padded = np.zeros(CONTEXT + n * STEP, dtype=np.float32)
     padded[CONTEXT : CONTEXT + audio.size] = audio
     state = np.zeros((2, 1, 128), dtype=np.float32)
     out = np.empty(n, dtype=np.float32)
     for i in range(n):
-        window = padded[i * WINDOW : i * WINDOW + CONTEXT + WINDOW][None, :]
+        window = padded[i * STEP : i * STEP + CONTEXT + STEP][None, :]
         prob, state = session.run(None, {"input": window, "state": state, "sr": np.array(16000, dtype=np.int64)})
         out[i] = prob[0, 0]
     return out

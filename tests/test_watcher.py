@@ -11,7 +11,10 @@ from murmur.api.watcher import JobWatcher
 from murmur.db import queries
 from murmur.db.models import JobState
 from murmur.db.session import sessions, upgrade
+from murmur.workers.errors import Failure
 from tests.conftest import fresh_postgres
+
+pytestmark = pytest.mark.services
 
 
 @pytest.fixture()
@@ -40,7 +43,7 @@ def test_a_job_that_ends_answers_its_waiting_request_with_no_query(counted):
             waits = [asyncio.create_task(watcher.wait(job)) for job in (done, failed)]
             await asyncio.sleep(0.1)
             queries.update_job(db, done, status=JobState.done)
-            queries.fail_job(db, failed, "unreadable audio")
+            queries.fail_job(db, failed, "unreadable audio", Failure.input)
             states = await asyncio.wait_for(asyncio.gather(*waits), 10)
             return (*states, await asyncio.wait_for(watcher.wait(early), 10))
         finally:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from murmur.settings import Settings
-from murmur.tasks.webhook import check_callback_url, post, redact
+from murmur.tasks.outputs.webhook import check_callback_url, post, redact
 from murmur.workers.errors import MurmurError
 
 SECRET = "s3cret"

@@ -1,7 +1,9 @@
-"""A job's options: the one definition behind the CLI flags, the task's kwargs and the job row.
+"""A job's options: the one definition behind the CLI flags, the task's kwargs, the HTTP API's fields and the job row.
 
 A `JobOptions` is valid once built: every field is type-checked and range-checked
-on construction, so a bad value from any producer fails with a readable reason.
+on construction, so a bad value from any door fails with the same readable reason.
+Each field's metadata (help, the CLI commands that offer it, its choices or range)
+is what the CLI's flags and the API's schema are made from.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ class OutputLanguage(StrEnum):
     en = "en"
 
 
-BOTH = ("transcribe", "submit")  # the CLI commands a flag appears on
+BOTH = ("transcribe", "submit")  # the CLI commands a flag appears on; "submit" options are the fleet's and the API's too
 
 
-def _option(default, help: str, commands: tuple[str, ...] = BOTH, choices: type[StrEnum] | None = None):
-    return field(default=default, metadata={"help": help, "commands": commands, "choices": choices})
+def _option(default, help: str, commands: tuple[str, ...] = BOTH, choices: type[StrEnum] | None = None,
+            range: tuple[int, int] | None = None):
+    return field(default=default, metadata={"help": help, "commands": commands, "choices": choices, "range": range})
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,9 @@ class JobOptions:
     multilingual: bool = _option(False, "detect the language of each chunk (code-switched audio)")
     output_language: OutputLanguage = _option(
         OutputLanguage.hybrid, "with --multilingual: keep each language (hybrid) or translate to English (en)", choices=OutputLanguage)
-    batch_size: int = _option(DEFAULT_BATCH_SIZE, "chunks decoded together (default $MURMUR_BATCH_SIZE or 8)", commands=("transcribe",))
-    beam_size: int = _option(5, "beam width of the decoder")
+    batch_size: int = _option(DEFAULT_BATCH_SIZE, "chunks decoded together (default $MURMUR_BATCH_SIZE or 8)",
+                              commands=("transcribe",), range=(1, MAX_BATCH_SIZE))
+    beam_size: int = _option(5, "beam width of the decoder", range=(1, MAX_BEAM_SIZE))
     word_timestamps: bool = _option(False, "include per-word times in json output")
     seed: int = _option(0, "random seed of the decoder: the same seed gives the same text", commands=())
 
@@ -76,9 +80,9 @@ class JobOptions:
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number")
             elif hints[f.name] is str and (not isinstance(value, str) or not value):
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a name")
-        for name, top in (("batch_size", MAX_BATCH_SIZE), ("beam_size", MAX_BEAM_SIZE)):
-            if not 1 <= getattr(self, name) <= top:
-                raise MurmurError(f"invalid {_words(name)} {getattr(self, name)!r}: use a whole number from 1 to {top}")
+            bounds = f.metadata["range"]
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number from {bounds[0]} to {bounds[1]}")
         if self.language is not None and (not isinstance(self.language, str) or self.language not in LANGUAGES):
             raise MurmurError(f"invalid language {repr(self.language)[:40]}: use a Whisper language code such as en or de")
         if self.multilingual and self.language:

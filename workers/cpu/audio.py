@@ -17,9 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from murmur.workers.errors import AudioError
-
-SAMPLE_RATE = 16000
+from murmur.workers.errors import AudioError, LimitError, SourceError
+from murmur.workers.window import SAMPLE_RATE
 
 # A decoder may legitimately come up a little short of the declared duration
 # (encoder delay, padding); a larger gap means the file was cut off.
@@ -31,7 +30,7 @@ def _check_file(path: str | os.PathLike) -> Path:
     """Reject what cannot be audio before any decoder sees it, with a plain reason."""
     p = Path(path)
     if not p.exists():
-        raise AudioError(f"no such file: {p}")
+        raise SourceError(f"no such file: {p}")
     if p.is_dir():
         raise AudioError(f"is a directory, not an audio file: {p}")
     if p.stat().st_size == 0:
@@ -42,11 +41,12 @@ def _check_file(path: str | os.PathLike) -> Path:
 def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
     """The whole file as one float32 array, filled in place as it decodes.
 
-    Raises AudioError for anything PyAV cannot open or decode, for a file
+    Raises AudioError for anything PyAV cannot open or decode and for a file
     whose decoded length falls well short of the length its container declares
-    (a truncated download or upload), and, as soon as the stream passes it,
-    for audio longer than `max_seconds`: counted from the decoded samples, not
-    the header, so a small file of hours of silence cannot fill the memory.
+    (a truncated download or upload); SourceError for a missing file; and, as
+    soon as the stream passes it, LimitError for audio longer than `max_seconds`:
+    counted from the decoded samples, not the header, so a small file of hours
+    of silence cannot fill the memory.
     """
     declared = declared_seconds(path)
     if max_seconds is not None and declared is not None:
@@ -72,7 +72,7 @@ def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_se
         for block in _blocks(container, stream, declared, Path(path).name, sample_rate):
             produced += block.size
             if limit is not None and produced > limit:
-                raise AudioError(f"{Path(path).name} is longer than the limit of {_clock(max_seconds)} (MURMUR_MAX_DURATION)")
+                raise LimitError(f"{Path(path).name} is longer than the limit of {_clock(max_seconds)} (MURMUR_MAX_DURATION)")
             yield block
 
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murmur.workers.cpu.audio import SAMPLE_RATE
-from murmur.workers.cpu.vad import WINDOW_S, SpeechSpan
+from murmur.workers.cpu.vad import STEP_S, SpeechSpan
+from murmur.workers.window import SAMPLE_RATE, WINDOW_S
 
-CHUNK_S = 30.0
 PAD_S = 0.1
 
 
@@ -96,7 +95,7 @@ def plan_chunks(
     spans: Sequence[SpeechSpan],
     probs: np.ndarray,
     duration: float,
-    max_s: float = CHUNK_S,
+    max_s: float = WINDOW_S,
     pad_s: float = PAD_S,
     merge: bool = True,
     speech: Sequence[SpeechSpan] = (),
@@ -181,17 +180,17 @@ def _pad_and_join(spans: Sequence[SpeechSpan], duration: float, pad_s: float) ->
 
 
 def _min_cut(a: float, b: float, probs: np.ndarray, max_s: float) -> list[tuple[float, float]]:
-    """Cut [a, b] into pieces of at most max_s at the least speech-like windows."""
+    """Cut [a, b] into pieces of at most max_s at the least speech-like VAD steps."""
     pieces = []
     while b - a > max_s:
-        lo = int((a + max_s / 2) / WINDOW_S)
-        hi = int((a + max_s) / WINDOW_S)  # the window ending by a + max_s
-        window = probs[lo:hi]
-        if window.size == 0:
+        lo = int((a + max_s / 2) / STEP_S)
+        hi = int((a + max_s) / STEP_S)  # the step ending by a + max_s
+        second_half = probs[lo:hi]
+        if second_half.size == 0:
             cut = a + max_s
         else:
-            cut = (lo + int(np.argmin(window))) * WINDOW_S
-            cut = min(max(cut, a + WINDOW_S), a + max_s)
+            cut = (lo + int(np.argmin(second_half))) * STEP_S
+            cut = min(max(cut, a + STEP_S), a + max_s)
         pieces.append((a, cut))
         a = cut
     pieces.append((a, b))

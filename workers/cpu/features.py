@@ -1,6 +1,6 @@
 """Features: Whisper's log-mel spectrogram of a chunk, in numpy.
 
-Each chunk is zero-padded to 30 s in the audio domain, as Whisper was trained,
+Each chunk is zero-padded to a 30 s window in the audio domain, as Whisper was trained,
 and framed as a strided view of that audio, so a chunk costs one real FFT
 call. The numbers match faster-whisper's FeatureExtractor to ≈2e-7 (the test
 allows 1e-4). No torch or torchaudio is needed; `n_mels` comes from the model
@@ -14,13 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from murmur.workers.cpu.audio import SAMPLE_RATE
+from murmur.workers.window import HOP, N_FRAMES, SAMPLE_RATE, WINDOW_SAMPLES
 
 N_FFT = 400
-HOP = 160
-CHUNK_SAMPLES = 30 * SAMPLE_RATE
-N_FRAMES = CHUNK_SAMPLES // HOP  # 3000 frames of 10 ms
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP
 
 
 def log_mel(chunks: Sequence[np.ndarray], n_mels: int = 80) -> np.ndarray:
@@ -42,8 +38,8 @@ def iter_log_mel(chunks: Iterable[np.ndarray], n_mels: int = 80) -> Iterator[np.
 
 def chunk_log_mel(samples: np.ndarray, n_mels: int = 80) -> np.ndarray:
     """One chunk's features [n_mels, 3000], normalised on its own as Whisper's are."""
-    audio = np.zeros(CHUNK_SAMPLES + N_FFT, dtype=np.float32)  # centred frames: N_FFT // 2 of reflection each side
-    samples = np.asarray(samples[:CHUNK_SAMPLES], dtype=np.float32)
+    audio = np.zeros(WINDOW_SAMPLES + N_FFT, dtype=np.float32)  # centred frames: N_FFT // 2 of reflection each side
+    samples = np.asarray(samples[:WINDOW_SAMPLES], dtype=np.float32)
     half = N_FFT // 2
     audio[half : half + samples.size] = samples
     audio[:half] = audio[N_FFT:half:-1]  # reflect about the first sample

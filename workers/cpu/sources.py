@@ -1,7 +1,8 @@
 """Where a job's audio comes from: a local path inside the allowed roots, or s3://.
 
-Workers read whatever path a producer names, so MURMUR_ALLOWED_ROOTS (paths
-separated by ':') fences them in; unset, any local path is readable.
+Workers read whatever path a producer names, so the deployment's allowed roots
+(MURMUR_ALLOWED_ROOTS, passed in by the caller) fence them in; none allows any
+local path.
 """
 
 from __future__ import annotations
@@ -12,49 +13,48 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from murmur.settings import get_settings
-from murmur.workers.errors import AudioError
+from murmur.workers.errors import AudioError, ForbiddenError, LimitError, SourceError
 
 
-def check_source(source: str, allowed_roots: tuple[Path, ...] | None = None) -> None:
+def check_source(source: str, allowed_roots: tuple[Path, ...] = ()) -> None:
     """Reject what a worker must not or cannot read, before any work is queued.
 
-    `allowed_roots` defaults to MURMUR_ALLOWED_ROOTS; empty allows any absolute path.
+    Empty `allowed_roots` allows any absolute path.
     """
     if not isinstance(source, str) or not source:
         raise AudioError("the job names no source: give a file path or an s3:// URI")
     if "\x00" in source:
         raise AudioError("the source contains a NUL byte: give a file path or an s3:// URI")
     if source.startswith("s3://"):
-        _split_s3(source)
+        _s3_object(source)
         return
     if "://" in source:
         raise AudioError(f"unsupported source {source!r}: give a local file path or an s3:// URI")
     path = Path(source)
     if not path.is_absolute():
         raise AudioError(f"source path {source!r} is relative: workers need an absolute path")
-    roots = get_settings().allowed_roots if allowed_roots is None else allowed_roots
     resolved = path.resolve()
-    if roots and not any(resolved.is_relative_to(root) for root in roots):
-        raise AudioError(f"{source} is outside MURMUR_ALLOWED_ROOTS ({os.pathsep.join(map(str, roots))})")
+    if allowed_roots and not any(resolved.is_relative_to(root) for root in allowed_roots):
+        raise ForbiddenError(f"{source} is outside MURMUR_ALLOWED_ROOTS ({os.pathsep.join(map(str, allowed_roots))})")
 
 
 @contextmanager
-def local_file(source: str, allowed_roots: tuple[Path, ...] | None = None) -> Iterator[str]:
-    """A path PyAV can open: the file itself, or a temporary download of an s3:// object."""
+def local_file(source: str, allowed_roots: tuple[Path, ...] = (), max_bytes: int | None = None) -> Iterator[str]:
+    """A path PyAV can open: the file itself, or a temporary download of an s3:// object
+    (at most `max_bytes`, MURMUR_MAX_BYTES, either way)."""
     check_source(source, allowed_roots)
-    limit = get_settings().max_bytes
+    limit = max_bytes if max_bytes is not None else float("inf")
     if not source.startswith("s3://"):
         path = Path(source)
         if path.is_file() and path.stat().st_size > limit:
-            raise AudioError(f"{path.name} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)")
+            raise LimitError(f"{path.name} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)")
         yield source
         return
-    bucket, key = _split_s3(source)
+    bucket, key = _s3_object(source)
     try:
         import boto3
     except ImportError:
-        raise AudioError("reading s3:// sources needs boto3: pip install 'murmur[s3]'") from None
+        raise SourceError("reading s3:// sources needs boto3: pip install 'murmur[s3]'") from None
     with tempfile.NamedTemporaryFile(suffix=Path(key).suffix) as tmp:
         try:
             client = boto3.client("s3")
@@ -62,11 +62,21 @@ def local_file(source: str, allowed_roots: tuple[Path, ...] | None = None) -> It
                 raise _TooLarge
             client.download_fileobj(bucket, key, _Capped(tmp, limit))
         except _TooLarge:
-            raise AudioError(f"{source} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)") from None
+            raise LimitError(f"{source} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)") from None
         except Exception as exc:  # botocore raises many kinds; the job needs the reason, not the type
-            raise AudioError(f"cannot download {source}: {exc}") from None
+            raise SourceError(f"cannot download {source}: {exc}") from None
         tmp.flush()
         yield tmp.name
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI; the key may be empty (a prefix). ValueError if it is not one."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError("an s3://bucket/key URI")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError("an s3://bucket/key URI")
+    return bucket, key
 
 
 class _TooLarge(Exception):
@@ -76,7 +86,7 @@ class _TooLarge(Exception):
 class _Capped:
     """A file that refuses to grow past `limit` bytes: the object may change after its size was read."""
 
-    def __init__(self, file, limit: int) -> None:
+    def __init__(self, file, limit: float) -> None:
         self._file, self._limit, self._written = file, limit, 0
 
     def write(self, data: bytes) -> int:
@@ -86,7 +96,7 @@ class _Capped:
         return self._file.write(data)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:g} {unit}" if unit == "B" else f"{n:.4g} {unit}"
@@ -94,8 +104,11 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _split_s3(source: str) -> tuple[str, str]:
-    bucket, _, key = source[len("s3://"):].partition("/")
-    if not bucket or not key:
+def _s3_object(source: str) -> tuple[str, str]:
+    try:
+        bucket, key = split_s3(source)
+    except ValueError:
+        key = ""
+    if not key:
         raise AudioError(f"invalid S3 URI {source!r}: use s3://bucket/key")
     return bucket, key

@@ -1,9 +1,9 @@
 """Voice activity: silero-vad's v6 model in numpy, run as a whole-file batch.
 
-Silero's network is a stateless convolutional encoder per 32 ms window
+Silero's network is a stateless convolutional encoder per 32 ms step
 (an STFT as a strided projection, then four small convolutions) followed by
-one LSTM cell. The package runs it window by window (≈150x real time here);
-here the encoder runs once over blocks of thousands of windows as plain
+one LSTM cell. The package runs it step by step (≈150x real time here);
+here the encoder runs once over blocks of thousands of steps as plain
 matrix products and only the LSTM cell steps through the sequence, with
 silero's probabilities (the test holds it to 1e-4 of the package's ONNX
 model). The weights are read from the package's TorchScript file (a zip of
@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from murmur.workers.cpu.audio import SAMPLE_RATE
+from murmur.workers.window import SAMPLE_RATE
 
-WINDOW = 512  # samples per probability at 16 kHz (32 ms)
-CONTEXT = 64  # samples of the previous window the model sees
-WINDOW_S = WINDOW / SAMPLE_RATE
-_ENCODER_BATCH = 4096  # windows per encoder group: ≈9 MB of input, 131 s of audio
+# One speech probability per step of audio (silero calls it a window; here a window is Whisper's 30 s)
+STEP = 512  # samples per probability at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous step the model sees
+STEP_S = STEP / SAMPLE_RATE
+_ENCODER_BATCH = 4096  # steps per encoder group: ≈9 MB of input, 131 s of audio
 _FILTER = 256  # the STFT's frame length; frames hop by half of it
 
 
@@ -43,8 +44,8 @@ class VadOptions:
     min_silence_s: float = 0.5
 
 
-# Where speech starts and stops, to the window: pauses of 100 ms count, as between
-# sentences, and speech ends at the first window below the threshold (no hysteresis,
+# Where speech starts and stops, to the step: pauses of 100 ms count, as between
+# sentences, and speech ends at the first step below the threshold (no hysteresis,
 # which kept ends ≈0.1 s late); the defaults above bridge pauses shorter than 0.5 s,
 # as chunking wants.
 EDGES = VadOptions(neg_threshold=0.5, min_speech_s=0.064, min_silence_s=0.1)
@@ -73,17 +74,17 @@ class SileroVad:
         self._head_bias = float(weights["decoder.decoder.2.bias"][0])
 
     def probabilities(self, audio: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
-        """One speech probability per 32 ms window of 16 kHz `audio`: an array, or blocks
+        """One speech probability per 32 ms step of 16 kHz `audio`: an array, or blocks
         of one as they decode (see `audio.stream_audio`), so a long file is never held whole.
 
-        The encoder runs on groups of `_ENCODER_BATCH` windows; the LSTM's state
+        The encoder runs on groups of `_ENCODER_BATCH` steps; the LSTM's state
         is carried from one group to the next, so where groups are cut does not matter.
         """
         blocks = [audio] if isinstance(audio, np.ndarray) else audio
         state = self._initial_state()
         out: list[np.ndarray] = []
-        group = CONTEXT + _ENCODER_BATCH * WINDOW
-        pending = [np.zeros(CONTEXT, dtype=np.float32)]  # the first window's context lies before the file
+        group = CONTEXT + _ENCODER_BATCH * STEP
+        pending = [np.zeros(CONTEXT, dtype=np.float32)]  # the first step's context lies before the file
         held = CONTEXT
         for block in blocks:
             pending.append(np.asarray(block, dtype=np.float32))
@@ -94,8 +95,8 @@ class SileroVad:
                 pending, held = [samples[group - CONTEXT :]], samples.size - group + CONTEXT
         if held > CONTEXT:
             samples = np.concatenate(pending)
-            n = -(-(samples.size - CONTEXT) // WINDOW)
-            out.append(self._group(np.pad(samples, (0, CONTEXT + n * WINDOW - samples.size)), state))
+            n = -(-(samples.size - CONTEXT) // STEP)
+            out.append(self._group(np.pad(samples, (0, CONTEXT + n * STEP - samples.size)), state))
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def _initial_state(self) -> list[np.ndarray]:
@@ -103,18 +104,18 @@ class SileroVad:
         return [np.zeros(size, dtype=np.float32), np.zeros(size, dtype=np.float32)]
 
     def _group(self, samples: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
-        """Probabilities of the windows of `samples` (64 samples of context, then whole windows); updates `state`."""
+        """Probabilities of the steps of `samples` (64 samples of context, then whole steps); updates `state`."""
         gates = self._encode(samples) @ self._input_gates
         gates += self._gate_bias
         hidden = self._lstm(gates, state)
         return _sigmoid(np.maximum(hidden, 0.0) @ self._head + self._head_bias).astype(np.float32)
 
     def _encode(self, samples: np.ndarray) -> np.ndarray:
-        """Encoder features [n, 128] of the n windows of `samples`, each with the 64 samples before it."""
-        windows = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + WINDOW)[::WINDOW]
-        windows = np.pad(windows, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
+        """Encoder features [n, 128] of the n steps of `samples`, each with the 64 samples before it."""
+        steps = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + STEP)[::STEP]
+        steps = np.pad(steps, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
         hop = _FILTER // 2
-        frames = np.stack([windows[:, i * hop : i * hop + _FILTER] for i in range(windows.shape[1] // hop - 1)], axis=1)
+        frames = np.stack([steps[:, i * hop : i * hop + _FILTER] for i in range(steps.shape[1] // hop - 1)], axis=1)
         spectrum = _matmul(frames, self._basis)  # [n, 4, 258]
         half = spectrum.shape[-1] // 2
         x = np.sqrt(np.square(spectrum[..., :half]) + np.square(spectrum[..., half:]))  # magnitudes [n, 4, 129]
@@ -228,15 +229,15 @@ def _silero_weights() -> dict[str, np.ndarray]:
 
 
 def speech_spans(probs: np.ndarray, options: VadOptions = VadOptions()) -> list[SpeechSpan]:
-    """Turn window probabilities into speech spans (seconds) with hysteresis.
+    """Turn step probabilities into speech spans (seconds) with hysteresis.
 
-    A span opens at the first window above `threshold` and closes once the
+    A span opens at the first step above `threshold` and closes once the
     probability has stayed below `neg_threshold` for `min_silence_s`; spans
     shorter than `min_speech_s` are dropped.
     """
     neg = options.neg_threshold if options.neg_threshold is not None else max(options.threshold - 0.15, 0.01)
-    min_silence = max(1, round(options.min_silence_s / WINDOW_S))
-    min_speech = max(1, round(options.min_speech_s / WINDOW_S))
+    min_silence = max(1, round(options.min_silence_s / STEP_S))
+    min_speech = max(1, round(options.min_speech_s / STEP_S))
     spans: list[tuple[int, int]] = []
     start: int | None = None
     quiet_since: int | None = None
@@ -255,4 +256,4 @@ def speech_spans(probs: np.ndarray, options: VadOptions = VadOptions()) -> list[
                 start, quiet_since = None, None
     if start is not None:
         spans.append((start, quiet_since if quiet_since is not None else len(probs)))
-    return [SpeechSpan(a * WINDOW_S, b * WINDOW_S) for a, b in spans if b - a >= min_speech]
+    return [SpeechSpan(a * STEP_S, b * STEP_S) for a, b in spans if b - a >= min_speech]

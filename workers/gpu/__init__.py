@@ -1,1 +1,1 @@
-"""Decoding side: model loading, batched decode, language detection, filters."""
+"""Decoding side: model loading, batched decode, segmentation, language detection, packing, filters."""

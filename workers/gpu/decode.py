@@ -6,8 +6,8 @@ batch has no next window, so that sentence is lost (WER 5.5 → 12.6 on
 en_5min). So each batch is encoded once, the text is generated without
 timestamps (complete), and times come from CTranslate2's `align`, one
 teacher-forced pass over the same encoder output whose cross-attention gives
-every token a time. Sentences are cut at their final punctuation and mapped
-back to source time through the chunk's spans.
+every token a time. The timed words go to `segmentation`, which makes them
+sentences in source time.
 """
 
 from __future__ import annotations
@@ -22,27 +22,23 @@ import numpy as np
 
 from murmur.workers.cpu.chunking import PAD_S, Chunk
 from murmur.workers.gpu import filters
+from murmur.workers.gpu.language import window_languages
 from murmur.workers.gpu.model import LoadedModel
-from murmur.workers.gpu.packing import Window, content_digest, frames, pack_features, plan_windows
+from murmur.workers.gpu.packing import Window, content_digest, pack_features, plan_windows
+from murmur.workers.gpu.segmentation import before_loop, sentences
 from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
 from murmur.workers.transcript import Segment, Word
+from murmur.workers.window import frames, place
 
 ALIGN_STEPS_PER_SECOND = 50  # encoder frames, the unit of alignment times
 MAX_LENGTH = 448
 CPU_ENCODE_PIECE = 1  # windows per encoder (and align) call on CPU (see `encode`)
-BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
-SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
-CLAUSE_PAUSE_S = 0.6  # or this long after a comma: Whisper often joins two sentences with one
 # a packed chunk given fewer words than this per second of its speech lost words to a neighbour
 # or to Whisper skipping it, and is decoded alone (speech runs at 2-4 words a second)
 MIN_PACKED_WORDS_PER_S = 0.5
 # speech after a chunk's last word that is decoded again: more than a breath or a word's tail
 REST_MIN_SPEECH_S = 1.5
 MAX_RESTS = 2
-LOOP_MIN_WORDS = 4  # a repeated sentence this long is a loop; "Thank you." twice may be said
-_SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
-_CLAUSE_END = (",", ";", ":", "、", "，", "；")
-_CLOSERS = "\"')]}»”’"
 log = logging.getLogger("murmur")
 
 
@@ -78,17 +74,6 @@ def host_array(output: ctranslate2.StorageView | np.ndarray) -> np.ndarray:
     return np.asarray(output)
 
 
-def top_languages(
-    model: LoadedModel, encoded: ctranslate2.StorageView, among: tuple[str, ...] = ()
-) -> list[tuple[str, float]]:
-    """Each batch item's most likely language code (restricted to `among` if given) and its probability."""
-    out = []
-    for ranked in model.whisper.detect_language(encoded):
-        codes = [(token[2:-2], float(p)) for token, p in ranked]
-        out.append(next((c for c in codes if c[0] in among), codes[0]) if among else codes[0])
-    return out
-
-
 def _pieces(model: LoadedModel, n: int) -> list[slice]:
     """A batch of `n` windows for calls that hold memory per window: whole on a GPU,
     `CPU_ENCODE_PIECE` windows at a time on CPU (see `encode`)."""
@@ -104,7 +89,7 @@ def decode_batch(
     options: JobOptions,
     language: str | None = None,
     candidates: tuple[str, ...] = (),
-    owners: Sequence[str] | None = None,
+    jobs: Sequence[str] | None = None,
     rests: int = MAX_RESTS,
     encoded: ctranslate2.StorageView | None = None,
 ) -> list[list[Segment]]:
@@ -113,7 +98,7 @@ def decode_batch(
     `language` is the job's (given or voted). With `options.multilingual`, each
     chunk's language is detected on its own, chosen among `candidates` (the
     languages the whole file voted for) when given, so a short chunk is not
-    read as a language nobody speaks in the file. `owners` (each chunk's job)
+    read as a language nobody speaks in the file. `jobs` (each chunk's job)
     lets short chunks of different jobs share a window (see `packing`); a
     multilingual batch is never packed, as its languages are per window.
     Speech left after a chunk's last heard word is decoded again, `rests` times at most.
@@ -122,15 +107,15 @@ def decode_batch(
     """
     ctranslate2.set_random_seed(options.seed)
     durations = [c.duration for c in chunks]
-    if owners is None or options.multilingual or encoded is not None:
+    if jobs is None or options.multilingual or encoded is not None:
         windows = [Window((i,), ((0.0, d),)) for i, d in enumerate(durations)]
     else:
-        windows = plan_windows(durations, owners, [content_digest(f, d) for f, d in zip(features, durations)])
+        windows = plan_windows(durations, jobs, [content_digest(f, d) for f, d in zip(features, durations)])
         if len(windows) < len(chunks):
-            log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(owners)), len(windows))
+            log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(jobs)), len(windows))
     if encoded is None:
         encoded = encode(model, pack_features(features, durations, windows))
-    languages = _chunk_languages(model, encoded, len(windows), options, language, candidates)
+    languages = window_languages(model, encoded, len(windows), options, language, candidates)
     whisper_tasks = [_whisper_task(lang, options) for lang in languages]
     tok = model.tokenizer
     starts = [tok.start_sequence(lang, whisper_task) for lang, whisper_task in zip(languages, whisper_tasks)]
@@ -148,12 +133,12 @@ def decode_batch(
     # avg log-probability per token with the end token counted, as Whisper reports it
     avg_logprobs = [r.scores[0] * max(len(t), 1) / (len(t) + 1) for r, t in zip(results, texts)]
     # a loop keeps what came before it; the speech after that is decoded again below
-    texts = [tokens[: _before_loop(tok.words(tokens, lang))] for tokens, lang in zip(texts, languages)]
+    texts = [tokens[: before_loop(tok.words(tokens, lang))] for tokens, lang in zip(texts, languages)]
     kept = [
         bool(tokens)
         and not filters.is_silence(result.no_speech_prob, avg_logprob, heard=any(chunks[m].speech for m in window.members))
         # a loop over the whole window: nothing in it can be trusted
-        and not filters.is_repetitive(tok.decode(tokens))
+        and not filters.is_repetitive(tok.text(tokens))
         for result, tokens, avg_logprob, window in zip(results, texts, avg_logprobs, windows)
     ]
     lengths = [w.length for w in windows]
@@ -167,7 +152,7 @@ def decode_batch(
         words = _timed_words(model, lengths[i], texts[i], timings[i], languages[i])
         for member, member_words in zip(window.members, _split_words(window, words, durations)):
             if len(window.members) == 1 or len(member_words) >= MIN_PACKED_WORDS_PER_S * _speech_seconds(chunks[member]):
-                out[member] = _sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
+                out[member] = sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
                                          results[i].no_speech_prob, options.word_timestamps)
             else:
                 unheard.append(member)
@@ -186,7 +171,8 @@ def _decode_rests(model, features, chunks, out, options, language, candidates, r
 
     Whisper sometimes ends a window early (a sentence that sounds like a
     goodbye) or loops; with no next window to seek to, the rest of the chunk
-    would be lost. The rest is shifted to the start of a window of its own.
+    would be lost. The rest is shifted to the start of a window of its own,
+    with the chunk's own silence after it.
     """
     todo = []
     for m, chunk in enumerate(chunks):
@@ -201,30 +187,11 @@ def _decode_rests(model, features, chunks, out, options, language, candidates, r
         return
     log.info("decoding the unheard rest of %d chunk(s)", len(todo))
     shifted = np.empty((len(todo), *features.shape[1:]), dtype=features.dtype)
-    for row, (m, rest, offset) in enumerate(todo):
-        n = frames(chunks[m].duration) - offset
-        shifted[row, :, :n] = features[m, :, offset : offset + n]
-        shifted[row, :, n:] = features[m].min()  # the log-mel of silence at the chunk's own level
+    for row, (m, _, offset) in enumerate(todo):
+        place(shifted[row], features[m], at=0, begin=offset)
     again = decode_batch(model, shifted, [rest for _, rest, _ in todo], options, language, candidates, rests=rests - 1)
     for (m, _, _), segments in zip(todo, again):
         out[m] = [replace(s, idx=i) for i, s in enumerate(out[m] + segments)]
-
-
-def _before_loop(words: Sequence[tuple[str, list[int]]]) -> int:
-    """How many tokens come before the first sentence that repeats an earlier one word for word."""
-    seen: set[str] = set()
-    sentence: list[str] = []
-    begin = position = 0
-    for text, word_tokens in words:
-        sentence.append(text.strip().lower())
-        position += len(word_tokens)
-        if text.rstrip(_CLOSERS).endswith(_SENTENCE_END):
-            key = " ".join(sentence)
-            if len(sentence) >= LOOP_MIN_WORDS and key in seen:
-                return begin
-            seen.add(key)
-            sentence, begin = [], position
-    return position
 
 
 def _speech_seconds(chunk: Chunk) -> float:
@@ -240,16 +207,6 @@ def _split_words(window: Window, words: list[Word], durations: Sequence[float]) 
         start = min(max(word.start - offset, 0.0), limit)
         split[k].append(Word(start, min(max(word.end - offset, start), limit), word.text, word.probability))
     return split
-
-
-def _chunk_languages(
-    model: LoadedModel, encoded: ctranslate2.StorageView, n: int, options: JobOptions, language: str | None, candidates: tuple[str, ...]
-) -> list[str | None]:
-    if not model.multilingual:
-        return ["en"] * n
-    if options.multilingual:
-        return [lang for lang, _ in top_languages(model, encoded, candidates)]
-    return [language or "en"] * n
 
 
 def _whisper_task(language: str | None, options: JobOptions) -> WhisperTask:
@@ -305,78 +262,3 @@ def _timed_words(model, limit: float, tokens, timing, language) -> list[Word]:
         words.append(Word(t0, max(t0, t1), text, p))
         position = end
     return words
-
-
-def _sentences(chunk: Chunk, words: list[Word], language, avg_logprob, no_speech_prob, word_timestamps: bool) -> list[Segment]:
-    """Words (chunk time) → sentences in source time whose bounds and words lie on speech."""
-    groups: list[list[Word]] = [[]]
-    for word in words:
-        groups[-1].append(Word(chunk.to_source(word.start), chunk.to_source(word.end), word.text, word.probability))
-        if word.text.rstrip(_CLOSERS).endswith(_SENTENCE_END):
-            groups.append([])
-    kept = []
-    for group in groups:
-        text = "".join(w.text for w in group).strip()
-        if text and filters.compression_ratio(text) <= filters.COMPRESSION_RATIO_THRESHOLD:
-            kept.extend(_split_at_pauses(chunk, group))
-    for before, after in zip(kept, kept[1:]):
-        _break_in_pause(chunk, before, after)
-    segments = []
-    for group in kept:
-        text = "".join(w.text for w in group).strip()
-        timed = []
-        for w in group:
-            start, end = chunk.snap(w.start, w.end)
-            timed.append(Word(round(start, 3), round(end, 3), w.text, round(w.probability, 4)))
-        segments.append(
-            Segment(
-                chunk_idx=chunk.idx,
-                idx=len(segments),
-                start=timed[0].start,
-                end=max(timed[-1].end, timed[0].start),
-                text=text,
-                language=language,
-                avg_logprob=float(avg_logprob),
-                no_speech_prob=float(no_speech_prob),
-                compression_ratio=filters.compression_ratio(text),
-                words=timed if word_timestamps else None,
-            )
-        )
-    return segments
-
-
-def _split_at_pauses(chunk: Chunk, words: list[Word]) -> list[list[Word]]:
-    """A sentence cut where the speaker paused SPLIT_PAUSE_S or longer, or CLAUSE_PAUSE_S
-    after a comma: text with no full stop between two sentences, or one long
-    sentence, still gives cues that do not stay on screen through the silence."""
-    cuts = set()
-    for pause in chunk.pauses(CLAUSE_PAUSE_S):
-        if not (words[0].start < pause[0] and pause[1] < words[-1].start + BREAK_REACH_S):
-            continue  # not inside: no word of the sentence starts after it (a late end is not speech)
-        distance = [max(pause[0] - w.start, w.start - pause[1], 0.0) for w in words]
-        j = min(range(1, len(words)), key=distance.__getitem__, default=None)
-        if j is None or distance[j] > BREAK_REACH_S:
-            continue
-        if pause[1] - pause[0] >= SPLIT_PAUSE_S or words[j - 1].text.rstrip(_CLOSERS).endswith(_CLAUSE_END):
-            cuts.add(j)
-    bounds = [0, *sorted(cuts), len(words)]
-    return [words[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def _break_in_pause(chunk: Chunk, before: list[Word], after: list[Word]) -> None:
-    """Move the break between two sentences into the pause the VAD heard there.
-
-    The alignment can put the break a little inside the speech on either side;
-    speakers pause between sentences, so when a pause lies within reach of the
-    aligned break, the first sentence ends where the pause begins and the next
-    starts where it ends.
-    """
-    pause = chunk.pause_near(after[0].start, BREAK_REACH_S)
-    if pause is None:
-        return
-    begin, end = pause
-    for word in before:
-        word.start, word.end = min(word.start, begin), min(word.end, begin)
-    before[-1].end = begin
-    for word in after:
-        word.start, word.end = max(word.start, end), max(word.end, end)

@@ -1,11 +1,27 @@
-"""Job-level language detection over chunks spread across the whole file."""
+"""Language detection: which jobs vote, which chunks vote, how the votes count, and each window's language.
+
+A job with no language given, on a multilingual model, has its language voted
+over chunks spread across the whole file (`detection_chunks`, `vote`), from
+their encoder output (`top_languages`), which their decode then reuses. In
+multilingual mode each window is also detected on its own, among the
+languages the file's vote found spoken (`window_languages`).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from murmur.workers.options import JobOptions
+
+if TYPE_CHECKING:
+    import ctranslate2
+
+    from murmur.workers.gpu.model import LoadedModel
 
 DETECT_CHUNKS = 5
 MULTILINGUAL_DETECT_CHUNKS = 8  # more voters: the file is expected to hold several languages
@@ -22,6 +38,17 @@ class LanguageGuess:
         """The languages with at least `min_share` of the votes: those the file really contains."""
         total = sum(self.votes.values())
         return tuple(sorted(lang for lang, n in self.votes.items() if n >= min_share * total))
+
+
+def needs_vote(options: JobOptions, multilingual_model: Callable[[], bool]) -> bool:
+    """Whether the job's language is to be voted: none given, and a model that knows more than English
+    (an English-only model's jobs are English). The model is asked only when no language is given."""
+    return not options.language and multilingual_model()
+
+
+def voters_wanted(options: JobOptions) -> int:
+    """How many chunks vote: more in multilingual mode, where the file is expected to hold several languages."""
+    return MULTILINGUAL_DETECT_CHUNKS if options.multilingual else DETECT_CHUNKS
 
 
 def detection_chunks(n_chunks: int, k: int = DETECT_CHUNKS) -> list[int]:
@@ -46,3 +73,27 @@ def vote(windows: list[tuple[str, float]], confident: float = CONFIDENT) -> Lang
         probs[language].append(p)
     best = max(probs, key=lambda lang: (len(probs[lang]), float(np.mean(probs[lang]))))
     return LanguageGuess(best, float(np.mean(probs[best])), {lang: len(ps) for lang, ps in probs.items()})
+
+
+def top_languages(
+    model: LoadedModel, encoded: ctranslate2.StorageView, among: tuple[str, ...] = ()
+) -> list[tuple[str, float]]:
+    """Each batch item's most likely language code (restricted to `among` if given) and its probability."""
+    out = []
+    for ranked in model.whisper.detect_language(encoded):
+        codes = [(token[2:-2], float(p)) for token, p in ranked]
+        out.append(next((c for c in codes if c[0] in among), codes[0]) if among else codes[0])
+    return out
+
+
+def window_languages(
+    model: LoadedModel, encoded: ctranslate2.StorageView, n: int, options: JobOptions, language: str | None,
+    candidates: tuple[str, ...],
+) -> list[str | None]:
+    """The language each of `n` windows is decoded in: English for an English-only model, each
+    window's own (among `candidates`) in multilingual mode, else the job's."""
+    if not model.multilingual:
+        return ["en"] * n
+    if options.multilingual:
+        return [lang for lang, _ in top_languages(model, encoded, candidates)]
+    return [language or "en"] * n

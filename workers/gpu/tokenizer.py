@@ -44,15 +44,17 @@ class Tokenizer:
             return [self.sot]
         return [self.sot, self.language_token(language or "en"), self.translate if whisper_task == "translate" else self.transcribe]
 
-    def decode(self, tokens: list[int]) -> str:
+    def text(self, tokens: list[int]) -> str:
+        """The text of `tokens`, special tokens left out."""
         return self._tok.decode([t for t in tokens if t < self.eot])
 
     def words(self, tokens: list[int], language: str | None) -> list[tuple[str, list[int]]]:
         """Group text tokens into words (text with its leading space, and its tokens).
 
         A word starts at a token whose text begins with a space; punctuation
-        stays on the word before it, so a sentence end is a word ending in
-        '.', '?' or '!'. Tokens that split a UTF-8 character are kept together.
+        stays on the word before it, so a word that ends a sentence ends with its
+        mark (`segmentation.ends_sentence`). Tokens that split a UTF-8 character
+        are kept together.
         """
         units: list[tuple[str, list[int]]] = []
         pending: list[int] = []

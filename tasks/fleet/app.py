@@ -1,6 +1,7 @@
-"""The Celery app: queues, routing and the delivery settings the task chain relies on.
+"""The Celery app: its queues, routes and the delivery settings the task chain relies on.
 
-Importing this module needs no Redis; the connection opens on first use.
+Importing this module needs no broker; the connection opens on first use.
+Operators point Celery's own tools at it: `celery -A murmur.tasks.fleet.app flower`.
 """
 
 from __future__ import annotations
@@ -9,21 +10,9 @@ from celery import Celery
 from kombu import Queue
 
 from murmur.settings import get_settings, is_redis
-from murmur.tasks.redis_transport import TRANSPORT
-
-CPU_QUEUE = "murmur.cpu"  # transcribe, prepare, assemble
-GPU_QUEUE = "murmur.gpu"  # detect_language, decode
-HOOK_QUEUE = "murmur.hooks"  # notify: webhooks, consumed by the CPU workers
-QUEUES = {"cpu": CPU_QUEUE, "gpu": GPU_QUEUE, "hooks": HOOK_QUEUE}
-
-
-MAX_PRIORITY = 9  # a job's priority: 0, the default, is the most urgent
-
-
-def message_priority(app: Celery, priority: int | None) -> int:
-    """The broker's priority for a job's: kombu's Redis serves 0 first, RabbitMQ serves the highest first."""
-    priority = priority or 0
-    return priority if is_redis(app.conf.broker_url) else MAX_PRIORITY - priority
+from murmur.tasks.fleet.queues import CPU_QUEUE, QUEUE_OF_STEP, QUEUES
+from murmur.tasks.fleet.transport import TRANSPORT
+from murmur.tasks.jobs import MAX_PRIORITY
 
 
 def create_app(broker: str | None = None) -> Celery:
@@ -32,7 +21,7 @@ def create_app(broker: str | None = None) -> Celery:
     timeout = settings.visibility_timeout
     broker = broker or settings.broker_url
     results = settings.result_url or (broker if is_redis(broker) else settings.tensor_url)
-    app = Celery("murmur", broker=broker, backend=results, include=["murmur.tasks.chain"])
+    app = Celery("murmur", broker=broker, backend=results, include=["murmur.tasks.fleet.chain"])
     app.conf.update(
         # JSON only: any client in any language can enqueue, and pickle is never accepted
         task_serializer="json",
@@ -42,10 +31,9 @@ def create_app(broker: str | None = None) -> Celery:
         # RabbitMQ keeps message priorities only on queues declared with a maximum
         task_queues=[Queue(q, max_priority=None if is_redis(broker) else MAX_PRIORITY) for q in QUEUES.values()],
         task_default_queue=CPU_QUEUE,
-        task_routes={"murmur.detect_language": {"queue": GPU_QUEUE}, "murmur.decode": {"queue": GPU_QUEUE},
-                     "murmur.notify": {"queue": HOOK_QUEUE}},
+        task_routes={f"murmur.{step}": {"queue": queue} for step, queue in QUEUE_OF_STEP.items()},
         # a message is acknowledged after its work is stored; a dead worker's work is re-driven
-        # from its lapsed leases (tasks.reconciler), well before the visibility timeout
+        # from its lapsed leases (fleet.reconciler), well before the visibility timeout
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a worker holds only what its threads are working on

@@ -1,10 +1,6 @@
-"""Tensor store: chunk features between prepare and decode (a claim check).
+"""The in-process tensor store: the embedded runner's twin of the fleet's Redis store.
 
-Messages carry only the key, shape and dtype; the array lives in a store. The
-local store here is the embedded runner's in-process twin of the Redis one
-(`tasks.redis_backend`). An array can go missing from Redis (eviction, a
-restart, its TTL): `get` then answers None and the caller recomputes the chunk
-from its source. The local store keeps what it is given, on disk, until it is deleted.
+It keeps what it is given, on disk, until it is deleted.
 """
 
 from __future__ import annotations
@@ -13,50 +9,11 @@ import re
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TensorRef:
-    """What a message carries instead of the array."""
-
-    key: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    @property
-    def chunk_idx(self) -> int:
-        return int(self.key.rsplit(":", 1)[1])
-
-    def to_json(self) -> dict:
-        return {"key": self.key, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_json(cls, data: dict) -> TensorRef:
-        shape = tuple(data["shape"])
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-            raise ValueError(f"bad shape {data['shape']!r}")
-        return cls(str(data["key"]), shape, str(data["dtype"]))
-
-
-def feature_key(job_id: str, chunk_idx: int) -> str:
-    return f"murmur:feat:{job_id}:{chunk_idx}"
-
-
-class TensorStore(Protocol):
-    """Where features wait between prepare and decode."""
-
-    def put(self, job_id: str, chunk_idx: int, array: np.ndarray) -> TensorRef: ...
-
-    def get(self, ref: TensorRef) -> np.ndarray | None: ...
-
-    def delete(self, refs: list[TensorRef]) -> None: ...
-
-    def wait_for_room(self, own: int = 0) -> None: ...
+from murmur.tasks.tensors.store import TensorRef, feature_key
 
 
 class LocalTensorStore:

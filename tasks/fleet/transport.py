@@ -5,7 +5,7 @@ When the broker connection drops, kombu closes the channel and tries to put the 
 delivered-but-unacknowledged messages back on their queues through that same, already
 released connection. It raises, Celery calls it an unrecoverable error, and the worker's
 shutdown then hangs with its threads idle. In murmur the rows in Postgres are the record:
-whatever those messages carried is re-driven from lapsed leases (tasks.reconciler), and every
+whatever those messages carried is re-driven from lapsed leases (fleet.reconciler), and every
 task is safe to run twice. So a hand-back or an acknowledgement that cannot reach the broker
 is logged and dropped, and the consumer reconnects as it does after any other broker loss.
 The same goes for the bookkeeping writes of a Redis that is full under `noeviction`: left to

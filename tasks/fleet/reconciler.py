@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.db.queries import prune
 from murmur.settings import Settings
-from murmur.tasks.uploads import discard_uploads
+from murmur.tasks.fleet.queues import QUEUE_OF_STEP
+from murmur.tasks.outputs.uploads import discard_uploads
+from murmur.workers.errors import Failure
 
 log = logging.getLogger("murmur")
 LOCK_KEY = 0x6D75726D7572  # "murmur": one reconciler in the fleet holds it at a time
@@ -46,16 +48,13 @@ class Redrive:
     chunks: tuple[int, ...] = ()
 
 
-QUEUE_OF = {"prepare": "cpu", "assemble": "cpu", "detect_language": "gpu", "decode": "gpu", "notify": "hooks"}
-
-
 class Reconciler:
     """Decides the re-drives from the rows; sending them is the caller's part."""
 
     def __init__(self, db: sessionmaker[Session], settings: Settings, backlog: Callable[[str], int]) -> None:
         self.db = db
         self.settings = settings
-        self._backlog = backlog  # messages waiting in a queue kind ("cpu", "gpu"), unknown → 0
+        self._backlog = backlog  # messages waiting in a queue (by its name)
 
     def tick(self) -> list[Redrive] | None:
         """One pass; None when another process holds the lock this time."""
@@ -132,7 +131,7 @@ class _Pass:
                 step = "decode"
             else:
                 step = "assemble"
-            if self._queued(QUEUE_OF[step]):
+            if self._queued(QUEUE_OF_STEP[step]):
                 continue  # its message may well be waiting in line
             chunks: tuple[int, ...] = ()
             if step == "decode":
@@ -161,21 +160,21 @@ class _Pass:
 
     def _fail(self, job: Job, reason: str) -> None:
         log.warning("reconciler: job %s failed: %s", job.id, reason)
-        job.status, job.error, job.finished_at = JobState.failed, reason, self.now
+        job.status, job.error, job.failure, job.finished_at = JobState.failed, reason, Failure.gave_up, self.now
         job.lease_worker = job.lease_until = None
         job.progress_at = self.now
         if job.callback_url:
             job.callback_state = CallbackState.pending
             self.redrives.append(Redrive("notify", job.id, job.priority))
 
-    def _queued(self, kind: str) -> bool:
-        if kind not in self._backlogs:
+    def _queued(self, queue: str) -> bool:
+        if queue not in self._backlogs:
             try:
-                self._backlogs[kind] = self._backlog(kind)
+                self._backlogs[queue] = self._backlog(queue)
             except Exception:  # noqa: BLE001 - the broker is away: we cannot tell, so assume work is queued
-                log.warning("reconciler: cannot read the %s queue's length", kind, exc_info=True)
-                self._backlogs[kind] = 1
-        return self._backlogs[kind] > 0
+                log.warning("reconciler: cannot read the length of queue %s", queue, exc_info=True)
+                self._backlogs[queue] = 1
+        return self._backlogs[queue] > 0
 
 
 def _stage(step: str) -> str:

@@ -1,18 +1,15 @@
-"""Redis, where murmur uses it beyond Celery: the tensor store and the length of a queue."""
+"""The fleet's tensor store: each chunk's features in Redis, with a TTL and backpressure."""
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import redis
 
-from murmur.settings import is_redis
-from murmur.tasks.store import TensorRef, feature_key
+from murmur.tasks.tensors.store import TensorRef, feature_key
 
 log = logging.getLogger("murmur")
 
@@ -73,49 +70,3 @@ class RedisTensorStore:
     def delete(self, refs: list[TensorRef]) -> None:
         if refs:
             self._redis.delete(*(ref.key for ref in refs))
-
-
-def queue_backlog(url: str, queue: str) -> Callable[[], int]:
-    """A function counting the messages waiting in `queue` on the broker at `url` (Redis or
-    RabbitMQ); messages already delivered to a worker are not counted."""
-    return _redis_backlog(url, queue) if is_redis(url) else _amqp_backlog(url, queue)
-
-
-def _amqp_backlog(url: str, queue: str) -> Callable[[], int]:
-    from kombu import Connection
-
-    lock = threading.Lock()  # an AMQP connection is not shared between threads
-    held: list[Connection] = []
-
-    def backlog() -> int:
-        with lock:
-            if not held:
-                held.append(Connection(url, connect_timeout=5))
-            try:
-                return held[0].default_channel.queue_declare(queue, passive=True).message_count
-            except Exception:
-                held.pop().release()  # a fresh connection next time
-                raise
-
-    return backlog
-
-
-def priority_keys(queue: str) -> list[str]:
-    """The Redis lists of one queue: kombu keeps one per priority step (`queue`, `queue\\x06\\x163`, …)."""
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-    return [queue] + [f"{queue}{Channel.sep}{p}" for p in PRIORITY_STEPS if p]
-
-
-def _redis_backlog(url: str, queue: str) -> Callable[[], int]:
-    """Summed over all of the queue's priority lists."""
-    client = redis.Redis.from_url(url)
-    keys = priority_keys(queue)
-
-    def backlog() -> int:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return sum(pipe.execute())
-
-    return backlog

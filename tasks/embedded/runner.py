@@ -1,4 +1,11 @@
-"""The embedded runner: one process, no broker, the same stages as the workers."""
+"""The embedded runner: one job in this process, its batches over decoders side by side, the same stages as the fleet.
+
+On CPU a file longer than a window keeps several one-thread decoders busy (see
+`planning`). When the language is to be voted, the voters lead the first
+batches: each first batch encodes its share, casts its votes, and every batch
+waits for the count before it generates, so detection costs no encoder pass of
+its own.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from murmur.db import queries
 from murmur.db.session import sessions, upgrade
 from murmur.settings import get_settings
-from murmur.tasks import stages
-from murmur.tasks.batching import job_decoders, plan_batches
-from murmur.tasks.store import TensorRef
-from murmur.workers.errors import MurmurError
-from murmur.workers.gpu.language import DETECT_CHUNKS, detection_chunks
+from murmur.tasks import jobs, stages
+from murmur.tasks.context import Context
+from murmur.tasks.embedded.planning import first_batches, job_decoders, lending, plan_batches
+from murmur.tasks.tensors.store import TensorRef
+from murmur.workers.errors import MurmurError, failure_of
+from murmur.workers.gpu.decode import encode, joined
+from murmur.workers.gpu.language import needs_vote, top_languages, vote
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Transcript
 
@@ -38,29 +47,35 @@ def transcribe(
     compute type to MURMUR_DEVICE and MURMUR_COMPUTE_TYPE.
     """
     settings = get_settings()
-    job_options = settings.job_options(**options)
+    submission = jobs.check(os.path.abspath(source), options, settings)
+    return run_submission(submission, device=device, compute_type=compute_type, threads=threads, on_progress=on_progress)
+
+
+def run_submission(submission: jobs.Submission, *, device: str | None = None, compute_type: str | None = None,
+                   threads: int = 0, on_progress: Progress | None = None) -> Transcript:
+    """A checked request (`jobs.check`) run to its end on the embedded database: `murmur transcribe`."""
+    settings = get_settings()
     url = settings.embedded_database_url
     upgrade(url)
-    ctx = stages.Context(db=sessions(url), device=device or settings.device,
-                         compute_type=compute_type or settings.compute_type, threads=threads,
-                         max_duration=settings.max_duration)
-    return run(ctx, os.path.abspath(source), job_options, on_progress)
+    ctx = Context.from_settings(settings, sessions(url), device=device or settings.device,
+                                compute_type=compute_type or settings.compute_type, threads=threads)
+    return run_job(ctx, jobs.create(ctx.db, submission), on_progress)
 
 
-def run(ctx: stages.Context, source: str, options: JobOptions, on_progress: Progress | None = None) -> Transcript:
-    """Prepare → detect → decode → assemble `source` with a context the caller keeps.
+def run(ctx: Context, source: str, options: JobOptions, on_progress: Progress | None = None) -> Transcript:
+    """Prepare → detect → decode → assemble `source` with a context the caller keeps (tests, benches)."""
+    return run_job(ctx, jobs.create(ctx.db, jobs.Submission(str(source), options)), on_progress)
+
+
+def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None) -> Transcript:
+    """Run a queued job of `ctx.db` to its end; the HTTP API's embedded mode queues them.
 
     On any failure the job is marked failed with a readable reason and the
     error is raised again, carrying the job id.
     """
-    return run_job(ctx, queries.create_job(ctx.db, str(source), options.to_json()), on_progress)
-
-
-def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = None) -> Transcript:
-    """Run a queued job of `ctx.db` to its end, as `run` does; the HTTP API's embedded mode queues them."""
     job = queries.get_job(ctx.db, job_id)
     options = job.job_options()
-    concurrent = job_decoders(job.source, ctx.decoders())
+    concurrent = job_decoders(job.source, ctx.device, ctx.threads)
     try:
         if concurrent == 1:
             # a short file: the model is loaded before it is prepared. Loading holds the float16 weights and a
@@ -78,16 +93,16 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
             # (two full batches of 16 held twice the memory, 2.25 GB on 30 min, and were slower: 60 s against 54 s)
             batches = plan_batches(len(refs), max(1, options.batch_size // concurrent), concurrent)
             ballot, picks, lent, borrowed, voters = None, set(), {}, {}, None
-            first = _first_batches(refs, batches, concurrent) if refs and stages.detects_in_decode(ctx, job_id, concurrent) else None
+            first = first_batches(refs, batches, concurrent) if refs and _votes_in_decode(ctx, options, concurrent) else None
             if first is None:
                 voters = stages.detect_language(ctx, job_id, refs, concurrent)  # decode reuses their encoder output
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
                 ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
-            for borrower, (lender, ref) in _lending(refs, batches[:concurrent], picks).items():
+            for borrower, (lender, ref) in lending(refs, batches[:concurrent], picks).items():
                 lent[lender] = (ref, Future())
                 borrowed[borrower] = lent[lender][1]
-            futures = {pool.submit(_decode, ctx, job_id, refs[b], concurrent, ballot,
+            futures = {pool.submit(_run_batch, ctx, job_id, refs[b], concurrent, ballot,
                                    picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
                                    lent.get(i), borrowed.get(i), voters): b
                        for i, b in enumerate(batches)}
@@ -103,19 +118,22 @@ def run_job(ctx: stages.Context, job_id: str, on_progress: Progress | None = Non
             job = queries.get_job(ctx.db, job_id)
             raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
         return queries.get_transcript(ctx.db, job_id)
-    except MurmurError as exc:
-        queries.fail_job(ctx.db, job_id, str(exc))
-        exc.job_id = job_id
-        raise
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
-        queries.fail_job(ctx.db, job_id, reason)
+        queries.fail_job(ctx.db, job_id, *failure_of(exc))
+        if isinstance(exc, MurmurError):
+            exc.job_id = job_id
         raise
 
 
-def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
-            picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None,
-            voters: stages.Encoded | None = None) -> None:
+def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool:
+    """Whether the job's language is voted from decode's first batches: it is to be voted, and for
+    the whole file (a multilingual job's vote runs before decode, with more voters)."""
+    return not options.multilingual and needs_vote(options, lambda: ctx.model(options.model, concurrent).multilingual)
+
+
+def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
+               picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None,
+               voters: stages.Encoded | None = None) -> None:
     """One batch. A batch of the first round (`picks` given) encodes before it decodes: with a ballot it
     casts its votes first, and every batch of a job whose language is voted waits for the count before it
     generates. `lend`: a chunk of another first-round batch that this one encodes first, for that batch;
@@ -125,10 +143,10 @@ def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent:
     try:
         if lend is not None:
             ref, slot = lend
-            slot.set_result(stages.encode_batch(ctx, job_id, [ref], set(), concurrent).output)
+            slot.set_result(_encode_batch(ctx, job_id, [ref], set(), concurrent).output)
         if picks is not None:
-            encoded = stages.encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast if ballot else lambda w: None,
-                                          last=borrow.result if borrow is not None else None)
+            encoded = _encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast if ballot else lambda w: None,
+                                    last=borrow.result if borrow is not None else None)
         if ballot is not None:
             ballot.wait()
     except BaseException as exc:
@@ -137,24 +155,40 @@ def _decode(ctx: stages.Context, job_id: str, refs: list[TensorRef], concurrent:
         if lend is not None and not lend[1].done():
             lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
-    stages.decode(ctx, [(job_id, r) for r in refs], concurrent, [e for e in (encoded, voters) if e is not None])
+    stages.decode_chunks(ctx, [(job_id, r) for r in refs], concurrent, [e for e in (encoded, voters) if e is not None])
 
 
-def _lending(refs: list[TensorRef], first: list[slice], picks: set[int]) -> dict[int, tuple[int, TensorRef]]:
-    """{borrower: (lender, chunk)} among the first batches: a batch one chunk larger than another has its
-    last chunk encoded by the smaller batch's decoder, so nine chunks on two decoders are 4 + 5 encoded and
-    5 + 4 decoded, and neither decoder finishes a window's work after the other (the odd chunk is not a voter).
-    Whether or not the language is voted: a given language has the same odd window."""
-    sizes = [b.stop - b.start for b in first]
-    larger = [j for j, n in enumerate(sizes) if n == max(sizes)]
-    smaller = [k for k, n in enumerate(sizes) if n < max(sizes)]
-    return {j: (k, refs[first[j]][-1]) for j, k in zip(larger, smaller) if refs[first[j]][-1].chunk_idx not in picks}
+def _encode_batch(
+    ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1,
+    cast: Callable[[list[tuple[str, float]]], None] = lambda windows: None,
+    last: Callable[[], object] | None = None,
+) -> stages.Encoded:
+    """Encode the chunks of `refs` and `cast` the top language of those whose index is in `picks`.
+
+    The picked chunks lead the batch. With other decoders beside this one (they
+    wait for the vote before they generate), they are encoded and cast first, then
+    the rest: no decoder idles while the one with the larger batch finishes encoding.
+    `last`, when given, returns the encoder output of the batch's last chunk,
+    encoded by another decoder (see `planning.lending`): it is waited for after the rest.
+    """
+    model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
+    own = refs[:-1] if last is not None else refs
+    features = stages.load_features(ctx, [(job_id, r) for r in own])
+    k = next((i for i, ref in enumerate(own) if ref.chunk_idx not in picks), len(own))
+    if concurrent > 1 and 0 < k < len(own):
+        voting = encode(model, features[:k])
+        cast(top_languages(model, voting))
+        output = joined([voting, encode(model, features[k:])])
+    else:
+        output = encode(model, features)
+        cast(top_languages(model, output)[:k] if k else [])  # no picks (a lent chunk, a given language): no detection
+    return stages.Encoded(refs, output if last is None else joined([output, last()]))
 
 
 class _Ballot:
     """The first batches' votes on a job's language, counted when the last of them is cast."""
 
-    def __init__(self, ctx: stages.Context, job_id: str, voters: int) -> None:
+    def __init__(self, ctx: Context, job_id: str, voters: int) -> None:
         self._ctx, self._job_id, self._left = ctx, job_id, voters
         self._windows: list[tuple[str, float]] = []
         self._error: BaseException | None = None
@@ -167,7 +201,9 @@ class _Ballot:
             self._left -= 1
             if self._left == 0:
                 try:
-                    stages.vote_language(self._ctx, self._job_id, self._windows, time.perf_counter() - self._started)
+                    guess = vote(self._windows)
+                    stages.record_language(self._ctx, self._job_id, guess.language, guess.probability, (),
+                                           time.perf_counter() - self._started)
                 except BaseException as exc:
                     self._error = exc
                     raise
@@ -185,18 +221,3 @@ class _Ballot:
             self._cond.wait_for(lambda: self._left <= 0 or self._error is not None)
             if self._error is not None:
                 raise self._error
-
-
-def _first_batches(refs: list[TensorRef], batches: list[slice], concurrent: int) -> tuple[list[TensorRef], set[int]] | None:
-    """The chunks reordered so that those that vote on the language (spread over the file) lie in the
-    first `concurrent` batches, shared between them; with the picked chunk indices. None if they do not fit."""
-    picked = [refs[i] for i in detection_chunks(len(refs), DETECT_CHUNKS)]
-    shares = [picked[j::concurrent] for j in range(concurrent)]
-    if any(len(share) > b.stop - b.start for share, b in zip(shares, batches)):
-        return None
-    rest = iter([r for r in refs if r not in picked])
-    ordered = []
-    for j, b in enumerate(batches):
-        share = shares[j] if j < concurrent else []
-        ordered += share + [next(rest) for _ in range(b.stop - b.start - len(share))]
-    return ordered, {r.chunk_idx for r in picked}

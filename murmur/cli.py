@@ -1,9 +1,11 @@
-"""`murmur` command line.
+"""The `murmur` command line: the top of the import graph, it wires the rooms below together.
 
 `transcribe` runs the embedded pipeline in this process; `submit`, `status`
 and `result` talk to a worker fleet that `worker cpu|gpu` starts; `db upgrade`
 prepares its database and `prune` deletes old jobs from it; `serve` puts the
-HTTP API in front of the fleet (or of this process), `keys` manages its keys.
+HTTP API in front of the fleet (or of this process), `keys` manages its keys;
+`exporter` and `health` are for operators. Each command imports what it needs
+when it runs, so `murmur --help` loads neither Celery nor a database.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import threading
 from dataclasses import fields
 from typing import NoReturn
 
-from murmur.tasks import memory
-from murmur.tasks.formats import FORMATS, render
+from murmur.tasks.outputs.formats import FORMATS, render
+from murmur.workers import memory
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import JobOptions, field_types
 
@@ -154,32 +156,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def _transcribe(args: argparse.Namespace) -> int:
     from murmur.settings import get_settings
+    from murmur.tasks import jobs
 
-    options = get_settings().job_options(**_job_options(args))  # a bad option fails before the model loads
-    _load_model_early(args, options)
-    from murmur.tasks.embedded import transcribe
+    # checked before the model loads: a bad option or source fails at once
+    submission = jobs.check(os.path.abspath(args.file), _job_options(args), get_settings())
+    _load_model_early(args, submission.options)
+    from murmur.tasks.embedded.runner import run_submission
 
     with _progress() as on_progress:
-        transcript = transcribe(args.file, device=args.device, compute_type=args.compute_type, threads=args.threads,
-                                on_progress=on_progress, **options.to_json())
+        transcript = run_submission(submission, device=args.device, compute_type=args.compute_type, threads=args.threads,
+                                    on_progress=on_progress)
     print(render(transcript, args.format))
     return 0
 
 
 def _load_model_early(args: argparse.Namespace, options: JobOptions) -> None:
     """Start loading the model in a thread before the rest is imported: on a short clip the
-    imports and the VAD take about as long as the load. The job's own ask finds it loaded."""
+    imports and the VAD take about as long as the load. The job's own ask finds it loaded
+    (the same arguments as the embedded runner's `Context.model`)."""
     from murmur.settings import get_settings
 
     def load() -> None:
-        from murmur.tasks.batching import job_decoders
-        from murmur.workers.gpu.model import decoders, model_for
+        from murmur.tasks.embedded.planning import job_decoders
+        from murmur.workers.gpu.model import model_for
 
         settings = get_settings()
         device = args.device or settings.device
         try:
-            concurrent = job_decoders(os.path.abspath(args.file), decoders(device, args.threads))
-            model_for(options.model, device, args.compute_type or settings.compute_type, args.threads, concurrent)
+            concurrent = job_decoders(os.path.abspath(args.file), device, args.threads)
+            model_for(options.model, device, args.compute_type or settings.compute_type, args.threads, concurrent,
+                      None, settings.cache_dir)
         except MurmurError:
             return  # the job's own load reports it
         memory.keep_freed_blocks()
@@ -188,7 +194,7 @@ def _load_model_early(args: argparse.Namespace, options: JobOptions) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from murmur.tasks.client import Client
+    from murmur.tasks.fleet.client import Client
 
     client = Client()
     job_id = client.submit(args.source, callback_url=args.callback_url, priority=args.priority, **_job_options(args))
@@ -202,7 +208,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from murmur.tasks.client import Client
+    from murmur.tasks.fleet.client import Client
 
     status = Client().status(args.job)
     if args.json:
@@ -218,7 +224,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _result(args: argparse.Namespace) -> int:
-    from murmur.tasks.client import Client
+    from murmur.tasks.fleet.client import Client
 
     print(render(Client().result(args.job), args.format))
     return 0
@@ -228,13 +234,13 @@ def _worker(args: argparse.Namespace) -> int:
     if args.kind == "cpu":  # numpy's BLAS reads its thread count once, as it loads
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, args.threads or 1)))
     from murmur.settings import get_settings
-    from murmur.tasks import worker
+    from murmur.tasks.fleet import chain, worker
 
     config = worker.WorkerConfig.from_settings(
-        get_settings(), kind=args.kind, device=args.device, compute_type=args.compute_type, threads=args.threads,
+        get_settings(), args.kind, device=args.device, compute_type=args.compute_type, threads=args.threads,
         batch_size=args.batch_size, concurrency=args.concurrency,
     )
-    worker.run(config, args.loglevel)
+    worker.run(config, chain.SENDS, args.loglevel)
     return 0
 
 
@@ -259,7 +265,7 @@ def _prune(args: argparse.Namespace) -> int:
     from murmur.db.queries import prune
     from murmur.db.session import sessions
     from murmur.settings import get_settings
-    from murmur.tasks.uploads import discard_uploads
+    from murmur.tasks.outputs.uploads import discard_uploads
 
     removed = prune(sessions(get_settings().fleet_database_url), timedelta(seconds=args.older_than))
     discard_uploads(get_settings(), removed)
@@ -270,7 +276,7 @@ def _prune(args: argparse.Namespace) -> int:
 def _exporter(args: argparse.Namespace) -> int:
     from murmur.db.session import sessions
     from murmur.settings import get_settings
-    from murmur.tasks.metrics import serve
+    from murmur.tasks.operations.exporter import serve
 
     settings = get_settings()
     serve(sessions(settings.fleet_database_url), settings, args.port, args.address)
@@ -279,7 +285,7 @@ def _exporter(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from murmur.settings import get_settings
-    from murmur.tasks.health import problems
+    from murmur.tasks.operations.health import problems
 
     found = problems(get_settings(), args.kind, args.timeout)
     for problem in found:
@@ -294,8 +300,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from murmur.api.app import create_api
     from murmur.api.auth import LOOPBACK
+    from murmur.api.runners import EmbeddedRunner, FleetRunner
     from murmur.db import queries
-    from murmur.api.backends import EmbeddedBackend, FleetBackend
     from murmur.db.session import check_schema
     from murmur.settings import get_settings
 
@@ -304,19 +310,19 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.allowed_roots and not any(uploads.is_relative_to(root) for root in settings.allowed_roots):
         raise MurmurError(f"MURMUR_UPLOAD_DIR ({uploads}) is outside MURMUR_ALLOWED_ROOTS: the workers could not read uploads")
     if args.embedded:
-        backend = EmbeddedBackend(settings, args.device, args.compute_type, args.threads)
+        runner = EmbeddedRunner(settings, args.device, args.compute_type, args.threads)
     else:
         check_schema(settings.fleet_database_url)
-        backend = FleetBackend(settings)
+        runner = FleetRunner(settings)
     public = args.host not in LOOPBACK
-    if public and not queries.has_keys(backend.db):
+    if public and not queries.has_keys(runner.db):
         raise MurmurError(f"no API key exists: create one with `murmur keys create NAME{' --embedded' if args.embedded else ''}` "
                           f"before listening on {args.host} (without keys murmur serve listens on 127.0.0.1 only)")
     # A burst of requests is bounded by the server's CPU on a machine it shares with workers: httptools and
     # uvloop (C) parse and schedule uploads for less of it than h11 and asyncio, and a database call's thread,
     # woken by its reply, takes the GIL from the event loop within 1 ms instead of Python's default 5
     sys.setswitchinterval(0.001)
-    uvicorn.run(create_api(backend, settings, public), host=args.host, port=args.port, log_level=args.loglevel,
+    uvicorn.run(create_api(runner, settings, public), host=args.host, port=args.port, log_level=args.loglevel,
                 http="httptools", loop="uvloop")
     return 0
 

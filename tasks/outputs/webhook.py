@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.db import queries
 from murmur.db.models import CallbackState, Job
 from murmur.settings import Settings
-from murmur.workers.errors import MurmurError
+from murmur.workers.errors import ForbiddenError, MurmurError
 
 log = logging.getLogger("murmur")
 TRIES = 5  # a hook that fails this often (server errors, timeouts) is given up
@@ -173,7 +173,7 @@ def _checked_address(host: str, port: int, allow: tuple[str, ...]) -> str:
         if host_allowed or _in_networks(ip, allow):
             continue
         if not ip.is_global or ip.is_multicast:
-            raise MurmurError(f"callback host {host} resolves to {ip}, which is not a public address "
+            raise ForbiddenError(f"callback host {host} resolves to {ip}, which is not a public address "
                               "(add it to MURMUR_CALLBACK_ALLOW to allow it)")
     return addresses[0]
 

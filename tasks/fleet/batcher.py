@@ -1,17 +1,14 @@
-"""Batching: a job's chunks split into balanced batches, and chunks of many jobs gathered into one.
+"""A GPU worker's batcher: chunks of many jobs gathered into one batch, and how full and long its batches are.
 
-`job_decoders` and `plan_batches` are the embedded runner's: one job, several decoders side by side.
-`Batcher` is a GPU worker's: each Celery thread submits its chunk and waits on
-the future; one thread takes up to `size` items, waiting at most
-`flush_seconds` for more and only while the broker still holds work
-(`backlog`), and runs them together.
+Each Celery thread submits its chunk and waits on the future; one thread takes
+up to `size` items, waiting at most `flush_seconds` for more and only while the
+broker still holds work (`backlog`), and runs them together. `BatchMetrics`
+serves their fill and time on MURMUR_METRICS_PORT.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,43 +18,6 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger("murmur")
-
-
-def job_decoders(source: str, decoders: int) -> int:
-    """How many decoders a job keeps busy, known before it is prepared: one per 30 s of the
-    length its file declares, at most `decoders`; all of them when no length is known.
-
-    Chosen this early so the model loads while the file is prepared, in the shape
-    decoding will ask for: an 11 s clip gets one model on every thread, an hour one
-    one-thread replica per decoder, and neither loads the other shape.
-    """
-    from murmur.workers.cpu.audio import declared_seconds
-    from murmur.workers.cpu.chunking import CHUNK_S
-    from murmur.workers.errors import MurmurError
-
-    try:
-        seconds = declared_seconds(source) if os.path.isfile(source) else None
-    except MurmurError:
-        seconds = None  # preparing the file says what is wrong with it
-    return decoders if not seconds else max(1, min(decoders, math.ceil(seconds / CHUNK_S)))
-
-
-def plan_batches(n_chunks: int, batch_size: int, decoders: int) -> list[slice]:
-    """Split a job's chunks into batches of at most `batch_size`, balanced over `decoders`.
-
-    Nine chunks with batch size 8 and two decoders become 5 + 4, not 8 + 1:
-    both decoders stay busy and neither waits on a lone straggler batch.
-    """
-    if n_chunks == 0:
-        return []
-    count = -(-n_chunks // batch_size)
-    if decoders > 1:
-        count = min(n_chunks, -(-max(count, decoders) // decoders) * decoders)
-    size, extra = divmod(n_chunks, count)
-    bounds = [0]
-    for i in range(count):
-        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 class Batcher(Generic[T, R]):
@@ -123,3 +83,26 @@ class Batcher(Generic[T, R]):
         except Exception:  # the broker hiccupped: decode what we hold rather than wait
             log.warning("could not read the queue length; flushing the batch", exc_info=True)
             return 0
+
+
+class BatchMetrics:
+    """A GPU worker's own batches: fill ratio and time, served on MURMUR_METRICS_PORT."""
+
+    def __init__(self, batch_size: int) -> None:
+        from prometheus_client import CollectorRegistry, Histogram
+
+        self.batch_size = batch_size
+        self.registry = CollectorRegistry()
+        self.fill = Histogram("murmur_batch_fill_ratio", "chunks in a decoded batch over the batch size",
+                              buckets=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), registry=self.registry)
+        self.seconds = Histogram("murmur_batch_seconds", "wall time of a decoded batch",
+                                 buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=self.registry)
+
+    def observe(self, chunks: int, seconds: float) -> None:
+        self.fill.observe(chunks / self.batch_size)
+        self.seconds.observe(seconds)
+
+    def serve(self, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, registry=self.registry)

@@ -4,19 +4,17 @@ The database and the broker must answer, and so must every worker started
 on this machine (in a container: the container's own worker) to a ping over
 the broker's control channel, which only its running consumer answers (a hung
 consumer fails the probe, where a process check would pass). Workers say they
-run here with a file named by their PID in `RUN_DIR`.
+run here themselves (`fleet.presence`).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import tempfile
-from pathlib import Path
-
 from sqlalchemy import make_url
 
+from murmur.db.session import check_schema
 from murmur.settings import Settings
+from murmur.tasks.fleet.app import app
+from murmur.tasks.fleet.presence import workers_here
 from murmur.workers.errors import MurmurError
 
 
@@ -24,16 +22,12 @@ def problems(settings: Settings, kind: str | None = None, timeout: float = 5.0) 
     """What is wrong, in words; empty when healthy."""
     found = []
     try:
-        from murmur.db.session import check_schema
-
         check_schema(settings.fleet_database_url)
     except MurmurError as exc:
         found.append(str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure to answer is the answer
         shown = make_url(settings.fleet_database_url).render_as_string(hide_password=True)
         found.append(f"cannot reach the database {shown}: {type(exc).__name__}: {exc}")
-    from murmur.tasks.app import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
@@ -46,29 +40,3 @@ def problems(settings: Settings, kind: str | None = None, timeout: float = 5.0) 
         answered = {name for reply in app.control.ping(destination=names, timeout=timeout) for name in reply}
         found += [f"worker {name} did not answer a ping within {timeout:g} s" for name in names if name not in answered]
     return found
-
-
-RUN_DIR = Path(tempfile.gettempdir()) / "murmur-workers"
-
-
-def register_worker(name: str) -> None:
-    """Say that worker `name` runs in this process, until it exits."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    mine = RUN_DIR / str(os.getpid())
-    mine.write_text(name)
-    atexit.register(mine.unlink, missing_ok=True)
-
-
-def workers_here() -> list[str]:
-    """The names of the workers whose processes live on this machine."""
-    names = []
-    for entry in RUN_DIR.glob("*") if RUN_DIR.is_dir() else ():
-        try:
-            os.kill(int(entry.name), 0)
-        except ProcessLookupError:
-            entry.unlink(missing_ok=True)  # a worker that was killed
-            continue
-        except (ValueError, PermissionError):
-            pass  # another user's worker: it lives
-        names.append(entry.read_text().strip())
-    return sorted(names)

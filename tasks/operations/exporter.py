@@ -1,29 +1,28 @@
-"""Prometheus metrics of the fleet, read on each scrape from its record (Postgres) and its broker.
+"""`murmur exporter`: Prometheus metrics of the fleet, read on each scrape from its record (Postgres) and its broker.
 
-`murmur exporter` serves them. The work left, per worker kind, is counted in
-Postgres (`BACKLOG_SQL`), not in the broker: on Redis a queue lives in one
-list per priority step and a message a worker holds sits in the `unacked`
-hash, so one `LLEN` misses most of a backlog. The Kubernetes autoscaler reads
-the same SQL (deploy/k8s/base/scaledobjects.yaml; a test checks the two agree).
+The work left, per worker kind, is counted in Postgres (`BACKLOG_SQL`), not in
+the broker: on Redis a queue lives in one list per priority step and a message
+a worker holds sits in the `unacked` hash, so one `LLEN` misses most of a
+backlog. The Kubernetes autoscaler reads the same SQL
+(deploy/k8s/base/autoscaling.yaml; a test checks the two agree). Failed jobs
+are counted by the class their failure was recorded with (`workers.errors.Failure`).
 
-Each GPU worker serves its own batch metrics on MURMUR_METRICS_PORT
-(`BatchMetrics`): how full its batches are and how long they take.
+Each GPU worker serves its own batch metrics (`fleet.batcher.BatchMetrics`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db.models import utcnow
-from murmur.settings import Settings, is_redis
-from murmur.tasks.app import QUEUES
+from murmur.settings import Settings
+from murmur.tasks.fleet.queues import broker_messages
+from murmur.workers.errors import Failure
 
 log = logging.getLogger("murmur")
 
@@ -40,71 +39,11 @@ STAGES = ("prepare", "detect", "decode")
 STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 RECENT_SECONDS = 3600  # the real-time factor is over jobs that ended this recently
 
-# A failed job's reason, sorted into a few classes an operator alerts on differently.
-FAILURE_CLASSES = (
-    ("gave_up", r"MURMUR_MAX_ATTEMPTS"),
-    ("limit", r"MURMUR_MAX_DURATION|MURMUR_MAX_BYTES|longer than|larger than"),
-    ("forbidden", r"MURMUR_ALLOWED_ROOTS|MURMUR_MODEL_DIRS|not allowed|not a public address"),
-    ("source", r"no such file|not found|cannot (read|open|download|reach)|denied|s3://"),
-    ("input", r"not a readable audio|invalid|unknown (option|language|model)|must be|no audio|not a|expected"),
-)
-
-
-def failure_class(reason: str | None) -> str:
-    """The class of a failed job's reason: gave_up, limit, forbidden, source, input or internal."""
-    for name, pattern in FAILURE_CLASSES:
-        if reason and re.search(pattern, reason, flags=re.IGNORECASE):
-            return name
-    return "internal"
-
 
 def backlog(db: sessionmaker[Session], kind: str) -> int:
     """The work left for `kind` ("cpu" or "gpu") workers, as the autoscaler counts it."""
     with db() as s:
         return int(s.scalar(text(BACKLOG_SQL[kind])))
-
-
-def broker_messages(url: str) -> Callable[[], dict[tuple[str, str], int]]:
-    """A function counting each queue's messages: (queue, "waiting" or "delivered") → count.
-
-    On Redis, waiting is summed over every priority list and delivered is read
-    from the `unacked` hash; RabbitMQ tells only the waiting count.
-    """
-    if is_redis(url):
-        return _redis_messages(url)
-    from murmur.tasks.redis_backend import queue_backlog
-
-    counters = {queue: queue_backlog(url, queue) for queue in QUEUES.values()}
-    return lambda: {(queue, "waiting"): count() for queue, count in counters.items()}
-
-
-def _redis_messages(url: str) -> Callable[[], dict[tuple[str, str], int]]:
-    import redis
-
-    from murmur.tasks.redis_backend import priority_keys
-
-    client = redis.Redis.from_url(url)
-    keys = {queue: priority_keys(queue) for queue in QUEUES.values()}
-
-    def count() -> dict[tuple[str, str], int]:
-        pipe = client.pipeline(transaction=False)
-        for queue_keys in keys.values():
-            for key in queue_keys:
-                pipe.llen(key)
-        lengths = iter(pipe.execute())
-        counts = {(queue, "waiting"): sum(next(lengths) for _ in queue_keys) for queue, queue_keys in keys.items()}
-        for queue in keys:
-            counts[(queue, "delivered")] = 0
-        for _, raw in client.hscan_iter("unacked"):
-            try:
-                routing_key = json.loads(raw)[2]  # kombu keeps [message, exchange, routing key]
-            except (ValueError, IndexError, TypeError):
-                continue
-            if (routing_key, "delivered") in counts:
-                counts[(routing_key, "delivered")] += 1
-        return counts
-
-    return count
 
 
 class FleetCollector:
@@ -147,7 +86,7 @@ class FleetCollector:
             audio_recent, decode_recent = s.execute(text(
                 "SELECT coalesce(sum(duration), 0), coalesce(sum(decode_seconds), 0) FROM jobs "
                 "WHERE status = 'done' AND finished_at >= :since"), {"since": since}).one()
-            errors = s.execute(text("SELECT error, count(*) FROM jobs WHERE status = 'failed' GROUP BY error")).all()
+            failures = dict(s.execute(text("SELECT failure, count(*) FROM jobs WHERE status = 'failed' GROUP BY failure")).all())
             redrives = s.scalar(text("SELECT (SELECT coalesce(sum(attempts), 0) FROM jobs) "
                                      "+ (SELECT coalesce(sum(attempts), 0) FROM chunks)"))
             stage_rows = {stage: s.execute(text(_histogram_sql(f"{stage}_seconds"))).one() for stage in STAGES}
@@ -167,14 +106,11 @@ class FleetCollector:
         yield gauge("murmur_decode_realtime_factor", f"seconds of audio decoded per second of decoding, over the jobs "
                     f"done in the last {RECENT_SECONDS} s (0: none)",
                     value=float(audio_recent) / float(decode_recent) if decode_recent else 0.0)
-        failures = counter("murmur_jobs_failed", "failed jobs in the record, by the class of their reason",
-                           labels=["reason"])
-        classes = dict.fromkeys([c for c, _ in FAILURE_CLASSES] + ["internal"], 0)
-        for error, n in errors:
-            classes[failure_class(error)] += n
-        for name, n in classes.items():
-            failures.add_metric([name], n)
-        yield failures
+        failed = counter("murmur_jobs_failed", "failed jobs in the record, by the class of their failure",
+                         labels=["reason"])
+        for failure in Failure:
+            failed.add_metric([failure.value], failures.get(failure.value, 0))
+        yield failed
         yield counter("murmur_redrives", "messages the reconciler sent again (attempts on jobs and chunks in the record)",
                       value=float(redrives))
         stages = histogram("murmur_stage_seconds", "wall time of each stage per job done", labels=["stage"])
@@ -192,29 +128,6 @@ def _histogram_sql(column: str) -> str:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-class BatchMetrics:
-    """A GPU worker's own batches: fill ratio and time, served on MURMUR_METRICS_PORT."""
-
-    def __init__(self, batch_size: int) -> None:
-        from prometheus_client import CollectorRegistry, Histogram
-
-        self.batch_size = batch_size
-        self.registry = CollectorRegistry()
-        self.fill = Histogram("murmur_batch_fill_ratio", "chunks in a decoded batch over the batch size",
-                              buckets=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), registry=self.registry)
-        self.seconds = Histogram("murmur_batch_seconds", "wall time of a decoded batch",
-                                 buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=self.registry)
-
-    def observe(self, chunks: int, seconds: float) -> None:
-        self.fill.observe(chunks / self.batch_size)
-        self.seconds.observe(seconds)
-
-    def serve(self, port: int) -> None:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, registry=self.registry)
 
 
 def serve(db: sessionmaker[Session], settings: Settings, port: int, address: str = "127.0.0.1") -> None:

@@ -7,22 +7,13 @@ The endpoint and credentials are boto3's own (AWS_ENDPOINT_URL, AWS_* or a role)
 
 from __future__ import annotations
 
-from murmur.tasks.formats import FORMATS, render
-from murmur.workers.errors import MurmurError
+from murmur.tasks.outputs.formats import FORMATS, render
+from murmur.workers.cpu.sources import split_s3
+from murmur.workers.errors import Failure, MurmurError
 from murmur.workers.transcript import Transcript
 
 CONTENT_TYPES = {"json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt",
                  "txt": "text/plain; charset=utf-8"}
-
-
-def split_output_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key prefix) of an s3:// output URI."""
-    if not uri.startswith("s3://"):
-        raise ValueError("an s3://bucket/prefix/ URI")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    if not bucket:
-        raise ValueError("an s3://bucket/prefix/ URI")
-    return bucket, prefix
 
 
 def write_outputs(uri: str, transcript: Transcript) -> list[str]:
@@ -30,8 +21,8 @@ def write_outputs(uri: str, transcript: Transcript) -> list[str]:
     try:
         import boto3
     except ImportError:
-        raise MurmurError("MURMUR_OUTPUT_URI needs boto3: pip install 'murmur[s3]'") from None
-    bucket, prefix = split_output_uri(uri)
+        raise MurmurError("MURMUR_OUTPUT_URI needs boto3: pip install 'murmur[s3]'", Failure.internal) from None
+    bucket, prefix = split_s3(uri)
     client = boto3.client("s3")
     written = []
     for fmt in FORMATS:
@@ -40,6 +31,7 @@ def write_outputs(uri: str, transcript: Transcript) -> list[str]:
             client.put_object(Bucket=bucket, Key=key, Body=render(transcript, fmt).encode(),
                               ContentType=CONTENT_TYPES[fmt])
         except Exception as exc:  # botocore raises many kinds; the job needs the reason, not the type
-            raise MurmurError(f"cannot write the transcript to s3://{bucket}/{key} (MURMUR_OUTPUT_URI): {exc}") from None
+            raise MurmurError(f"cannot write the transcript to s3://{bucket}/{key} (MURMUR_OUTPUT_URI): {exc}",
+                              Failure.internal) from None
         written.append(f"s3://{bucket}/{key}")
     return written

@@ -14,7 +14,6 @@ with JSON kwargs and get the job id back.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,17 +22,17 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from murmur.db import queries
-from murmur.db.models import JobState
+from murmur.db.models import ENDED, JobState
 from murmur.settings import get_settings
-from murmur.tasks import stages
-from murmur.tasks.app import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, app, message_priority
-from murmur.tasks.reconciler import Redrive
-from murmur.tasks.store import TensorRef, feature_key
-from murmur.workers.cpu.features import N_FRAMES
-from murmur.tasks.webhook import check_callback_url
-from murmur.tasks.worker import state
-from murmur.workers.cpu.sources import check_source
-from murmur.workers.errors import MurmurError
+from murmur.tasks import jobs, stages
+from murmur.tasks.context import Context
+from murmur.tasks.fleet.app import app
+from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
+from murmur.tasks.fleet.reconciler import Redrive
+from murmur.tasks.fleet import worker
+from murmur.tasks.tensors.store import TensorRef, feature_key
+from murmur.workers.errors import MurmurError, failure_of
+from murmur.workers.window import N_FRAMES
 
 log = logging.getLogger("murmur")
 # Broker or database briefly away, or a Redis under `noeviction` full for now: retry the message
@@ -43,58 +42,45 @@ TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.Timeout
 _retry = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 10}
 
 
-def job_id_for(task_id: str | None) -> str:
-    """The job id is the submit's task id (hex): a redelivered submit finds its own job."""
-    try:
-        return uuid.UUID(task_id).hex
-    except (TypeError, ValueError):
-        return uuid.uuid4().hex
-
-
 @app.task(name="murmur.transcribe", bind=True, ignore_result=False, **_retry)
 def transcribe(self, source: str | None = None, callback_url: str | None = None, priority: int | None = None,
                **options) -> str:
     """Create the job (queued) and send it to prepare; returns the job id.
 
-    Invalid options or a source the workers may not read give a job that is
-    failed with the reason, never an exception for the caller to decode.
+    A job a `Client` submitted has its row already, checked there. A raw
+    producer's request is checked here, by the same `jobs.check`: one refused
+    (invalid options, a source the workers may not read) gives a job failed
+    with the reason, never an exception for the caller to decode.
     """
-    ctx = state().ctx
-    job_id = job_id_for(self.request.id)
-    job_options, hook = None, None
-    try:
-        check_callback_url(callback_url)
-        hook = callback_url  # a failed job is posted too, if its URL is one
-        job_options = get_settings().job_options(**options)
-        check_source(source)
-        _check_priority(priority)
-        error = None
-    except (MurmurError, TypeError) as exc:
-        error = str(exc)
-    stored = job_options.to_json() if job_options else options
-    # the record of a refused job keeps what was sent, in a form the database takes
-    queries.create_job(ctx.db, str(source).replace("\x00", "\\x00"), stored, job_id, hook,
-                       priority if isinstance(priority, int) else None)
-    if error:
-        _fail(ctx, job_id, error)
-        return job_id
-    if queries.get_job(ctx.db, job_id).status == JobState.queued:
-        _send(prepare, (job_id,), CPU_QUEUE, priority)
+    ctx = _worker().ctx
+    job_id = jobs.job_id_of(self.request.id)
+    if queries.get_job(ctx.db, job_id) is None:
+        try:
+            submission = jobs.check(source, options, get_settings(), callback_url, priority)
+        except (MurmurError, TypeError) as exc:
+            if jobs.refuse(ctx.db, job_id, source, options, callback_url, priority, exc):
+                send_notify(job_id)
+            log.warning("job %s refused: %s", job_id, exc)
+            return job_id
+        jobs.create(ctx.db, submission, job_id)
+    job = queries.get_job(ctx.db, job_id)
+    if job.status == JobState.queued:
+        _send("prepare", (job_id,), job.priority)
     return job_id
 
 
 @app.task(name="murmur.prepare", **_retry)
 def prepare(job_id: str) -> None:
-    ctx = state().ctx
+    ctx = _worker().ctx
     with _job_errors(ctx, job_id):
         refs = stages.prepare(ctx, job_id)
         if refs is None:
             return  # the job had already ended
         job = queries.get_job(ctx.db, job_id)
         if not refs:
-            _send(assemble, (job_id,), CPU_QUEUE, job.priority)  # no speech: nothing to decode
+            _send("assemble", (job_id,), job.priority)  # no speech: nothing to decode
         elif job.language is None:
-            _send(detect_language, (job_id, [r.to_json() for r in refs]), GPU_QUEUE, job.priority)
+            _send("detect_language", (job_id, [r.to_json() for r in refs]), job.priority)
         else:
             _fan_out(job_id, refs, job.priority)
 
@@ -104,16 +90,17 @@ def detect_language(job_id: str, refs: list[dict]) -> None:
     """The first batch of a job whose language is to be found: chunks spread over the file are encoded
     and vote, the other chunks go to the decode queue as soon as the language is recorded, and the
     voters go to this worker's batcher with the encoder output they voted with (no second pass)."""
-    ctx = state().ctx
+    ctx = _worker().ctx
     with _job_errors(ctx, job_id):
         chunk_refs = _own_refs(job_id, refs)
-        if not queries.claim_detection(ctx.db, job_id, ctx.lease_owner, ctx.lease_seconds):
+        if not queries.claim_detection(ctx.db, job_id, ctx.lease_holder, ctx.lease_seconds):
+            _drop_if_ended(ctx, job_id, chunk_refs)
             return  # detected already, ended, or another live worker is on it
         with ctx.held.holding(jobs=[job_id]):
             voters = stages.detect_language(ctx, job_id, chunk_refs)
         voting = voters.refs if voters else []
         # leased once the language is recorded: a lease that lapses re-drives a decode, never one racing detection
-        claimed = queries.claim_chunks(ctx.db, job_id, [r.chunk_idx for r in voting], ctx.lease_owner, ctx.lease_seconds)
+        claimed = queries.claim_chunks(ctx.db, job_id, [r.chunk_idx for r in voting], ctx.lease_holder, ctx.lease_seconds)
         job = queries.get_job(ctx.db, job_id)
         priority = job.priority
         _fan_out(job_id, [r for r in chunk_refs if r not in voting], priority)
@@ -121,30 +108,31 @@ def detect_language(job_id: str, refs: list[dict]) -> None:
             log.info("job %s: language %s, voted by %d chunk(s) that decode from the encoder output they voted with",
                      job_id, job.language, len(voting))
         with ctx.held.holding(chunks=[(job_id, i) for i in claimed]):
-            waiting = [state().batcher().submit((job_id, r, voters)) for r in voting if r.chunk_idx in claimed]
+            waiting = [_worker().batcher().submit((job_id, r, voters)) for r in voting if r.chunk_idx in claimed]
             assemble_now = any([future.result() for future in waiting])
         if assemble_now:
-            _send(assemble, (job_id,), CPU_QUEUE, priority)
+            _send("assemble", (job_id,), priority)
 
 
 @app.task(name="murmur.decode", **_retry)
-def decode(job_id: str, ref: dict) -> None:
+def decode_chunk(job_id: str, ref: dict) -> None:
     """One chunk: leased to this worker, handed to its batcher, decoded with chunks of other jobs."""
-    ctx = state().ctx
+    ctx = _worker().ctx
     with _job_errors(ctx, job_id):
         [tensor] = _own_refs(job_id, [ref])
-        if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.lease_owner, ctx.lease_seconds):
+        if not queries.claim_chunks(ctx.db, job_id, [tensor.chunk_idx], ctx.lease_holder, ctx.lease_seconds):
+            _drop_if_ended(ctx, job_id, [tensor])
             return  # stored already, the job ended, or another live worker holds it
         with ctx.held.holding(chunks=[(job_id, tensor.chunk_idx)]):
-            assemble_now = state().batcher().submit((job_id, tensor, None)).result()
+            assemble_now = _worker().batcher().submit((job_id, tensor, None)).result()
         if assemble_now:
-            _send(assemble, (job_id,), CPU_QUEUE, queries.get_job(ctx.db, job_id).priority)
+            _send("assemble", (job_id,), queries.get_job(ctx.db, job_id).priority)
 
 
 @app.task(name="murmur.assemble", **_retry)
 def assemble(job_id: str) -> None:
     """Finish the job; a second delivery finds it finished and does nothing."""
-    ctx = state().ctx
+    ctx = _worker().ctx
     with _job_errors(ctx, job_id):
         if stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
@@ -157,27 +145,30 @@ def assemble(job_id: str) -> None:
 @app.task(name="murmur.notify", **_retry)
 def notify(job_id: str) -> None:
     """POST the ended job's webhook, off the Celery threads: a slow hook never holds up a job."""
-    state().hooks().send(job_id)
+    _worker().hooks().send(job_id)
 
 
 def redrive(r: Redrive) -> None:
     """Send a step again, as the reconciler decided."""
-    ctx = state().ctx
-    if r.step == "prepare":
-        _send(prepare, (r.job_id,), CPU_QUEUE, r.priority)
-    elif r.step == "assemble":
-        _send(assemble, (r.job_id,), CPU_QUEUE, r.priority)
-    elif r.step == "notify":
-        notify.apply_async((r.job_id,), queue=HOOK_QUEUE)
-    else:
+    if r.step in ("detect_language", "decode"):
+        ctx = _worker().ctx
         job = queries.get_job(ctx.db, r.job_id)
         n_mels = ctx.n_mels(job.job_options().model)
         indices = r.chunks or tuple(range(job.n_chunks or 0))
         refs = [TensorRef(feature_key(r.job_id, i), (n_mels, N_FRAMES), "float32") for i in indices]
         if r.step == "detect_language":
-            _send(detect_language, (r.job_id, [ref.to_json() for ref in refs]), GPU_QUEUE, r.priority)
+            _send("detect_language", (r.job_id, [ref.to_json() for ref in refs]), r.priority)
         else:
             _fan_out(r.job_id, refs, r.priority)
+    elif r.step == "notify":
+        send_notify(r.job_id)
+    else:
+        _send(r.step, (r.job_id,), r.priority)
+
+
+def send_notify(job_id: str, countdown: float = 0) -> None:
+    """The job's webhook, sent by a CPU worker's hook threads, now or in `countdown` seconds."""
+    notify.apply_async((job_id,), queue=QUEUE_OF_STEP["notify"], countdown=countdown)
 
 
 def _own_refs(job_id: str, refs: list) -> list[TensorRef]:
@@ -192,17 +183,34 @@ def _own_refs(job_id: str, refs: list) -> list[TensorRef]:
     return parsed
 
 
-def _send(task, args: tuple, queue: str, priority: int | None) -> None:
-    task.apply_async(args, queue=queue, priority=message_priority(app, priority))
+_TASKS = {"prepare": prepare, "detect_language": detect_language, "decode": decode_chunk, "assemble": assemble}
+# what this process's background threads send: the reconciler's re-drives, webhook retries
+SENDS = worker.Sends(redrive=redrive, notify=send_notify)
+
+
+def _worker() -> worker.WorkerState:
+    return worker.state(SENDS)
+
+
+def _drop_if_ended(ctx: Context, job_id: str, refs: list[TensorRef]) -> None:
+    """A message for a job that ended or was deleted: its features wait for nobody (a live job's may be
+    in another worker's hands, and are left alone)."""
+    job = queries.get_job(ctx.db, job_id)
+    if job is None or job.status in ENDED:
+        ctx.store.delete(refs)
+
+
+def _send(step: str, args: tuple, priority: int | None) -> None:
+    _TASKS[step].apply_async(args, queue=QUEUE_OF_STEP[step], priority=message_priority(app.conf.broker_url, priority))
 
 
 def _fan_out(job_id: str, refs: list[TensorRef], priority: int | None) -> None:
     for ref in refs:
-        _send(decode, (job_id, ref.to_json()), GPU_QUEUE, priority)
+        _send("decode", (job_id, ref.to_json()), priority)
 
 
 @contextmanager
-def _job_errors(ctx: stages.Context, job_id: str) -> Iterator[None]:
+def _job_errors(ctx: Context, job_id: str) -> Iterator[None]:
     """A job's error fails that job, with its reason; the worker and other jobs go on."""
     try:
         yield
@@ -211,28 +219,24 @@ def _job_errors(ctx: stages.Context, job_id: str) -> Iterator[None]:
     except RefusedMessage as exc:
         log.warning("%s", exc)  # a forged or garbled message: dropped, the job it names is left alone
     except MurmurError as exc:
-        _fail(ctx, job_id, str(exc))
+        _fail(ctx, job_id, exc)
     except Exception as exc:
         log.exception("job %s: internal error", job_id)
-        _fail(ctx, job_id, f"internal error: {type(exc).__name__}: {exc}")
+        _fail(ctx, job_id, exc)
         raise  # shown as a failed task in Flower; the message is acknowledged all the same
 
 
-def _fail(ctx: stages.Context, job_id: str, error: str) -> None:
-    if queries.fail_job(ctx.db, job_id, error):
-        log.warning("job %s failed: %s", job_id, error)
+def _fail(ctx: Context, job_id: str, exc: Exception) -> None:
+    reason, failure = failure_of(exc)
+    if queries.fail_job(ctx.db, job_id, reason, failure):
+        log.warning("job %s failed: %s", job_id, reason)
         _notify_later(queries.get_job(ctx.db, job_id))
 
 
 def _notify_later(job) -> None:
     if job is not None and job.callback_url:
-        notify.apply_async((job.id,), queue=HOOK_QUEUE)
+        send_notify(job.id)
 
 
 class RefusedMessage(Exception):
     """A message that no honest producer sends; it is dropped without touching any job."""
-
-
-def _check_priority(priority) -> None:
-    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9):
-        raise MurmurError(f"invalid priority {priority!r}: use 0 (most urgent) to 9")

@@ -1,6 +1,6 @@
 """The producer's side: submit a file, follow its job, fetch the transcript.
 
-    from murmur.tasks.client import Client
+    from murmur import Client
     client = Client()
     job_id = client.submit("/data/talk.mp3", language="en")
     client.wait(job_id)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,10 +22,11 @@ from datetime import datetime
 from celery import Celery
 
 from murmur.db import queries
-from murmur.db.models import JobState
+from murmur.db.models import JobState, new_job_id
 from murmur.db.session import sessions
 from murmur.settings import get_settings
-from murmur.tasks.app import CPU_QUEUE, create_app, message_priority
+from murmur.tasks import jobs
+from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
 from murmur.workers.errors import MurmurError
 from murmur.workers.transcript import Transcript
 
@@ -50,6 +50,7 @@ class JobStatus:
     language: str | None
     duration: float | None
     error: str | None
+    failure: str | None  # a failed job's class of failure (workers.errors.Failure)
     prepare_seconds: float
     detect_seconds: float
     decode_seconds: float
@@ -63,12 +64,18 @@ class JobStatus:
 
 class Client:
     def __init__(self, broker_url: str | None = None, database_url: str | None = None, app: Celery | None = None) -> None:
-        self.app = app or (create_app(broker_url) if broker_url else _default_app())
+        self.app = app or _app(broker_url)
         self.db = sessions(database_url or get_settings().fleet_database_url)
 
-    def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None,
-               job_id: str | None = None, owner: str | None = None, max_active: int | None = None, **options) -> str:
-        """Queue a transcription and return its job id at once.
+    def submit(self, source: str, *, callback_url: str | None = None, priority: int | None = None, **options) -> str:
+        """Queue a transcription and return its job id at once; MurmurError says why a request is refused."""
+        if "://" not in source:
+            source = os.path.abspath(source)  # workers do not share our working directory
+        return self.enqueue(jobs.check(source, options, get_settings(), callback_url, priority))
+
+    def enqueue(self, submission: jobs.Submission, job_id: str | None = None, owner: str | None = None,
+                max_active: int | None = None) -> str:
+        """Queue a checked request (`jobs.check`); its job id.
 
         The job row exists (queued) before the message is sent, so `status`
         knows the job even while no worker has picked it up yet. `job_id`
@@ -76,16 +83,14 @@ class Client:
         HTTP API does for its upload's file name; `owner` is the API key's id,
         `max_active` its limit of jobs queued or running (db.queries.TooManyJobs).
         """
-        job_options = get_settings().job_options(**options)
-        if "://" not in source:
-            source = os.path.abspath(source)  # workers do not share our working directory
-        task_id = uuid.UUID(job_id) if job_id else uuid.uuid4()
-        job_id = queries.create_job(self.db, source, job_options.to_json(), task_id.hex, callback_url, priority, owner,
-                                    max_active)
-        kwargs = {"source": source, **job_options.to_json(), "callback_url": callback_url, "priority": priority}
+        job_id = jobs.create(self.db, submission, job_id or new_job_id(), owner, max_active)
+        kwargs = {"source": submission.source, **submission.options.to_json(), "callback_url": submission.callback_url,
+                  "priority": submission.priority}
         # the job id is known here: nobody waits on Celery's result, so none is subscribed to or stored
-        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=str(task_id), queue=CPU_QUEUE,
-                           priority=message_priority(self.app, priority), ignore_result=True)
+        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=jobs.task_id_of(job_id),
+                           queue=QUEUE_OF_STEP["transcribe"], priority=message_priority(self.app.conf.broker_url,
+                                                                                         submission.priority),
+                           ignore_result=True)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:
@@ -93,7 +98,7 @@ class Client:
         if job is None:
             raise MurmurError(f"no job {job_id}")
         return JobStatus(job.id, job.status, job.chunks_done, job.n_chunks, job.language, job.duration, job.error,
-                         job.prepare_seconds, job.detect_seconds, job.decode_seconds, job.created_at, job.finished_at)
+                         job.failure, job.prepare_seconds, job.detect_seconds, job.decode_seconds, job.created_at, job.finished_at)
 
     def wait(
         self,
@@ -125,7 +130,8 @@ class Client:
         return queries.get_transcript(self.db, job_id)
 
 
-def _default_app() -> Celery:
-    from murmur.tasks.app import app
+def _app(broker_url: str | None) -> Celery:
+    """The process's app, or one of its own for another broker."""
+    from murmur.tasks.fleet.app import app, create_app
 
-    return app
+    return create_app(broker_url) if broker_url else app

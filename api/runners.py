@@ -1,29 +1,31 @@
 """Where the API's jobs run: the worker fleet, or this process (`murmur serve --embedded`).
 
-Both write the same job rows, so everything the API reads (status, progress,
-transcript) is one set of queries over `backend.db`.
+Both check a request with `tasks.jobs.check`, as every door does, and write the
+same job rows, so everything the API reads (status, progress, transcript) is
+one set of queries over `runner.db`.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db import queries
 from murmur.settings import Settings
-from murmur.workers.errors import MurmurError
+from murmur.tasks import jobs
+from murmur.workers.errors import Failure, MurmurError
 
 log = logging.getLogger("murmur")
 
 
-class Backend(Protocol):
+class Runner(Protocol):
     db: sessionmaker[Session]
     database_url: str
-    on_end: Callable[[str], None]  # told of each job that ends, where the backend knows (any thread)
+    on_end: Callable[[str], None]  # told of each job that ends, where the runner knows (any thread)
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int) -> None:
@@ -33,11 +35,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class FleetBackend:
+class FleetRunner:
     """Jobs go to the Celery workers through the broker, as `murmur submit` sends them."""
 
     def __init__(self, settings: Settings) -> None:
-        from murmur.tasks.client import Client
+        from murmur.tasks.fleet.client import Client
 
         self.settings = settings
         self.client = Client()
@@ -47,17 +49,14 @@ class FleetBackend:
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int) -> None:
-        from murmur.tasks.webhook import check_callback_url
-
-        check_callback_url(callback_url)
-        self.client.submit(source, callback_url=callback_url, priority=priority, job_id=job_id, owner=owner,
-                           max_active=max_active, **options)
+        submission = jobs.check(source, options, self.settings, callback_url, priority)
+        self.client.enqueue(submission, job_id, owner, max_active)
 
     def close(self) -> None:
         pass
 
 
-class EmbeddedBackend:
+class EmbeddedRunner:
     """Jobs run in this process one after another, on the embedded database (SQLite by default).
 
     For one machine with no broker; webhooks need the fleet and are refused.
@@ -68,7 +67,7 @@ class EmbeddedBackend:
     def __init__(self, settings: Settings, device: str | None = None, compute_type: str | None = None,
                  threads: int = 0) -> None:
         from murmur.db.session import sessions, upgrade
-        from murmur.tasks import stages
+        from murmur.tasks.context import Context
 
         url = settings.embedded_database_url
         upgrade(url)
@@ -76,23 +75,22 @@ class EmbeddedBackend:
         self.db = sessions(url)
         self.database_url = url
         self.on_end: Callable[[str], None] = lambda job_id: None
-        self.ctx = stages.Context(db=self.db, device=device or settings.device,
-                                  compute_type=compute_type or settings.compute_type, threads=threads,
-                                  max_duration=settings.max_duration)
+        self.ctx = Context.from_settings(settings, self.db, device=device or settings.device,
+                                         compute_type=compute_type or settings.compute_type, threads=threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="murmur-embedded")
         for job_id in queries.unended_jobs(self.db):
-            queries.fail_job(self.db, job_id, "interrupted: murmur serve stopped while the job was queued or running")
+            queries.fail_job(self.db, job_id, "interrupted: murmur serve stopped while the job was queued or running",
+                             Failure.internal)
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int) -> None:
         if callback_url:
             raise MurmurError("callback_url needs the worker fleet: murmur serve --embedded sends no webhooks")
-        job_options = self.settings.job_options(**options)
-        queries.create_job(self.db, source, job_options.to_json(), job_id, None, priority, owner, max_active)
+        jobs.create(self.db, jobs.check(source, options, self.settings, None, priority), job_id, owner, max_active)
         self._pool.submit(self._run, job_id)
 
     def _run(self, job_id: str) -> None:
-        from murmur.tasks.embedded import run_job
+        from murmur.tasks.embedded.runner import run_job
 
         try:
             run_job(self.ctx, job_id)

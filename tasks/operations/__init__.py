@@ -1,0 +1,1 @@
+"""What an operator runs beside the fleet to watch it: the Prometheus exporter and the health probe."""
