@@ -156,12 +156,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _transcribe(args: argparse.Namespace) -> int:
     from murmur.settings import get_settings
-    from murmur.tasks import jobs
 
-    # checked before the model loads: a bad option or source fails at once
-    submission = jobs.check(os.path.abspath(args.file), _job_options(args), get_settings())
-    _load_model_early(args, submission.options)
+    settings = get_settings()
+    given = _job_options(args)
+    _load_model_early(args, given.get("model") or settings.model)  # before the imports below (a bad request ends the process)
+    from murmur.tasks import jobs
     from murmur.tasks.embedded.runner import run_submission
+
+    submission = jobs.check(os.path.abspath(args.file), given, settings)
 
     with _progress() as on_progress:
         transcript = run_submission(submission, device=args.device, compute_type=args.compute_type, threads=args.threads,
@@ -170,10 +172,11 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model_early(args: argparse.Namespace, options: JobOptions) -> None:
+def _load_model_early(args: argparse.Namespace, model: str) -> None:
     """Start loading the model in a thread before the rest is imported: on a short clip the
     imports and the VAD take about as long as the load. The job's own ask finds it loaded
-    (the same arguments as the embedded runner's `Context.model`)."""
+    (the same arguments as the embedded runner's `Context.model`); a name that does not load
+    is left for the job's own check to report."""
     from murmur.settings import get_settings
 
     def load() -> None:
@@ -184,7 +187,7 @@ def _load_model_early(args: argparse.Namespace, options: JobOptions) -> None:
         device = args.device or settings.device
         try:
             concurrent = job_decoders(os.path.abspath(args.file), device, args.threads)
-            model_for(options.model, device, args.compute_type or settings.compute_type, args.threads, concurrent,
+            model_for(model, device, args.compute_type or settings.compute_type, args.threads, concurrent,
                       None, settings.cache_dir)
         except MurmurError:
             return  # the job's own load reports it
