@@ -4,13 +4,17 @@ N jobs (default 60; real clips and synthetic files of several lengths and
 languages) go to one CPU worker and two GPU-queue workers on a private
 redis-server and a database of their own. While they run, a random worker is
 SIGKILLed every ~20 s and started again, the Redis is restarted once (it keeps
-nothing on disk) and the database refuses connections for 60 s once. Every
-transcript is then compared with the embedded runner's for the same file (its
-words: more than 5% changed counts as differing).
+nothing on disk) and the database refuses connections for 60 s once. Then, for
+`--stream-seconds`, jobs keep coming, one every `--stream-every` seconds, so the
+queues never drain, and the Redis is flushed once with the queues busy (every
+queued message and tensor lost while new ones keep arriving). Every transcript
+is then compared with the embedded runner's for the same file (its words: more
+than 5% changed counts as differing).
 
 Prints (and writes to bench/results/) submitted / done / failed with reason /
 stuck / duplicated segments / transcripts differing from the embedded run, and
-the longest time any job went without a visible step forward.
+the longest time any job went without a visible step forward, overall and in
+the stream (the queues' lengths sampled there too).
 Targets: stuck 0, duplicated 0, differing 0, every failure explained.
 """
 
@@ -83,6 +87,10 @@ class SoakFleet(Fleet):
                 time.sleep(0.05)
         raise SystemExit("redis-server did not start")
 
+    def flush_redis(self, queued: int) -> None:
+        redis.Redis.from_url(self.redis_url).flushall()
+        self.note(f"flushed Redis with {queued} messages queued (every queued message and tensor lost)")
+
     def restart_redis(self) -> None:
         self.redis.kill()
         self.redis.wait()
@@ -143,6 +151,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between SIGKILLs (±50 %%)")
     parser.add_argument("--block-seconds", type=float, default=60.0)
+    parser.add_argument("--stream-seconds", type=float, default=240.0, help="then jobs keep coming for this long")
+    parser.add_argument("--stream-every", type=float, default=2.0, help="seconds between two jobs of the stream")
     parser.add_argument("--timeout", type=float, default=3600.0, help="a job not ended by then counts as stuck")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -197,12 +207,38 @@ def main() -> None:
         progress: dict[str, tuple] = {}
         last_step: dict[str, float] = {j: time.monotonic() for j in jobs}
         longest = {"seconds": 0.0, "job": None}
+        streamed: set[str] = set()
+        longest_streamed = 0.0
+        lengths: list[int] = []  # both queues' messages, sampled during the stream
+        broker = redis.Redis.from_url(fleet.redis_url)
         ended: set[str] = set()
-        faults = {"redis": False, "database": False}
+        faults = {"redis": False, "database": False, "flush": False}
         next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
-        blocker = None
-        while len(ended) < len(jobs) and time.monotonic() - started < args.timeout:
+        blocker, stream_from, next_job = None, None, 0.0
+        while (len(ended) < len(jobs) or (stream_from is None and args.stream_seconds)) \
+                and time.monotonic() - started < args.timeout:
             now = time.monotonic()
+            if stream_from is None and faults["database"] and not blocker.is_alive():
+                stream_from = now
+                fleet.note(f"jobs keep coming for {args.stream_seconds:.0f} s")
+            if stream_from is not None and now - stream_from < args.stream_seconds:
+                if now >= next_job:
+                    name, language = FILES[rng.randrange(len(FILES))]
+                    try:
+                        job_id = client.submit(str(AUDIO / name), **({"language": language} if language else
+                                                                   {"multilingual": True}))
+                        jobs[job_id], last_step[job_id] = name, now
+                        streamed.add(job_id)
+                    except Exception as exc:  # noqa: BLE001 - the broker is being flushed: the next one goes
+                        fleet.note(f"a submission failed ({exc})")
+                    next_job = now + args.stream_every
+                try:
+                    lengths.append(sum(broker.llen(k) for k in broker.keys("murmur.*")))
+                except redis.RedisError:
+                    pass
+                if not faults["flush"] and now - stream_from > args.stream_seconds / 2 and lengths and lengths[-1]:
+                    fleet.flush_redis(lengths[-1])
+                    faults["flush"] = True
             try:
                 with client.db() as s:
                     rows = s.execute(select(Job.id, Job.status, Job.chunks_done, Job.n_chunks, Job.language)
@@ -221,6 +257,8 @@ def main() -> None:
                 for j in waiting:
                     if now - last_step[j] > longest["seconds"]:
                         longest = {"seconds": now - last_step[j], "job": j}
+                    if j in streamed:
+                        longest_streamed = max(longest_streamed, now - last_step[j])
             if now >= next_kill:
                 fleet.kill_one(rng)
                 next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
@@ -256,6 +294,10 @@ def main() -> None:
             ("duplicated segments", len(positions)),
             ("transcripts differing from the embedded run", len(differing)),
             ("longest time a job went without progress (s)", f"{longest['seconds']:.0f}"),
+            (f"jobs of the stream ({args.stream_seconds:.0f} s, one every {args.stream_every:g} s)", len(streamed)),
+            ("queued messages while the stream ran: fewest, median, most",
+             ", ".join(str(n) for n in (min(lengths), sorted(lengths)[len(lengths) // 2], max(lengths))) if lengths else "-"),
+            ("longest time a job of the stream went without progress (s)", f"{longest_streamed:.0f}"),
             ("re-drives (attempts on job rows)", sum(final[j].attempts for j in jobs)),
             ("wall time (s)", f"{elapsed:.0f}"),
         ]
@@ -283,7 +325,8 @@ def _differs(got: str, expected: str) -> bool:
 def render(rows, events, failed, differing, jobs, args) -> str:
     lines = [f"# Soak, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
              f"`python bench/soak.py --jobs {args.jobs} --kill-every {args.kill_every:g} --block-seconds {args.block_seconds:g} "
-             f"--seed {args.seed}`: 1 CPU + 2 GPU-queue workers on the CPU, base int8, settings {SETTINGS}.", "",
+             f"--stream-seconds {args.stream_seconds:g} --stream-every {args.stream_every:g} --seed {args.seed}`: "
+             f"1 CPU + 2 GPU-queue workers on the CPU, base int8, settings {SETTINGS}.", "",
              "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "Faults:", ""] + [f"- {e}" for e in events]

@@ -178,6 +178,30 @@ def test_the_reconciler_leaves_a_job_alone_while_its_queue_holds_work(db):
     assert queries.get_job(Session, job).attempts == 1
 
 
+def test_a_job_whose_message_was_overtaken_is_re_driven_though_its_queue_never_empties(db):
+    """The CPU queue always holds messages. It has started one of priority 5 sent 20 s ago, and one of
+    priority 9 (sent long ago) just now. A priority-5 job whose last step was a minute ago would have been
+    started before either (lost: re-driven); a priority-0 job whose last step was 30 s ago, before the
+    priority-9 one; a priority-5 job whose last step was 2 s ago, or a priority-9 job, waits its turn."""
+    Session, _ = db
+    now = datetime.now(timezone.utc)
+    lost = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=5)
+    urgent = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=0)
+    recent = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=5)
+    patient = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=9)
+    for job, ago in ((lost, 60), (urgent, 30), (recent, 2), (patient, 60)):
+        queries.update_job(Session, job, progress_at=now - timedelta(seconds=ago))
+
+    def ago(seconds: float) -> float:
+        return (now - timedelta(seconds=seconds)).timestamp()
+
+    started = {("murmur.cpu", 5): (ago(20), ago(18)), ("murmur.cpu", 9): (ago(3600), ago(0)),
+               ("murmur.gpu", 9): (ago(0), ago(0))}
+    busy = Reconciler(Session, Settings(stall_timeout=1), lambda queue: 40, lambda: started)
+    assert sorted((r.step, r.job_id) for r in busy.tick()) == sorted([("prepare", lost), ("prepare", urgent)])
+    assert busy.tick() == []  # the re-drive is their new last step
+
+
 def test_prune_deletes_only_jobs_that_ended_long_ago(db):
     Session, _ = db
     old, recent, running = (queries.create_job(Session, "/audio.wav", {}) for _ in range(3))

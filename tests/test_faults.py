@@ -23,7 +23,12 @@ from sqlalchemy import create_engine, func, select, text
 
 from murmur.db import queries
 from murmur.settings import get_settings
+from murmur.tasks import stages
+from murmur.tasks.context import Context
 from murmur.tasks.fleet.client import Client, JobFailed
+from murmur.tasks.fleet.queues import CPU_QUEUE, GPU_QUEUE, priority_keys
+from murmur.tasks.tensors.redis import RedisTensorStore
+from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment
 from tests.conftest import DATA, POSTGRES_ADMIN_URL, fresh_postgres, run_cli, word_error_rate, words
 from tests.test_distributed import Worker, _free_port, embedded  # noqa: F401 - embedded is a fixture
@@ -193,6 +198,66 @@ def test_redis_restarted_mid_run_every_job_ends_done(fleet, embedded):
     fleet.client.wait(after, timeout=60)
     _assert_transcribed(fleet.client, after, expected["jfk_inaugural_1961.flac"])
     assert {w.proc.pid for w in fleet.workers} == pids and all(w.proc.poll() is None for w in fleet.workers)
+
+
+def test_lost_messages_are_re_driven_while_a_stream_of_jobs_keeps_both_queues_busy(fleet, embedded):
+    """A stream of short jobs (priority 9) keeps both queues holding messages throughout. Two urgent jobs
+    lose their messages: one's producer died after its insert (no prepare message), the other's decode
+    messages were never sent (it is prepared in this process). Each is re-driven within about twice the
+    stall timeout, though its queue never empties, and ends done with its words; no job of the stream,
+    only waiting its turn, is sent twice."""
+    expected = _texts_of(embedded("jfk_inaugural_1961.flac", language="en"))
+    client, jfk = fleet.client, str(DATA / "jfk_inaugural_1961.flac")
+    queues = redis.Redis.from_url(fleet.redis.url)
+
+    def waiting(queue: str) -> int:
+        return sum(queues.llen(key) for key in priority_keys(queue))
+
+    stream, stop = [], threading.Event()
+
+    def produce() -> None:  # whenever a queue runs low, more work: it never empties while the test watches
+        while not stop.is_set():
+            if min(waiting(CPU_QUEUE), waiting(GPU_QUEUE)) < 20:
+                stream.extend(client.submit(jfk, language="en", priority=9) for _ in range(10))
+            stop.wait(0.2)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        _wait_until(client, [], lambda _: waiting(CPU_QUEUE) > 0 and waiting(GPU_QUEUE) > 0)
+        options = JobOptions(language="en").to_json()
+        no_prepare = queries.create_job(client.db, jfk, options, priority=0)
+        no_decode = queries.create_job(client.db, jfk, options, priority=0)
+        ctx = Context.from_settings(get_settings(), client.db, store=RedisTensorStore(fleet.redis.url, 3600))
+        assert stages.prepare(ctx, no_decode)  # planned, its features in Redis: its decode messages are lost
+        lost_at = time.monotonic()
+        redriven: dict[str, float] = {}
+        busy = []  # both queues' lengths, sampled until both jobs are re-driven
+        deadline = lost_at + 120
+        while len(redriven) < 2:
+            busy.append((waiting(CPU_QUEUE), waiting(GPU_QUEUE)))
+            for job_id in (no_prepare, no_decode):
+                if job_id not in redriven and queries.get_job(client.db, job_id).attempts:
+                    redriven[job_id] = time.monotonic() - lost_at
+            assert time.monotonic() < deadline, f"not re-driven while the queues stayed busy: {redriven}"
+            time.sleep(0.2)
+        for job_id in (no_prepare, no_decode):
+            client.wait(job_id, timeout=120)
+            _assert_transcribed(client, job_id, expected)
+        with client.db() as s:
+            sent_twice = s.scalar(text("SELECT (SELECT coalesce(sum(attempts), 0) FROM jobs WHERE id = ANY(:ids)) "
+                                       "+ (SELECT coalesce(sum(attempts), 0) FROM chunks WHERE job_id = ANY(:ids))"),
+                                  {"ids": stream})
+    finally:
+        stop.set()
+        producer.join()
+        for job_id in stream:  # the stream's work is skipped, so the fleet is quiet for the next test
+            queries.cancel_job(client.db, job_id)
+    stall = int(SETTINGS["MURMUR_STALL_TIMEOUT"])
+    assert min(min(pair) for pair in busy) > 0, "a queue emptied: the test did not hold them busy"
+    assert max(redriven.values()) <= 2 * stall + 2 * int(SETTINGS["MURMUR_RECONCILE_INTERVAL"]), redriven
+    assert len(stream) >= 20 and sent_twice == 0  # the stream waited its turn: nothing of it was re-sent
+    _wait_until(client, [], lambda _: waiting(CPU_QUEUE) == 0 and waiting(GPU_QUEUE) == 0)
 
 
 def _in_prepare(client: Client, job_id: str, deadline: float, not_by: str | None = None) -> str | None:

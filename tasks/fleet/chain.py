@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from celery.signals import task_prerun
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
@@ -26,6 +27,7 @@ from murmur.db.models import ENDED, JobState
 from murmur.settings import get_settings
 from murmur.tasks import jobs, stages
 from murmur.tasks.context import Context
+from murmur.tasks.fleet import deliveries
 from murmur.tasks.fleet.app import app
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
 from murmur.tasks.fleet.reconciler import Redrive
@@ -192,6 +194,16 @@ def _worker() -> worker.WorkerState:
     return worker.state(SENDS)
 
 
+@task_prerun.connect
+def _started(task=None, **_) -> None:
+    """Record that this message of its queue was started (see `deliveries`)."""
+    if task is None or not task.name.startswith("murmur."):
+        return
+    request = task.request
+    _worker().deliveries.started((request.delivery_info or {}).get("routing_key"),
+                                 getattr(request, deliveries.PRIORITY, None), getattr(request, deliveries.SENT, None))
+
+
 def _drop_if_ended(ctx: Context, job_id: str, refs: list[TensorRef]) -> None:
     """A message for a job that ended or was deleted: its features wait for nobody (a live job's may be
     in another worker's hands, and are left alone)."""
@@ -201,7 +213,8 @@ def _drop_if_ended(ctx: Context, job_id: str, refs: list[TensorRef]) -> None:
 
 
 def _send(step: str, args: tuple, priority: int | None) -> None:
-    _TASKS[step].apply_async(args, queue=QUEUE_OF_STEP[step], priority=message_priority(app.conf.broker_url, priority))
+    _TASKS[step].apply_async(args, queue=QUEUE_OF_STEP[step], priority=message_priority(app.conf.broker_url, priority),
+                             headers=deliveries.headers(priority))
 
 
 def _fan_out(job_id: str, refs: list[TensorRef], priority: int | None) -> None:

@@ -26,6 +26,7 @@ from murmur.db.models import JobState, new_job_id
 from murmur.db.session import sessions
 from murmur.settings import get_settings
 from murmur.tasks import jobs
+from murmur.tasks.fleet import deliveries
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
 from murmur.workers.errors import MurmurError
 from murmur.workers.transcript import Transcript
@@ -90,7 +91,7 @@ class Client:
         self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=jobs.task_id_of(job_id),
                            queue=QUEUE_OF_STEP["transcribe"], priority=message_priority(self.app.conf.broker_url,
                                                                                          submission.priority),
-                           ignore_result=True)
+                           headers=deliveries.headers(submission.priority), ignore_result=True)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

@@ -7,9 +7,13 @@ again:
 - a lease that lapsed: the worker preparing a job, detecting its language or
   holding its chunks stopped renewing it (killed, lost its network);
 - a stalled job: no step forward for MURMUR_STALL_TIMEOUT seconds, nobody
-  holding any of it, and nothing waiting in the queue its next step goes to
-  (its message was lost: Redis flushed or restarted, a publish failed, retries
-  ran out while the database was away, a producer crashed after its insert).
+  holding any of it, and its message gone from the queue its next step goes
+  to: the queue is empty, or has started a message sent after the job's last
+  step that was as urgent or less (`deliveries`), so the job's own would have
+  been started before it. Its message was lost: Redis flushed or restarted, a
+  publish failed, retries ran out while the database was away, a producer
+  crashed after its insert. A job whose message only waits its turn behind a
+  long queue is left alone, however long the queue stays busy.
 
 Each re-drive counts an attempt on the row; past MURMUR_MAX_ATTEMPTS the job
 fails with the reason, which also ends a file that kills its worker every time.
@@ -30,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.db.queries import prune
 from murmur.settings import Settings
+from murmur.tasks.fleet.deliveries import overtaken
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP
 from murmur.tasks.outputs.uploads import discard_uploads
 from murmur.workers.errors import Failure
@@ -51,17 +56,19 @@ class Redrive:
 class Reconciler:
     """Decides the re-drives from the rows; sending them is the caller's part."""
 
-    def __init__(self, db: sessionmaker[Session], settings: Settings, backlog: Callable[[str], int]) -> None:
+    def __init__(self, db: sessionmaker[Session], settings: Settings, backlog: Callable[[str], int],
+                 delivered: Callable[[], dict[tuple[str, int], tuple[float, float]]] = dict) -> None:
         self.db = db
         self.settings = settings
         self._backlog = backlog  # messages waiting in a queue (by its name)
+        self._delivered = delivered  # (queue, priority) → the newest send and start times (Deliveries.newest)
 
     def tick(self) -> list[Redrive] | None:
         """One pass; None when another process holds the lock this time."""
         with self.db.begin() as s:
             if not _try_lock(s):
                 return None
-            pass_ = _Pass(s, self.settings, self._backlog)
+            pass_ = _Pass(s, self.settings, self._backlog, self._delivered)
             pass_.lapsed_job_leases()
             pass_.lapsed_chunk_leases()
             pass_.stalled_jobs()
@@ -78,11 +85,13 @@ class Reconciler:
 
 
 class _Pass:
-    def __init__(self, s: Session, settings: Settings, backlog: Callable[[str], int]) -> None:
-        self.s, self.settings, self._backlog = s, settings, backlog
+    def __init__(self, s: Session, settings: Settings, backlog: Callable[[str], int],
+                 delivered: Callable[[], dict[tuple[str, int], tuple[float, float]]]) -> None:
+        self.s, self.settings, self._backlog, self._delivered = s, settings, backlog, delivered
         self.now = utcnow()
         self.redrives: list[Redrive] = []
         self._backlogs: dict[str, int] = {}
+        self._newest: dict[tuple[str, int], tuple[float, float]] | None = None
 
     def lapsed_job_leases(self) -> None:
         """A worker died while preparing a job or detecting its language."""
@@ -116,7 +125,7 @@ class _Pass:
             self.redrives.append(Redrive("decode", job.id, job.priority, tuple(c.idx for c in chunks)))
 
     def stalled_jobs(self) -> None:
-        """No step forward for the stall timeout, nobody holding it, nothing queued: its message was lost."""
+        """No step forward for the stall timeout, nobody holding it, its message gone from its queue: lost."""
         held = exists().where(ChunkRow.job_id == Job.id, ChunkRow.status == ChunkState.pending,
                               ChunkRow.lease_until.is_not(None), ChunkRow.lease_until >= self.now)
         before = self.now - timedelta(seconds=self.settings.stall_timeout)
@@ -131,7 +140,8 @@ class _Pass:
                 step = "decode"
             else:
                 step = "assemble"
-            if self._queued(QUEUE_OF_STEP[step]):
+            queue = QUEUE_OF_STEP[step]
+            if self._queued(queue) and not overtaken(self._started(), queue, job.priority, job.progress_at):
                 continue  # its message may well be waiting in line
             chunks: tuple[int, ...] = ()
             if step == "decode":
@@ -166,6 +176,15 @@ class _Pass:
         if job.callback_url:
             job.callback_state = CallbackState.pending
             self.redrives.append(Redrive("notify", job.id, job.priority))
+
+    def _started(self) -> dict[tuple[str, int], tuple[float, float]]:
+        if self._newest is None:
+            try:
+                self._newest = self._delivered()
+            except Exception:  # noqa: BLE001 - Redis is away: no job counts as overtaken this pass
+                log.warning("reconciler: cannot read the queues' deliveries", exc_info=True)
+                self._newest = {}
+        return self._newest
 
     def _queued(self, queue: str) -> bool:
         if queue not in self._backlogs:

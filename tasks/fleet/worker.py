@@ -29,6 +29,7 @@ from murmur.tasks.context import Context
 from murmur.tasks.fleet.app import app
 from murmur.tasks.fleet import presence
 from murmur.tasks.fleet.batcher import Batcher, BatchMetrics
+from murmur.tasks.fleet.deliveries import Deliveries
 from murmur.tasks.fleet.queues import CPU_QUEUE, GPU_QUEUE, HOOK_QUEUE, QUEUES, queue_backlog
 from murmur.tasks.fleet.reconciler import Reconciler, Redrive
 from murmur.tasks.outputs.webhook import HookSender
@@ -103,6 +104,7 @@ class WorkerState:
             output_uri=settings.output_uri,
             pack_windows=settings.pack_windows,
         )
+        self.deliveries = Deliveries(settings.store_url)
         self._batcher: Batcher | None = None
         self._hooks: HookSender | None = None
         self.batch_metrics: BatchMetrics | None = None  # while MURMUR_METRICS_PORT serves them
@@ -134,7 +136,7 @@ class WorkerState:
 
     def _reconcile(self) -> None:
         backlogs = {queue: queue_backlog(self.settings.broker_url, queue) for queue in QUEUES.values()}
-        reconciler = Reconciler(self.ctx.db, self.settings, lambda queue: backlogs[queue]())
+        reconciler = Reconciler(self.ctx.db, self.settings, lambda queue: backlogs[queue](), self.deliveries.newest)
         while True:
             time.sleep(self.settings.reconcile_interval)
             try:
