@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,25 +24,30 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from murmur.api import schemas
+from murmur.api.admission import MAX_STREAMS, Slots, check_origin, check_room, json_body, request_key, with_deadline
 from murmur.api.auth import Caller, Callers
 from murmur.api.errors import ApiError, bad_request, documented, not_found
-from murmur.api.multipart import Form, read_form
+from murmur.api.multipart import MAX_FORM_OVERHEAD, Form, read_form
 from murmur.api.runners import Runner
 from murmur.api.watcher import JobWatcher
 from murmur.db import queries
 from murmur.db.models import ENDED, JobState, new_job_id
 from murmur.settings import Settings
+from murmur.tasks import jobs
+from murmur.tasks.outputs import retention
 from murmur.tasks.outputs.formats import render
 from murmur.tasks.outputs.uploads import discard_uploads, upload_path
-from murmur.workers.errors import Failure, MurmurError
+from murmur.workers.errors import Failure, MurmurError, ServiceUnavailable
 from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
 OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
+EVENT_POLL_SECONDS = 1.0  # how often an event stream reads its job's progress
 
 
 def create_api(runner: Runner, settings: Settings, public: bool = False) -> FastAPI:
@@ -50,6 +55,7 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     watcher = JobWatcher(runner.db)
     runner.on_end = watcher.ended
     callers = Callers(runner.db, settings.api_max_jobs, public)
+    slots = Slots()
     models = available_models(settings)
 
     @asynccontextmanager
@@ -87,60 +93,101 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     @api.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error answering %s %s", request.method, request.url.path)
-        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}", "server_error").body(), status_code=500)
+        return JSONResponse(ApiError(500, "internal error: the server's log has the details", "server_error").body(),
+                            status_code=500)
 
     async def caller(request: Request) -> Caller:
         header = request.headers.get("authorization")
-        return callers.identify(header, cached_only=True) or await blocking(callers.identify, header)
+        who = callers.identify(header, cached_only=True) or await blocking(callers.identify, header)
+        check_origin(request.headers, who.keyless)
+        return who
 
     async def own_job(request: Request, job_id: str):
+        """The caller's job, or 404: another key's, and on a keyless server any key's, are not there for it."""
         who = await caller(request)
         job = await blocking(queries.get_job, runner.db, job_id) if _is_job_id(job_id) else None
-        if job is None or (who.owner is not None and job.owner != who.owner):
+        if job is None or job.owner != who.owner:
             raise not_found(f"job {job_id}")
         return job
 
-    async def start_job(request: Request, who: Caller, form: Form | None, source: str | None, options: dict,
-                        callback_url: str | None, priority: int | None, job_id: str) -> None:
-        """Count the key's jobs and submit, in one transaction on one thread: under load every trip waits its turn."""
+    async def start_job(who: Caller, form: Form | None, source: str | None, options: dict, callback_url: str | None,
+                        priority: int | None, job_id: str, request_key: str | None) -> str:
+        """Count the key's jobs and submit, in one transaction on one thread (under load every trip waits its
+        turn); the job's id: an earlier one's, for a request sent again. Nothing of a refused request is kept."""
+        if priority is not None and priority < who.top_priority:
+            raise bad_request(f"this key may ask for priority {who.top_priority} (most urgent) to {jobs.MAX_PRIORITY}",
+                              "priority_not_allowed")
 
-        def admit() -> None:
+        def admit() -> str:
             try:
-                runner.submit(job_id, source, options, callback_url, priority, who.owner, who.max_jobs)
+                return runner.submit(job_id, source, options, callback_url, priority, who.owner, who.max_jobs,
+                                     request_key)
             except queries.TooManyJobs as exc:
                 raise ApiError(429, f"{exc.active} of this key's jobs are queued or running (at most {who.max_jobs}): "
                                "wait for one to end", "rate_limit_exceeded", "too_many_jobs") from None
+            except (ServiceUnavailable, DBAPIError) as exc:
+                log.warning("a submission found the broker or the database away: %s", exc)
+                raise ApiError(503, "the broker or the database did not answer: nothing was submitted, try again",
+                               "server_error", "unavailable") from None
             except MurmurError as exc:
                 raise bad_request(str(exc)) from None
 
         try:
-            await blocking(admit)
+            created = await blocking(admit)
         except ApiError:
             if form and form.file:
                 form.file.unlink(missing_ok=True)
             raise
+        if created != job_id and form and form.file:
+            form.file.unlink(missing_ok=True)  # the same request again: its first upload is the job's
+        return created
 
-    async def upload(request: Request, job_id: str) -> Form:
-        settings.uploads.mkdir(parents=True, exist_ok=True)
-        form = await read_form(request.headers.get("content-type", ""), request.stream(),
-                               lambda name: upload_path(settings, job_id, name), settings.max_bytes)
+    async def upload(request: Request, who: Caller, job_id: str) -> Form:
+        """The multipart body, its `file` streamed to MURMUR_UPLOAD_DIR; refused before a byte is read when it
+        would pass MURMUR_MAX_BYTES or leave the disk short, or when the key holds its limit in jobs and uploads."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_bytes + MAX_FORM_OVERHEAD:
+            raise ApiError(413, f"the upload is larger than MURMUR_MAX_BYTES ({settings.max_bytes} bytes)",
+                           code="file_too_large")
+        settings.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_room(settings.uploads, int(declared) if declared and declared.isdigit() else settings.max_bytes,
+                   settings.upload_min_free)
+        active = await blocking(queries.active_jobs, runner.db, who.owner)
+        with slots.hold("jobs and uploads", who.owner, who.max_jobs, busy=active):
+            form = await read_form(request.headers.get("content-type", ""),
+                                   with_deadline(request.stream(), settings.upload_timeout),
+                                   lambda name: upload_path(settings, job_id, name), settings.max_bytes)
         if form.file is None:
             raise bad_request("the form has no `file` part: send the audio as `file`", "missing_file")
         return form
 
+    async def earlier(request: Request, who: Caller) -> tuple[str | None, object]:
+        """The request's Idempotency-Key record, and the job a request with it made before (or None)."""
+        key = request_key(request.headers, who.owner)
+        return key, (await blocking(queries.job_by_request_key, runner.db, key) if key else None)
+
     async def transcribe(request: Request, task: str) -> Response:
         marks = [time.perf_counter()]
         who = await caller(request)
+        key, before = await earlier(request, who)
+        if before is not None and before.owner == who.owner:
+            return await answer(before.id, None, "json", task, ("segment",), marks)
         job_id = new_job_id()
-        form = await upload(request, job_id)
+        form = await upload(request, who, job_id)
         marks.append(time.perf_counter())
         try:
             fmt, granularities, options = _openai_options(form, task, settings)
         except ApiError:
             form.file.unlink(missing_ok=True)
             raise
-        await start_job(request, who, form, str(form.file), options, None, 0, job_id)
+        job_id = await start_job(who, form, str(form.file), options, None, who.top_priority, job_id, key)
+        return await answer(job_id, form, fmt, task, granularities, marks)
+
+    async def answer(job_id: str, form: Form | None, fmt: str, task: str, granularities: tuple[str, ...],
+                     marks: list[float]) -> Response:
+        """Wait for the job and answer with its transcript; the upload goes with the answer."""
         marks.append(time.perf_counter())
+        upload_file = [str(form.file)] if form and form.file else []
 
         def outcome(state: JobState) -> Transcript:
             try:
@@ -148,12 +195,12 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
                     raise _job_error(queries.get_job(runner.db, job_id))
                 return queries.get_transcript(runner.db, job_id)
             finally:
-                discard_uploads(settings, [str(form.file)])
+                discard_uploads(settings, upload_file)
 
         try:
             state = await watcher.wait(job_id)
         except BaseException:
-            discard_uploads(settings, [str(form.file)])
+            discard_uploads(settings, upload_file)
             raise
         marks.append(time.perf_counter())
         transcript = await blocking(outcome, state)
@@ -185,13 +232,16 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     async def create_job(request: Request) -> schemas.Job:
         """A job for long audio: 202 at once with its id; follow it with GET /v1/jobs/{id} or its events."""
         who = await caller(request)
+        key, before = await earlier(request, who)
+        if before is not None and before.owner == who.owner:
+            return _job_view(before)  # the same request sent again: its job, and nothing new is read
         job_id = new_job_id()
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
-            body = _json_job(await request.body())
+            body = _json_job(await json_body(request.stream(), request.headers.get("content-length")))
             form, source = None, body.source
             values = body.model_dump(exclude_none=True, exclude={"source"})
         else:
-            form = await upload(request, job_id)
+            form = await upload(request, who, job_id)
             source = str(form.file)
             try:
                 values = _form_job(form)
@@ -201,7 +251,7 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         callback_url, priority = values.pop("callback_url", None), values.pop("priority", None)
         if "model" in values:
             values["model"] = _model(values["model"], settings)
-        await start_job(request, who, form, source, values, callback_url, priority, job_id)
+        job_id = await start_job(who, form, source, values, callback_url, priority, job_id, key)
         return _job_view(await blocking(queries.get_job, runner.db, job_id))
 
     @api.get("/v1/jobs", tags=["jobs"], response_model=schemas.JobList)
@@ -232,9 +282,10 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         200: {"description": "server-sent events: `progress` on each change, then `done` or `failed`; the data is the job",
               "content": {"text/event-stream": {"schema": schemas.EVENT}}}, **documented(404)})
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
-        """Progress as server-sent events until the job ends."""
-        await own_job(request, job_id)
-        return StreamingResponse(_events(runner, job_id, request), media_type="text/event-stream",
+        """Progress as server-sent events until the job ends; a key holds a few streams at once."""
+        job = await own_job(request, job_id)
+        give_back = slots.take("event streams", job.owner, MAX_STREAMS)
+        return StreamingResponse(_events(runner, watcher, job_id, request, give_back), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
 
     @api.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Deleted, responses=documented(404))
@@ -246,7 +297,7 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
             cancelled = await blocking(queries.cancel_job, runner.db, job_id)
             watcher.ended(job_id)
         deleted = await blocking(queries.delete_job, runner.db, job_id)
-        await blocking(discard_uploads, settings, [job.source])
+        await blocking(retention.forget, settings, [(job.id, job.source)])
         return schemas.Deleted(id=job_id, deleted=deleted, cancelled=cancelled)
 
     @api.get("/healthz", tags=["operations"], include_in_schema=False)
@@ -258,20 +309,26 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     return api
 
 
-async def _events(runner: Runner, job_id: str, request: Request) -> AsyncIterator[bytes]:
-    last = None
-    while True:
-        job = await blocking(queries.get_job, runner.db, job_id)
-        view = _job_view(job).model_dump(mode="json") if job else None
-        if view != last:
-            event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
-            yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
-            if event != "progress":
+async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Request,
+                  give_back: Callable[[], None]) -> AsyncIterator[bytes]:
+    """The job read once a second, and at once when the watcher hears it ended; the stream's slot is given
+    back however the stream ends."""
+    try:
+        last = None
+        while True:
+            job = await blocking(queries.get_job, runner.db, job_id)
+            view = _job_view(job).model_dump(mode="json") if job else None
+            if view != last:
+                event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
+                yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
+                if event != "progress":
+                    return
+                last = view
+            if await request.is_disconnected():
                 return
-            last = view
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(0.5)
+            await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
+    finally:
+        give_back()
 
 
 _THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="murmur-api")
@@ -371,7 +428,7 @@ def _job_error(job) -> ApiError:
     if job.failure == Failure.cancelled:
         return ApiError(409, "the job was cancelled", code="job_cancelled")
     if job.failure == Failure.internal:
-        return ApiError(500, job.error, "server_error", "job_failed")
+        return ApiError(500, _shown_error(job), "server_error", "job_failed")
     return bad_request(job.error or "the job failed", "job_failed")
 
 
@@ -394,9 +451,17 @@ def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[st
     return PlainTextResponse(text + "\n", headers=headers)
 
 
+def _shown_error(job) -> str | None:
+    """A failed job's reason as a client reads it: murmur's own faults are named, not described (the
+    exception, with whatever paths and values it holds, is in the worker's log under the job id)."""
+    if job.failure == Failure.internal:
+        return f"internal error: the server's log has the details (job {job.id})"
+    return job.error
+
+
 def _job_view(job) -> schemas.Job:
     return schemas.Job(id=job.id, status=str(job.status), chunks_done=job.chunks_done, chunks_total=job.n_chunks,
-                       language=job.language, duration=job.duration, error=job.error, created_at=_utc(job.created_at),
+                       language=job.language, duration=job.duration, error=_shown_error(job), created_at=_utc(job.created_at),
                        finished_at=_utc(job.finished_at),
                        stage_seconds={"prepare": job.prepare_seconds, "detect": job.detect_seconds,
                                       "decode": job.decode_seconds})

@@ -25,6 +25,11 @@ def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
+def new_webhook_secret() -> str:
+    """The key of the HMAC that signs one API key's webhooks: its tenant verifies with it, and no other can forge them."""
+    return "whsec-" + secrets.token_urlsafe(32)
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -33,14 +38,20 @@ def digest(key: str) -> str:
 class Caller:
     owner: str | None  # the key's id; None on a keyless server bound to loopback
     max_jobs: int
+    top_priority: int = 0  # the most urgent priority the key may ask
+
+    @property
+    def keyless(self) -> bool:
+        return self.owner is None
 
 
 class Callers:
     """Who is calling, from the Authorization header, or 401.
 
     With no key in the database a server on loopback lets anyone in (one
-    machine, one user), whatever key an SDK sends; a server on another
-    interface then lets nobody in. What the database said (whether any key
+    machine, one user), whatever key an SDK sends, to the jobs that belong to
+    no key (never those of keys deleted since); a server on another interface
+    then lets nobody in. What the database said (whether any key
     exists, whose a digest is, or that it is no key's) is kept for
     CACHE_SECONDS, so a burst of requests does not ask it again for each: a
     deleted key stops working within that; a new key works at once.
@@ -81,7 +92,7 @@ class Callers:
 
     def _lookup(self, key_digest: str) -> Caller | None:
         found = queries.key_by_digest(self.db, key_digest)
-        return None if found is None else Caller(found.id, found.max_jobs or self.default_max_jobs)
+        return None if found is None else Caller(found.id, found.max_jobs or self.default_max_jobs, found.top_priority or 0)
 
     def _recall(self, name: str, now: float, ask, cached_only: bool):
         with self._lock:

@@ -7,6 +7,7 @@ here MURMUR_MAX_BYTES stops the upload at the first byte over it (413).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from murmur.api.errors import ApiError, bad_request
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
+MAX_FORM_OVERHEAD = 1024 * 1024  # what a form may hold beside its file (fields, boundaries, headers)
 
 
 @dataclass
@@ -103,7 +105,8 @@ class _Reader:
             filename = params.get(b"filename")
             self.form.filename = filename.decode("utf-8", "replace") if filename is not None else None
             self.form.file = self._open_file(self.form.filename)
-            self._out = open(self.form.file, "wb")
+            # readable by this server's user alone: the audio is its tenant's
+            self._out = os.fdopen(os.open(self.form.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         elif sum(len(v) for v in self.form.fields.values()) >= MAX_FIELDS:
             self.error = bad_request(f"more than {MAX_FIELDS} form fields", "too_many_fields")
 

@@ -87,6 +87,13 @@ class JobWatcher:
             if not waiters:
                 self._waiting.pop(job_id, None)
 
+    async def wait_for(self, job_id: str, seconds: float) -> JobState | None:
+        """The job's end state if it ends within `seconds`, else None."""
+        try:
+            return await asyncio.wait_for(self.wait(job_id), seconds)
+        except TimeoutError:
+            return None
+
     async def _poll(self) -> None:
         while True:
             try:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Union, get_args, get_origin, get_type_hints
 
-from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Integer, String, Table, Text, TypeDecorator,
+from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Table, Text, TypeDecorator,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,6 +67,7 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (Index("uq_jobs_request_key", "request_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
     status: Mapped[JobState] = mapped_column(_state(JobState), default=JobState.queued, index=True)
@@ -86,6 +87,8 @@ class Job(Base):
     callback_url: Mapped[str | None] = mapped_column(Text)  # POSTed once when the job ends
     priority: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(32), index=True)  # the id of the API key it belongs to; None: any
+    # "<owner>:<Idempotency-Key>" of the request that created it: a retried request finds this job
+    request_key: Mapped[str | None] = mapped_column(String(300))
     # Postgres is the record: the reconciler re-drives a job from these when its messages are lost
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # re-drives of prepare, detection or assembly
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)  # the last step forward
@@ -110,6 +113,9 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     max_jobs: Mapped[int | None] = mapped_column(Integer)  # queued or running at once; None: MURMUR_API_MAX_JOBS
+    # signs the webhooks of this key's jobs, so no other tenant can forge them (shown once; None: MURMUR_CALLBACK_SECRET)
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    top_priority: Mapped[int | None] = mapped_column(Integer)  # the most urgent priority it may ask (0-9); None: 0
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

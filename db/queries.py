@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, or_, select, tuple_, update
+from sqlalchemy import case, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,30 +39,67 @@ def create_job(
     priority: int | None = None,
     owner: str | None = None,
     max_active: int | None = None,
+    request_key: str | None = None,
 ) -> str:
-    """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit).
+    """A queued job; with `job_id`, creating it again is a no-op (a redelivered submit), and so is
+    creating one with the `request_key` of an earlier one (a retried request): the earlier job's id.
 
     With `max_active`, the owner's unended jobs are counted in the same
     transaction and TooManyJobs is raised at the limit: one round of queries,
-    where a busy database makes every round trip cost.
+    where a busy database makes every round trip cost. Submits of one owner
+    count and insert one at a time (`_one_at_a_time`), so two at once never both
+    see room for one.
     """
     try:
         with db.begin() as s:
             if max_active is not None:
+                _one_at_a_time(s, owner)
                 active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
                 if active >= max_active:
                     raise TooManyJobs(active)
             job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
                       prepare_seconds=0.0, detect_seconds=0.0, decode_seconds=0.0,
                       callback_url=callback_url, priority=priority, owner=owner, attempts=0, callback_attempts=0,
-                      progress_at=utcnow())
+                      progress_at=utcnow(), request_key=request_key)
             s.add(job)
             s.flush()
             return job.id
     except IntegrityError:
         if job_id is not None and get_job(db, job_id) is not None:
             return job_id  # created before: a redelivered or concurrent delivery of the same submit
+        earlier = job_by_request_key(db, request_key) if request_key else None
+        if earlier is not None:
+            return earlier.id  # the same request, sent again
         raise
+
+
+def job_by_request_key(db: sessionmaker[Session], request_key: str) -> Job | None:
+    with db() as s:
+        return s.scalar(select(Job).where(Job.request_key == request_key))
+
+
+def active_jobs(db: sessionmaker[Session], owner: str | None) -> int:
+    """The owner's jobs queued or running."""
+    with db() as s:
+        return s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
+
+
+def forget_job(db: sessionmaker[Session], job_id: str) -> bool:
+    """Delete a queued job whose message could not be sent: the caller heard it was not submitted."""
+    with db.begin() as s:
+        return s.execute(delete(Job).where(Job.id == job_id, Job.status == JobState.queued)).rowcount == 1
+
+
+def _one_at_a_time(s: Session, owner: str | None) -> None:
+    """Hold the owner's submit lock until the transaction ends: on Postgres an advisory lock keyed by the
+    owner, on SQLite the database's write lock (taken by a write that changes nothing)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))"), {"space": _SUBMIT_LOCKS, "owner": owner or ""})
+    else:
+        s.execute(update(Job).where(Job.id == "").values(chunks_done=Job.chunks_done))
+
+
+_SUBMIT_LOCKS = 0x6A6F6273  # "jobs": the advisory-lock space of the per-owner submit locks
 
 
 def get_job(db: sessionmaker[Session], job_id: str) -> Job | None:
@@ -249,17 +286,17 @@ def _segments(s: Session, job_id: str) -> list[Segment]:
     return list(s.scalars(select(Segment).where(Segment.job_id == job_id).order_by(Segment.chunk_idx, Segment.idx)))
 
 
-def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> list[str]:
-    """Delete jobs that ended more than `older_than` ago, with their chunks and segments; the sources of those that went."""
+def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> list[tuple[str, str]]:
+    """Delete jobs that ended more than `older_than` ago, with their chunks and segments; (id, source) of those that went."""
     cutoff = utcnow() - older_than
-    sources: list[str] = []
+    removed: list[tuple[str, str]] = []
     while True:
         with db.begin() as s:
             rows = s.execute(select(Job.id, Job.source).where(Job.status.in_(ENDED), Job.finished_at < cutoff).limit(limit)).all()
             if not rows:
-                return sources
+                return removed
             _delete_jobs(s, [job_id for job_id, _ in rows])
-            sources += [source for _, source in rows]
+            removed += [(job_id, source) for job_id, source in rows]
 
 
 def delete_job(db: sessionmaker[Session], job_id: str) -> bool:
@@ -299,9 +336,11 @@ def job_states(db: sessionmaker[Session], job_ids: Sequence[str]) -> dict[str, J
         return dict(s.execute(select(Job.id, Job.status).where(Job.id.in_(list(job_ids)))).all())
 
 
-def create_key(db: sessionmaker[Session], name: str, digest: str, max_jobs: int | None = None) -> ApiKey:
+def create_key(db: sessionmaker[Session], name: str, digest: str, max_jobs: int | None = None,
+               webhook_secret: str | None = None, top_priority: int | None = None) -> ApiKey:
     with db.begin() as s:
-        key = ApiKey(name=name, digest=digest, max_jobs=max_jobs, created_at=utcnow())
+        key = ApiKey(name=name, digest=digest, max_jobs=max_jobs, webhook_secret=webhook_secret,
+                     top_priority=top_priority, created_at=utcnow())
         s.add(key)
         s.flush()
         return key
@@ -320,6 +359,16 @@ def has_keys(db: sessionmaker[Session]) -> bool:
 def list_keys(db: sessionmaker[Session]) -> list[ApiKey]:
     with db() as s:
         return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def key_by_id(db: sessionmaker[Session], key_id: str) -> ApiKey | None:
+    with db() as s:
+        return s.get(ApiKey, key_id)
+
+
+def set_webhook_secret(db: sessionmaker[Session], name: str, secret: str) -> bool:
+    with db.begin() as s:
+        return s.execute(update(ApiKey).where(ApiKey.name == name).values(webhook_secret=secret)).rowcount == 1
 
 
 def delete_key(db: sessionmaker[Session], name: str) -> bool:

@@ -6,6 +6,7 @@ so a producer that merely reads a job's status does not load it.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,13 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from murmur.workers.errors import MurmurError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0007"  # the newest migration's revision: a database there is used without loading Alembic (a test checks it)
+HEAD = "0008"  # the newest migration's revision: a database there is used without loading Alembic (a test checks it)
 
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(make_url(url).database))
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -30,6 +31,15 @@ def engine_for(url: str) -> Engine:
     # 20 kept: a burst of API requests (or a GPU worker's threads) would otherwise open and close
     # Postgres connections, each a server process forked and torn down
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+
+
+def _private_file(path: Path) -> None:
+    """A new SQLite file is created readable by its user alone, in a folder of its own: transcripts and
+    sources are in it (SQLite gives its -wal and -shm files the database's own permissions)."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compute-type", help="--embedded: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
     serve.add_argument("--threads", type=int, default=0, help="--embedded: CPU threads for the model (0: every core)")
     serve.add_argument("--loglevel", default="info")
-    keys = commands.add_parser("keys", help="the HTTP API's keys: create (shown once), list, delete")
-    keys.add_argument("action", choices=("create", "list", "delete"))
-    keys.add_argument("name", nargs="?", help="create, delete: the key's name (an app, a team)")
+    keys = commands.add_parser("keys", help="the HTTP API's keys: create (shown once), list, delete, rotate (its webhook secret)")
+    keys.add_argument("action", choices=("create", "list", "delete", "rotate"))
+    keys.add_argument("name", nargs="?", help="create, delete, rotate: the key's name (an app, a team)")
     keys.add_argument("--max-jobs", type=int, help="create: jobs queued or running at once (default $MURMUR_API_MAX_JOBS)")
+    keys.add_argument("--top-priority", type=int, help="create: the most urgent priority its jobs may ask (default 0: any)")
     keys.add_argument("--embedded", action="store_true", help="the keys of `murmur serve --embedded` (the embedded database)")
     return parser
 
@@ -265,14 +266,13 @@ def _db(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from murmur.db.queries import prune
     from murmur.db.session import sessions
     from murmur.settings import get_settings
-    from murmur.tasks.outputs.uploads import discard_uploads
+    from murmur.tasks.outputs import retention
 
-    removed = prune(sessions(get_settings().fleet_database_url), timedelta(seconds=args.older_than))
-    discard_uploads(get_settings(), removed)
-    print(f"deleted {len(removed)} job(s) that ended more than {args.older_than} s ago")
+    settings = get_settings()
+    removed = retention.prune(sessions(settings.fleet_database_url), settings, timedelta(seconds=args.older_than))
+    print(f"deleted {removed} job(s) that ended more than {args.older_than} s ago")
     return 0
 
 
@@ -331,7 +331,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from murmur.api.auth import digest, new_key
+    from murmur.api.auth import digest, new_key, new_webhook_secret
     from murmur.db import queries
     from murmur.db.session import sessions, upgrade
     from murmur.settings import get_settings
@@ -343,7 +343,8 @@ def _keys(args: argparse.Namespace) -> int:
     db = sessions(url)
     if args.action == "list":
         for key in queries.list_keys(db):
-            print(f"{key.name}\tcreated {key.created_at:%Y-%m-%d %H:%M}\tmax jobs {key.max_jobs or settings.api_max_jobs}")
+            print(f"{key.name}\tcreated {key.created_at:%Y-%m-%d %H:%M}\tmax jobs {key.max_jobs or settings.api_max_jobs}"
+                  f"\tpriority {key.top_priority or 0}-9\twebhooks {'own secret' if key.webhook_secret else 'MURMUR_CALLBACK_SECRET'}")
         return 0
     if not args.name:
         raise MurmurError(f"keys {args.action} needs the key's name")
@@ -352,14 +353,25 @@ def _keys(args: argparse.Namespace) -> int:
             raise MurmurError(f"no key named {args.name!r}")
         print(f"deleted key {args.name}")
         return 0
+    if args.action == "rotate":
+        secret = new_webhook_secret()
+        if not queries.set_webhook_secret(db, args.name, secret):
+            raise MurmurError(f"no key named {args.name!r}")
+        print(secret)
+        print(f"murmur: key {args.name!r}'s webhooks are signed with this secret from now on; it is shown only this once",
+              file=sys.stderr)
+        return 0
     if args.max_jobs is not None and args.max_jobs < 1:
         raise MurmurError("--max-jobs must be 1 or more")
+    if args.top_priority is not None and not 0 <= args.top_priority <= 9:
+        raise MurmurError("--top-priority must be 0 (most urgent) to 9")
     if any(key.name == args.name for key in queries.list_keys(db)):
         raise MurmurError(f"a key named {args.name!r} exists: delete it first, or choose another name")
-    key = new_key()
-    queries.create_key(db, args.name, digest(key), args.max_jobs)
+    key, secret = new_key(), new_webhook_secret()
+    queries.create_key(db, args.name, digest(key), args.max_jobs, secret, args.top_priority)
     print(key)
-    print(f"murmur: key {args.name!r} created; it is shown only this once", file=sys.stderr)
+    print(f"murmur: key {args.name!r} created; it is shown only this once. Its jobs' webhooks are signed with\n"
+          f"{secret}\n(shown only this once too: `murmur keys rotate {args.name}` makes a new one)", file=sys.stderr)
     return 0
 
 

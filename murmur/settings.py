@@ -107,8 +107,11 @@ class Settings:
     retention: int = _variable("MURMUR_RETENTION", 0, "0: keep every job", parse=parse_duration)
     max_duration: int = _variable("MURMUR_MAX_DURATION", 4 * 3600, "14400 (4 h)", parse=parse_duration)
     max_bytes: int = _variable("MURMUR_MAX_BYTES", 2 * 1024**3, "2G", parse=_bytes)
-    tensor_budget: int | None = _variable("MURMUR_TENSOR_BUDGET", None, "half of Redis' maxmemory, or 2G", parse=_bytes)
+    tensor_budget: int | None = _variable("MURMUR_TENSOR_BUDGET", None, "half of Redis' maxmemory, or 2G (also where CONFIG is refused)", parse=_bytes)
     allowed_roots: tuple[Path, ...] = _variable("MURMUR_ALLOWED_ROOTS", (), "unset: any path", parse=_paths)
+    # None: trusted producers (CLI, Client, raw Celery) may name any bucket, and `murmur serve` takes no s3:// source
+    s3_allow: tuple[str, ...] | None = _variable("MURMUR_S3_ALLOW", None, "unset: any bucket, none through murmur serve",
+                                                 parse=_names)
     model_dirs: tuple[Path, ...] = _variable("MURMUR_MODEL_DIRS", (), "unset: bundled models only", parse=_paths)
     callback_allow: tuple[str, ...] = _variable("MURMUR_CALLBACK_ALLOW", (), "unset: public addresses only", parse=_names)
     callback_secret: str | None = _variable("MURMUR_CALLBACK_SECRET", None, "unset: unsigned")
@@ -118,7 +121,10 @@ class Settings:
     pack_windows: bool = _variable("MURMUR_PACK_WINDOWS", True, "true", parse=_flag)
     upload_dir: Path | None = _variable("MURMUR_UPLOAD_DIR", None, "~/.local/share/murmur/uploads", parse=lambda t: Path(t).resolve())
     api_max_jobs: int = _variable("MURMUR_API_MAX_JOBS", 100, parse=_positive)
+    upload_timeout: int = _variable("MURMUR_UPLOAD_TIMEOUT", 30, parse=_seconds)
+    upload_min_free: int = _variable("MURMUR_UPLOAD_MIN_FREE", 1024**3, "1G", parse=_bytes)
     metrics_port: int = _variable("MURMUR_METRICS_PORT", 0, "0: none", parse=_whole)
+    metrics_address: str = _variable("MURMUR_METRICS_ADDRESS", "127.0.0.1")
     model: str = _variable("MURMUR_MODEL", DEFAULT_MODEL)
     device: str = _variable("MURMUR_DEVICE", "auto")
     compute_type: str = _variable("MURMUR_COMPUTE_TYPE", "auto")

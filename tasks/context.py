@@ -68,6 +68,7 @@ class Context:
     model_dirs: tuple[Path, ...] | None = None  # a fleet's workers load only bundled models and these; None: any directory
     cache_dir: Path | None = None  # where the bundled base model is reassembled (MURMUR_CACHE_DIR); None: its default
     allowed_roots: tuple[Path, ...] = ()  # where local sources may be read from (MURMUR_ALLOWED_ROOTS); empty: anywhere
+    s3_allow: tuple[str, ...] | None = None  # the buckets s3:// sources may name (MURMUR_S3_ALLOW); None: any
     max_bytes: int | None = None  # the largest source (MURMUR_MAX_BYTES); None: no limit
     lease_seconds: float = 30.0
     max_duration: float | None = None  # seconds of audio a job may have
@@ -79,7 +80,7 @@ class Context:
     @classmethod
     def from_settings(cls, settings: Settings, db: sessionmaker[Session], **values) -> Context:
         """A context with the deployment's limits and places from `settings`; `values` set the rest."""
-        return cls(db=db, cache_dir=settings.cache_dir, allowed_roots=settings.allowed_roots,
+        return cls(db=db, cache_dir=settings.cache_dir, allowed_roots=settings.allowed_roots, s3_allow=settings.s3_allow,
                    max_bytes=settings.max_bytes, max_duration=settings.max_duration, **values)
 
     @cached_property

@@ -36,15 +36,18 @@ class Submission:
 
 
 def check(source: str, options: Mapping, settings: Settings, callback_url: str | None = None,
-          priority: int | None = None) -> Submission:
+          priority: int | None = None, public: bool = False) -> Submission:
     """The request as a `Submission`, or MurmurError with the reason it is refused.
 
     Options not given take the settings' defaults (MURMUR_MODEL, MURMUR_BATCH_SIZE);
-    the source must be an absolute path inside MURMUR_ALLOWED_ROOTS, or s3://.
+    the source must be an absolute path inside MURMUR_ALLOWED_ROOTS, or an object
+    in the buckets MURMUR_S3_ALLOW lists. `public`: the request came through the
+    HTTP API, where an unset MURMUR_S3_ALLOW opens no bucket (a trusted producer's
+    may name any).
     """
     check_callback_url(callback_url)
     job_options = settings.job_options(**options)
-    check_source(source, settings.allowed_roots)
+    check_source(source, settings.allowed_roots, settings.s3_allow if not public else settings.s3_allow or ())
     check_priority(priority)
     return Submission(source, job_options, callback_url, priority)
 
@@ -56,11 +59,12 @@ def check_priority(priority) -> None:
 
 
 def create(db: sessionmaker[Session], submission: Submission, job_id: str | None = None, owner: str | None = None,
-           max_active: int | None = None) -> str:
-    """The queued job's row; with `job_id`, creating it again is a no-op (a redelivered submit).
+           max_active: int | None = None, request_key: str | None = None) -> str:
+    """The queued job's row; its id. With `job_id`, creating it again is a no-op (a redelivered submit),
+    and with the `request_key` of an earlier job, that job's id comes back (a request sent again).
     `owner` is the API key's id, `max_active` its limit of jobs queued or running (queries.TooManyJobs)."""
     return queries.create_job(db, submission.source, submission.options.to_json(), job_id or new_job_id(),
-                              submission.callback_url, submission.priority, owner, max_active)
+                              submission.callback_url, submission.priority, owner, max_active, request_key)
 
 
 def refuse(db: sessionmaker[Session], job_id: str, source, options: Mapping, callback_url, priority,

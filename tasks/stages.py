@@ -52,7 +52,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     n_mels = ctx.n_mels(options.model)
     if options.language:
         queries.update_job(ctx.db, job_id, language=options.language)
-    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes) as path:
+    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes, ctx.s3_allow) as path:
         # the file is read twice as a stream (for the VAD, then for the chunks): hours of audio are never held whole
         decoded = _Counted(stream_audio(path, max_seconds=ctx.max_duration))
         probs = ctx.vad.probabilities(decoded)
@@ -272,7 +272,7 @@ def _with_features(ctx: Context, group: list[tuple[str, TensorRef, Chunk]]) -> l
 def _recompute(ctx: Context, job_id: str, chunks: list[Chunk]) -> np.ndarray:
     job = queries.get_job(ctx.db, job_id)
     ordered = sorted(chunks, key=lambda c: c.spans[0][0])
-    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes) as path, closing(stream_audio(path)) as blocks:
+    with local_file(job.source, ctx.allowed_roots, ctx.max_bytes, ctx.s3_allow) as path, closing(stream_audio(path)) as blocks:
         cut = dict(zip((c.idx for c in ordered), cut_chunks(blocks, ordered)))
     return log_mel([cut[c.idx] for c in chunks], ctx.n_mels(job.job_options().model))
 

@@ -3,13 +3,17 @@ process in front of real workers (Postgres, Redis), and the same endpoints with 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -59,21 +63,23 @@ def api(tmp_path_factory):
     redis.Redis.from_url(STORE_URL).flushdb()
     env = {**os.environ, "MURMUR_BROKER_URL": STORE_URL, "MURMUR_DATABASE_URL": database_url, "MURMUR_DEVICE": "cpu",
            "MURMUR_UPLOAD_DIR": str(uploads), "MURMUR_ALLOWED_ROOTS": os.pathsep.join([str(uploads), str(DATA)]),
-           "MURMUR_MAX_BYTES": str(MAX_BYTES), "MURMUR_LEASE_SECONDS": "6", "MURMUR_RECONCILE_INTERVAL": "2"}
+           "MURMUR_MAX_BYTES": str(MAX_BYTES), "MURMUR_LEASE_SECONDS": "6", "MURMUR_RECONCILE_INTERVAL": "2",
+           "MURMUR_CALLBACK_ALLOW": "127.0.0.1", "MURMUR_CALLBACK_SECRET": "the fleet's own"}
     assert run_cli("db", "upgrade", env=env).returncode == 0
-    keys = {}
+    keys, secrets = {}, {}
     for name, extra in (("alice", ()), ("bob", ()), ("carol", ("--max-jobs", "1"))):
         created = run_cli("keys", "create", name, *extra, env=env)
         assert created.returncode == 0, created.stderr
         keys[name] = created.stdout.strip()
+        secrets[name] = next(line for line in created.stderr.splitlines() if line.startswith("whsec-"))
     workers = [Worker("cpu", env, logs / "cpu.log"), Worker("gpu", env, logs / "gpu.log", "--batch-size", "2", "--threads", "2")]
     server = None
     try:
         for worker in workers:
             worker.wait_for(" ready.")
         server = Server(env, logs / "serve.log")
-        yield type("Api", (), {"url": server.url, "keys": keys, "env": env, "uploads": uploads, "workers": workers,
-                               "db": sessions(database_url), "server": server})
+        yield type("Api", (), {"url": server.url, "keys": keys, "secrets": secrets, "env": env, "uploads": uploads,
+                               "workers": workers, "db": sessions(database_url), "server": server})
     finally:
         if server:
             server.stop()
@@ -280,6 +286,40 @@ def test_a_key_may_hold_only_its_number_of_jobs_and_a_cancel_frees_the_workers(a
         # the key holds no job now: it may submit again
         with JFK.open("rb") as f:
             assert carol.post("/v1/jobs", files={"file": ("jfk.flac", f)}).status_code == 202
+
+
+def test_a_keys_webhooks_are_signed_with_its_own_secret(api):
+    """alice's job's hook verifies with alice's secret, shown once when her key was made, and with no
+    other: bob, who receives hooks too, cannot forge hers (one fleet-wide secret let every tenant)."""
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    try:
+        with _http(api) as alice, JFK.open("rb") as f:
+            job_id = alice.post("/v1/jobs", files={"file": ("jfk.flac", f)},
+                                data={"callback_url": f"http://127.0.0.1:{hooks.server_port}/hook", "language": "en"}).json()["id"]
+        deadline = time.monotonic() + 120
+        while not received:
+            assert time.monotonic() < deadline, "no hook came"
+            time.sleep(0.2)
+    finally:
+        hooks.shutdown()
+    [(headers, body)] = received
+    signed = headers["X-Murmur-Timestamp"].encode() + b"." + body
+    signatures = {name: "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+                  for name, secret in {**api.secrets, "fleet": api.env["MURMUR_CALLBACK_SECRET"]}.items()}
+    assert headers["X-Murmur-Signature"] == signatures["alice"] and list(signatures.values()).count(signatures["alice"]) == 1
+    assert headers["X-Murmur-Delivery"] == job_id and json.loads(body)["status"] == "done"
 
 
 def test_the_openapi_document_holds_against_the_running_server(api, tmp_path):

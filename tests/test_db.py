@@ -211,7 +211,7 @@ def test_prune_deletes_only_jobs_that_ended_long_ago(db):
         queries.replace_segments(Session, job, 0, [_segment(0, "x")], "en")
         queries.finish_job(Session, job)
     queries.update_job(Session, old, finished_at=datetime.now(timezone.utc) - timedelta(days=31))
-    assert queries.prune(Session, timedelta(days=30)) == ["/audio.wav"]
+    assert queries.prune(Session, timedelta(days=30)) == [(old, "/audio.wav")]
     assert queries.get_job(Session, old) is None and queries.get_segments(Session, old) == []
     assert queries.get_chunks(Session, old) == []
     assert queries.get_job(Session, recent) is not None and queries.get_job(Session, running) is not None
@@ -235,3 +235,28 @@ def test_segment_position_is_unique(db):
                 segment = _segment(0, text)
                 segment.job_id = job
                 s.add(segment)
+
+
+def test_a_keys_job_limit_holds_when_its_submits_race(db):
+    """Eight submits of one key at once, its limit 1, five rounds: exactly one is admitted each round
+    (the count and the insert were two steps that two submits could interleave: 2 admitted on SQLite)."""
+    import threading
+
+    Session, _ = db
+    for round_ in range(5):
+        owner = f"{round_:032x}"
+        start, admitted, refused = threading.Barrier(8), [], []
+
+        def submit() -> None:
+            start.wait()
+            try:
+                admitted.append(queries.create_job(Session, "/audio.wav", {}, owner=owner, max_active=1))
+            except queries.TooManyJobs:
+                refused.append(1)
+
+        threads = [threading.Thread(target=submit) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert (len(admitted), len(refused)) == (1, 7), round_

@@ -84,6 +84,19 @@ def test_every_manifest_validates_against_kubernetes_and_kedas_schemas(overlay):
         pod = deployments[name]
         assert pod["terminationGracePeriodSeconds"] >= 120 and pod["securityContext"]["runAsNonRoot"]
         assert pod["containers"][0]["livenessProbe"]["exec"]["command"][:2] == ["murmur", "health"]
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert len(pods) == 4
+    for pod in pods:  # every pod hardened: no API token, no privileges, a read-only root with a /tmp of its own
+        assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        context = pod["containers"][0]["securityContext"]
+        assert context["readOnlyRootFilesystem"] and context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    assert not [d for d in docs if d["kind"] == "Secret"]  # no password ships: the operator makes the Secrets
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [9808, 9809]
+    assert {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}["murmur-config"]["data"]["MURMUR_ALLOWED_ROOTS"] \
+        == "/home/murmur/uploads"
     gpu = deployments["murmur-gpu-worker"]["containers"][0]
     device = {e["name"]: e["value"] for e in gpu["env"]}["MURMUR_DEVICE"]
     if overlay == "gpu":
@@ -247,7 +260,8 @@ def test_the_dockerfile_passes_hadolint():
 
 
 def test_compose_config_is_valid_and_keeps_the_rules():
-    env = {**os.environ, "MURMUR_DB_PASSWORD": "secret", "FLOWER_BASIC_AUTH": "ops:horse"}
+    env = {**os.environ, "MURMUR_DB_PASSWORD": "secret", "FLOWER_BASIC_AUTH": "ops:horse", "MURMUR_REDIS_PASSWORD": "red",
+           "MURMUR_CALLBACK_SECRET": "hooks"}
     done = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
                           capture_output=True, text=True, env=env, cwd=ROOT / "deploy")
     assert done.returncode == 0, done.stderr
@@ -261,7 +275,12 @@ def test_compose_config_is_valid_and_keeps_the_rules():
     assert services["api"]["command"][0] == "serve" and services["api"]["ports"] == ["127.0.0.1:8000:8000"]
     for service in ("api", "cpu-worker", "gpu-worker"):  # uploads are written by the API and read by the workers
         assert any(str(v).startswith("uploads:/home/murmur/uploads") for v in services[service]["volumes"]), service
-    missing = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
-                             capture_output=True, text=True, env={k: v for k, v in env.items() if k != "MURMUR_DB_PASSWORD"},
-                             cwd=ROOT / "deploy")
-    assert missing.returncode != 0 and "MURMUR_DB_PASSWORD" in missing.stdout + missing.stderr
+        environment = services[service]["environment"]
+        assert environment["MURMUR_ALLOWED_ROOTS"] == "/home/murmur/uploads", service  # nothing else of the disk
+        assert environment["MURMUR_BROKER_URL"] == "redis://:red@redis:6379/0" and environment["MURMUR_CALLBACK_SECRET"] == "hooks"
+    assert services["redis"]["command"][-2:] == ["--requirepass", "red"]
+    for secret in ("MURMUR_DB_PASSWORD", "MURMUR_REDIS_PASSWORD", "MURMUR_CALLBACK_SECRET"):  # no default for any
+        missing = subprocess.run([str(BIN / "podman-compose"), "-f", str(ROOT / "deploy" / "compose.yaml"), "config"],
+                                 capture_output=True, text=True, env={k: v for k, v in env.items() if k != secret},
+                                 cwd=ROOT / "deploy")
+        assert missing.returncode != 0 and secret in missing.stdout + missing.stderr, secret

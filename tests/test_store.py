@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -31,3 +33,40 @@ def test_a_key_that_is_not_a_feature_key_is_refused():
     store = LocalTensorStore()
     with pytest.raises(ValueError, match="not a feature key"):
         store.get(TensorRef("murmur:feat:../../etc/passwd:0", (1,), "float32"))
+
+
+@pytest.mark.services
+def test_a_redis_without_config_gets_the_default_budget_and_says_so(tmp_path, caplog):
+    """Most managed Redis refuse CONFIG: prepare still runs, on the 2 GiB default, and the log says
+    to set MURMUR_TENSOR_BUDGET (it failed every prepare with 'unknown command')."""
+    import redis
+
+    from murmur.tasks.tensors.redis import DEFAULT_BUDGET, RedisTensorStore
+    from tests.test_distributed import _free_port
+
+    port = _free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path), "--rename-command", "CONFIG", ""], stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        with pytest.raises(redis.ResponseError):
+            client.config_get("maxmemory")
+        store = RedisTensorStore(url, 60)
+        with caplog.at_level("WARNING", logger="murmur"):
+            store.wait_for_room()
+            ref = store.put("job1", 0, np.ones((80, 3000), dtype=np.float32))
+            store.wait_for_room()
+        assert store.budget == DEFAULT_BUDGET and store.get(ref) is not None
+        assert sum("MURMUR_TENSOR_BUDGET" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        server.kill()
+        server.wait()

@@ -61,7 +61,10 @@ BODY = json.dumps({"job_id": "abc", "status": "done"}).encode()
 
 def test_loopback_private_and_metadata_addresses_are_refused_unless_allowed(server):
     for url in (_url(server, "/hook"), "http://localhost:9/", "http://10.1.2.3/", "http://169.254.169.254/latest/",
-                "http://[::1]:9/", "http://[::ffff:127.0.0.1]:9/", "http://0.0.0.0:9/", "http://100.64.0.1/"):
+                "http://[::1]:9/", "http://[::ffff:127.0.0.1]:9/", "http://0.0.0.0:9/", "http://100.64.0.1/",
+                # IPv4 inside IPv6, which a translating host or relay turns back into the address inside
+                "http://[::127.0.0.1]:9/", "http://[64:ff9b::7f00:1]:9/", "http://[64:ff9b::a9fe:a9fe]/",
+                "http://[64:ff9b:1::a00:1]/", "http://[2002:7f00:1::1]:9/", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/"):
         outcome = post(url, BODY, Settings())
         assert outcome.state == "refused" and "not a public address" in outcome.detail, url
     assert server.received == []  # nothing reached the server

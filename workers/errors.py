@@ -62,6 +62,12 @@ class ModelError(MurmurError):
     """The model name does not resolve or its files are unusable."""
 
 
+class ServiceUnavailable(MurmurError):
+    """The broker or the database did not answer a submission: nothing was submitted, and trying again is safe."""
+
+    failure = Failure.internal
+
+
 def failure_of(exc: BaseException) -> tuple[str, Failure]:
     """The reason and class a job records for `exc`: a MurmurError as it reads; anything else is
     murmur's own fault, named by its type (the traceback goes to the log, not to the job)."""

@@ -102,7 +102,7 @@ class BatchMetrics:
         self.fill.observe(chunks / self.batch_size)
         self.seconds.observe(seconds)
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, address: str) -> None:
         from prometheus_client import start_http_server
 
-        start_http_server(port, registry=self.registry)
+        start_http_server(port, addr=address, registry=self.registry)

@@ -31,16 +31,18 @@ from murmur.tasks.fleet import deliveries
 from murmur.tasks.fleet.app import app
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
 from murmur.tasks.fleet.reconciler import Redrive
+from murmur.tasks.outputs.s3 import OutputsUnavailable
 from murmur.tasks.fleet import worker
 from murmur.tasks.tensors.store import TensorRef, feature_key
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.window import N_FRAMES
 
 log = logging.getLogger("murmur")
-# Broker or database briefly away, or a Redis under `noeviction` full for now: retry the message
-# rather than fail the job. Should the retries run out, the reconciler sends the step again once
+# Broker or database briefly away, a Redis under `noeviction` full for now, or S3 not taking a
+# transcript for now: retry the message rather than fail the job. Should the retries run out, the reconciler sends the step again once
 # the job has stalled.
-TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError)
+TRANSIENT = (OperationalError, BrokerError, redis.ConnectionError, redis.TimeoutError, redis.OutOfMemoryError,
+             OutputsUnavailable)
 _retry = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 60, "max_retries": 10}
 
 

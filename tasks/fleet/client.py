@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
 
 from murmur.db import queries
 from murmur.db.models import JobState, new_job_id
@@ -28,7 +29,8 @@ from murmur.settings import get_settings
 from murmur.tasks import jobs
 from murmur.tasks.fleet import deliveries
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
-from murmur.workers.errors import MurmurError
+from murmur.tasks.outputs.webhook import redact
+from murmur.workers.errors import MurmurError, ServiceUnavailable
 from murmur.workers.transcript import Transcript
 
 
@@ -75,23 +77,37 @@ class Client:
         return self.enqueue(jobs.check(source, options, get_settings(), callback_url, priority))
 
     def enqueue(self, submission: jobs.Submission, job_id: str | None = None, owner: str | None = None,
-                max_active: int | None = None) -> str:
+                max_active: int | None = None, request_key: str | None = None) -> str:
         """Queue a checked request (`jobs.check`); its job id.
 
         The job row exists (queued) before the message is sent, so `status`
-        knows the job even while no worker has picked it up yet. `job_id`
+        knows the job even while no worker has picked it up yet; should the
+        broker not take the message, the row goes again and ServiceUnavailable
+        says so (nothing was submitted: a retry makes no duplicate). `job_id`
         (32 hex digits) lets a caller name the job before it exists, as the
         HTTP API does for its upload's file name; `owner` is the API key's id,
-        `max_active` its limit of jobs queued or running (db.queries.TooManyJobs).
+        `max_active` its limit of jobs queued or running (db.queries.TooManyJobs);
+        `request_key` finds the job an earlier, identical request made.
         """
-        job_id = jobs.create(self.db, submission, job_id or new_job_id(), owner, max_active)
+        job_id = job_id or new_job_id()
+        created = jobs.create(self.db, submission, job_id, owner, max_active, request_key)
+        if created != job_id:
+            return created  # the same request, sent before: its job is queued already
         kwargs = {"source": submission.source, **submission.options.to_json(), "callback_url": submission.callback_url,
                   "priority": submission.priority}
-        # the job id is known here: nobody waits on Celery's result, so none is subscribed to or stored
-        self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=jobs.task_id_of(job_id),
-                           queue=QUEUE_OF_STEP["transcribe"], priority=message_priority(self.app.conf.broker_url,
-                                                                                         submission.priority),
-                           headers=deliveries.headers(submission.priority), ignore_result=True)
+        try:
+            # the job id is known here: nobody waits on Celery's result, so none is subscribed to or stored.
+            # What Flower and the task events show has the webhook URL without its query (tokens live there).
+            self.app.send_task("murmur.transcribe", kwargs=kwargs, task_id=jobs.task_id_of(job_id),
+                               queue=QUEUE_OF_STEP["transcribe"], ignore_result=True,
+                               priority=message_priority(self.app.conf.broker_url, submission.priority),
+                               headers=deliveries.headers(submission.priority),
+                               kwargsrepr=repr({**kwargs, "callback_url": redact(submission.callback_url)
+                                                if submission.callback_url else None}))
+        except (BrokerError, OSError) as exc:
+            queries.forget_job(self.db, job_id)
+            raise ServiceUnavailable(f"the broker did not answer ({type(exc).__name__}): nothing was submitted, "
+                                     "try again") from None
         return job_id
 
     def status(self, job_id: str) -> JobStatus:

@@ -32,11 +32,10 @@ from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
-from murmur.db.queries import prune
 from murmur.settings import Settings
 from murmur.tasks.fleet.deliveries import overtaken
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP
-from murmur.tasks.outputs.uploads import discard_uploads
+from murmur.tasks.outputs import retention
 from murmur.workers.errors import Failure
 
 log = logging.getLogger("murmur")
@@ -77,10 +76,9 @@ class Reconciler:
         for r in redrives:
             log.warning("reconciler: re-driving %s of job %s%s", r.step, r.job_id, f" chunks {list(r.chunks)}" if r.chunks else "")
         if self.settings.retention:
-            removed = prune(self.db, timedelta(seconds=self.settings.retention))
+            removed = retention.prune(self.db, self.settings, timedelta(seconds=self.settings.retention))
             if removed:
-                discard_uploads(self.settings, removed)
-                log.info("reconciler: pruned %d job(s) older than MURMUR_RETENTION", len(removed))
+                log.info("reconciler: pruned %d job(s) older than MURMUR_RETENTION", removed)
         return redrives
 
 

@@ -201,8 +201,8 @@ def run(config: WorkerConfig, sends: Sends, loglevel: str = "INFO") -> None:
         proc.batcher()
         if settings.metrics_port:
             proc.batch_metrics = BatchMetrics(config.batch_size)
-            proc.batch_metrics.serve(settings.metrics_port)
-            log.info("batch metrics on port %d", settings.metrics_port)
+            proc.batch_metrics.serve(settings.metrics_port, settings.metrics_address)
+            log.info("batch metrics on %s:%d", settings.metrics_address, settings.metrics_port)
     else:
         proc.ctx.vad  # noqa: B018 - load the VAD weights now, not in the first job
         proc.ctx.n_mels(settings.model)

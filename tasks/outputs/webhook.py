@@ -8,8 +8,12 @@ goes to the address that was checked, so a second DNS answer cannot swap it;
 redirects are not followed; the whole request has a deadline however slowly
 the server answers; the URL is logged without its query (tokens live there).
 
-The body is signed when MURMUR_CALLBACK_SECRET is set: header
-`X-Murmur-Signature: sha256=<hex>` is HMAC-SHA256 over `<X-Murmur-Timestamp>.<body>`.
+The body is signed with the secret of the API key that owns the job (shown once by
+`murmur keys create`, so no other tenant can forge its hooks), or, for jobs of no
+key, MURMUR_CALLBACK_SECRET: header `X-Murmur-Signature: sha256=<hex>` is
+HMAC-SHA256 over `<X-Murmur-Timestamp>.<body>`. `X-Murmur-Delivery` is the same
+for every try of one job's hook (the job id): a receiver keeps the ids it has
+seen and refuses a timestamp more than TOLERANCE_SECONDS away from its clock.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from murmur.workers.errors import ForbiddenError, MurmurError
 log = logging.getLogger("murmur")
 TRIES = 5  # a hook that fails this often (server errors, timeouts) is given up
 MAX_URL_LENGTH = 2048
+TOLERANCE_SECONDS = 300  # what README tells receivers: a signed timestamp further from now is a replay
 
 
 def check_callback_url(url) -> None:
@@ -79,8 +84,9 @@ class Outcome:
     detail: str
 
 
-def post(url: str, body: bytes, settings: Settings) -> Outcome:
-    """One POST to a checked address, with MURMUR_CALLBACK_DEADLINE on the whole exchange."""
+def post(url: str, body: bytes, settings: Settings, secret: str | None = None, delivery: str | None = None) -> Outcome:
+    """One POST to a checked address, with MURMUR_CALLBACK_DEADLINE on the whole exchange; signed with
+    `secret` (the key's), else MURMUR_CALLBACK_SECRET, else not at all."""
     check_callback_url(url)
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -92,8 +98,11 @@ def post(url: str, body: bytes, settings: Settings) -> Outcome:
         return Outcome("retry", f"cannot resolve {parts.hostname}: {exc}")
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "User-Agent": "murmur-webhook", "X-Murmur-Timestamp": timestamp}
-    if settings.callback_secret:
-        headers["X-Murmur-Signature"] = sign(settings.callback_secret, timestamp, body)
+    if delivery:
+        headers["X-Murmur-Delivery"] = delivery
+    secret = secret or settings.callback_secret
+    if secret:
+        headers["X-Murmur-Signature"] = sign(secret, timestamp, body)
     deadline_seconds = settings.callback_deadline
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn = _connection(parts.scheme, parts.hostname, address, port, deadline_seconds)
@@ -143,7 +152,8 @@ class HookSender:
                 return  # sent already, or nothing to send
             if not queries.claim_callback(self.db, job_id, job.callback_attempts):
                 return  # another sender took this try
-            outcome = post(job.callback_url, payload(job), self.settings)
+            key = queries.key_by_id(self.db, job.owner) if job.owner else None
+            outcome = post(job.callback_url, payload(job), self.settings, key.webhook_secret if key else None, job.id)
             tries = job.callback_attempts + 1
             if outcome.state == "sent":
                 queries.update_job(self.db, job_id, callback_state=CallbackState.sent)
@@ -168,14 +178,28 @@ def _checked_address(host: str, port: int, allow: tuple[str, ...]) -> str:
     host_allowed = host.lower() in {a.lower() for a in allow}
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
         if host_allowed or _in_networks(ip, allow):
             continue
-        if not ip.is_global or ip.is_multicast:
-            raise ForbiddenError(f"callback host {host} resolves to {ip}, which is not a public address "
-                              "(add it to MURMUR_CALLBACK_ALLOW to allow it)")
+        for seen in (ip, *_embedded_ipv4(ip)):
+            if not seen.is_global or seen.is_multicast:
+                raise ForbiddenError(f"callback host {host} resolves to {ip}, which is not a public address "
+                                     "(add it to MURMUR_CALLBACK_ALLOW to allow it)")
     return addresses[0]
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries to a host that translates it: mapped (::ffff:a.b.c.d),
+    compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:ab:cd::) and Teredo's client."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    if ip in _IPV4_COMPATIBLE or any(ip in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]
 
 
 def _in_networks(ip, allow: tuple[str, ...]) -> bool:

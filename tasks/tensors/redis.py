@@ -21,22 +21,31 @@ class RedisTensorStore:
     """Raw array bytes under the feature key, with a TTL so an abandoned job cannot fill Redis.
 
     `wait_for_room` is the backpressure: prepare holds off while Redis uses more
-    than `budget` bytes (default: half of its maxmemory, or 2 GiB without one),
-    so a burst of long jobs cannot push Redis into refusing writes, or, under
-    an eviction policy, into evicting the queues themselves.
+    than `budget` bytes (default: half of its maxmemory, or 2 GiB without one, or
+    where CONFIG is not allowed, as on most managed Redis), so a burst of long
+    jobs cannot push Redis into refusing writes, or, under an eviction policy,
+    into evicting the queues themselves.
     """
 
     def __init__(self, url: str, ttl_seconds: int, budget: int | None = None) -> None:
         self._redis = redis.Redis.from_url(url)
         self.ttl_seconds = ttl_seconds
         self._budget = budget
+        self._told = False  # that maxmemory cannot be read: logged once
 
     @property
     def budget(self) -> int:
         """Read afresh each time: an operator may change maxmemory on a running Redis."""
         if self._budget is not None:
             return self._budget
-        maxmemory = int(self._redis.config_get("maxmemory").get("maxmemory", 0) or 0)
+        try:
+            maxmemory = int(self._redis.config_get("maxmemory").get("maxmemory", 0) or 0)
+        except redis.ResponseError as exc:  # CONFIG renamed or refused: a managed Redis
+            if not self._told:
+                log.warning("cannot read Redis' maxmemory (%s): the tensor budget is %d MB; set MURMUR_TENSOR_BUDGET "
+                            "to what this Redis may hold", exc, DEFAULT_BUDGET >> 20)
+                self._told = True
+            return DEFAULT_BUDGET
         return maxmemory // 2 if maxmemory else DEFAULT_BUDGET
 
     def used(self) -> int:

@@ -27,14 +27,15 @@ _TRUNCATION_TOLERANCE_RATIO = 0.02
 
 
 def _check_file(path: str | os.PathLike) -> Path:
-    """Reject what cannot be audio before any decoder sees it, with a plain reason."""
+    """Reject what cannot be audio before any decoder sees it, with a plain reason that names the file,
+    not where it lies (a server's directories are its own)."""
     p = Path(path)
     if not p.exists():
-        raise SourceError(f"no such file: {p}")
+        raise SourceError(f"no such file: {p.name}")
     if p.is_dir():
-        raise AudioError(f"is a directory, not an audio file: {p}")
+        raise AudioError(f"is a directory, not an audio file: {p.name}")
     if p.stat().st_size == 0:
-        raise AudioError(f"file is empty: {p}")
+        raise AudioError(f"file is empty: {p.name}")
     return p
 
 

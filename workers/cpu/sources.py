@@ -1,13 +1,15 @@
-"""Where a job's audio comes from: a local path inside the allowed roots, or s3://.
+"""Where a job's audio comes from: a local path inside the allowed roots, or an object of an allowed S3 bucket.
 
-Workers read whatever path a producer names, so the deployment's allowed roots
-(MURMUR_ALLOWED_ROOTS, passed in by the caller) fence them in; none allows any
-local path.
+Workers read whatever a producer names with their own rights, so the
+deployment fences them in: the allowed roots (MURMUR_ALLOWED_ROOTS; none allows
+any local path) and the allowed buckets (MURMUR_S3_ALLOW, "bucket" or
+"bucket/prefix"; None allows any), passed in by the caller. An object that is
+missing and one the workers may not read are refused alike, so a job cannot
+learn which objects exist.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,17 +18,19 @@ from pathlib import Path
 from murmur.workers.errors import AudioError, ForbiddenError, LimitError, SourceError
 
 
-def check_source(source: str, allowed_roots: tuple[Path, ...] = ()) -> None:
+def check_source(source: str, allowed_roots: tuple[Path, ...] = (), s3_allow: tuple[str, ...] | None = None) -> None:
     """Reject what a worker must not or cannot read, before any work is queued.
 
-    Empty `allowed_roots` allows any absolute path.
+    Empty `allowed_roots` allows any absolute path; `s3_allow` None, any bucket.
     """
     if not isinstance(source, str) or not source:
         raise AudioError("the job names no source: give a file path or an s3:// URI")
     if "\x00" in source:
         raise AudioError("the source contains a NUL byte: give a file path or an s3:// URI")
     if source.startswith("s3://"):
-        _s3_object(source)
+        bucket, key = _s3_object(source)
+        if s3_allow is not None and not any(_within(bucket, key, entry) for entry in s3_allow):
+            raise ForbiddenError(f"{source} is outside MURMUR_S3_ALLOW")
         return
     if "://" in source:
         raise AudioError(f"unsupported source {source!r}: give a local file path or an s3:// URI")
@@ -35,20 +39,22 @@ def check_source(source: str, allowed_roots: tuple[Path, ...] = ()) -> None:
         raise AudioError(f"source path {source!r} is relative: workers need an absolute path")
     resolved = path.resolve()
     if allowed_roots and not any(resolved.is_relative_to(root) for root in allowed_roots):
-        raise ForbiddenError(f"{source} is outside MURMUR_ALLOWED_ROOTS ({os.pathsep.join(map(str, allowed_roots))})")
+        raise ForbiddenError(f"{source} is outside MURMUR_ALLOWED_ROOTS")  # where the roots are is the server's own
 
 
 @contextmanager
-def local_file(source: str, allowed_roots: tuple[Path, ...] = (), max_bytes: int | None = None) -> Iterator[str]:
-    """A path PyAV can open: the file itself, or a temporary download of an s3:// object
-    (at most `max_bytes`, MURMUR_MAX_BYTES, either way)."""
-    check_source(source, allowed_roots)
+def local_file(source: str, allowed_roots: tuple[Path, ...] = (), max_bytes: int | None = None,
+               s3_allow: tuple[str, ...] | None = None) -> Iterator[str]:
+    """A path PyAV can open: the file itself (resolved, as it was checked: a link swapped in after the
+    check is not followed), or a temporary download of an s3:// object; at most `max_bytes`
+    (MURMUR_MAX_BYTES) either way."""
+    check_source(source, allowed_roots, s3_allow)
     limit = max_bytes if max_bytes is not None else float("inf")
     if not source.startswith("s3://"):
-        path = Path(source)
+        path = Path(source).resolve()
         if path.is_file() and path.stat().st_size > limit:
             raise LimitError(f"{path.name} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)")
-        yield source
+        yield str(path)
         return
     bucket, key = _s3_object(source)
     try:
@@ -64,6 +70,8 @@ def local_file(source: str, allowed_roots: tuple[Path, ...] = (), max_bytes: int
         except _TooLarge:
             raise LimitError(f"{source} is larger than the limit of {_size(limit)} (MURMUR_MAX_BYTES)") from None
         except Exception as exc:  # botocore raises many kinds; the job needs the reason, not the type
+            if _error_code(exc) in _MISSING_OR_DENIED:
+                raise SourceError(f"cannot read {source}: it does not exist, or the workers may not read it") from None
             raise SourceError(f"cannot download {source}: {exc}") from None
         tmp.flush()
         yield tmp.name
@@ -77,6 +85,22 @@ def split_s3(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError("an s3://bucket/key URI")
     return bucket, key
+
+
+def _within(bucket: str, key: str, entry: str) -> bool:
+    """Whether s3://bucket/key is inside a MURMUR_S3_ALLOW entry: the same bucket, and the key under its prefix."""
+    allowed_bucket, _, prefix = entry.partition("/")
+    return bucket == allowed_bucket and key.startswith(prefix)
+
+
+# S3's answers for an object that is not there and one that may not be read: told apart, they would
+# let a job probe which objects exist
+_MISSING_OR_DENIED = {"404", "NoSuchKey", "NoSuchBucket", "NotFound", "403", "AccessDenied", "Forbidden"}
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 class _TooLarge(Exception):
