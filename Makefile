@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records soak deploy-check deploy-check-gpu clean
 
 # pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
@@ -56,6 +56,10 @@ bench-distributed: setup
 # murmur serve: twenty concurrent openai-client requests against faster-whisper (Redis, Postgres, ../shared/audio)
 bench-api: setup
 	$(PY) bench/bench_api.py
+
+# a year of records in Postgres (1M jobs, 5M segments): what every tick costs (Postgres, Redis; ~10 min, ~3 GB)
+bench-records: setup
+	$(PY) bench/bench_records.py
 
 # a fleet hurt on purpose (SIGKILLs, a Redis restart, a database outage); needs Postgres and ../shared/audio
 soak: setup

@@ -106,8 +106,12 @@ class Slots:
             raise ApiError(429, f"this key holds {busy + held} {what} at once (at most {limit}): wait for one to end",
                            "rate_limit_exceeded", f"too_many_{what.replace(' ', '_')}")
         self._held[key] = held + 1
+        given = []
 
-        def give_back() -> None:
+        def give_back() -> None:  # once, however many ways the holder ends
+            if given:
+                return
+            given.append(True)
             self._held[key] -= 1
             if not self._held[key]:
                 del self._held[key]

@@ -169,9 +169,7 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     async def transcribe(request: Request, task: str) -> Response:
         marks = [time.perf_counter()]
         who = await caller(request)
-        key, before = await earlier(request, who)
-        if before is not None and before.owner == who.owner:
-            return await answer(before.id, None, "json", task, ("segment",), marks)
+        key = request_key(request.headers, who.owner)  # sent again: the form is read for its format, its job reused
         job_id = new_job_id()
         form = await upload(request, who, job_id)
         marks.append(time.perf_counter())
@@ -255,11 +253,16 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         return _job_view(await blocking(queries.get_job, runner.db, job_id))
 
     @api.get("/v1/jobs", tags=["jobs"], response_model=schemas.JobList)
-    async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100)) -> schemas.JobList:
-        """This key's newest jobs first."""
+    async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
+                        after: str | None = Query(None, description="a job id: the page of the jobs older than it")) -> schemas.JobList:
+        """This key's jobs, newest first, a page at a time: `after` the last id of a page gives the next."""
         who = await caller(request)
-        jobs = await blocking(queries.jobs_of, runner.db, who.owner, limit)
-        return schemas.JobList(data=[_job_view(j) for j in jobs])
+        if after is not None and not _is_job_id(after):
+            raise bad_request("after: a job id from the page before", "invalid_cursor")
+        page = await blocking(queries.jobs_of, runner.db, who.owner, limit + 1, after)
+        data = [_job_view(j) for j in page[:limit]]
+        return schemas.JobList(data=data, has_more=len(page) > limit, first_id=data[0].id if data else None,
+                               last_id=data[-1].id if data else None)
 
     @api.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Job, responses=documented(404))
     async def get_job(request: Request, job_id: str) -> schemas.Job:
@@ -284,9 +287,9 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Progress as server-sent events until the job ends; a key holds a few streams at once."""
         job = await own_job(request, job_id)
-        give_back = slots.take("event streams", job.owner, MAX_STREAMS)
-        return StreamingResponse(_events(runner, watcher, job_id, request, give_back), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+        events = _events(runner, watcher, job_id, request, slots.take("event streams", job.owner, MAX_STREAMS))
+        first = await events.__anext__()  # started here, so its slot is given back however the stream ends
+        return StreamingResponse(_then(first, events), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     @api.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.Deleted, responses=documented(404))
     async def delete_job(request: Request, job_id: str) -> schemas.Deleted:
@@ -329,6 +332,15 @@ async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Req
             await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
     finally:
         give_back()
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
 
 
 _THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="murmur-api")

@@ -65,6 +65,9 @@ class Job(BaseModel):
 class JobList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Job]
+    has_more: bool = Field(False, description="more jobs follow: ask again with after=last_id")
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 class Deleted(BaseModel):

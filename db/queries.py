@@ -17,7 +17,7 @@ from sqlalchemy import case, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from murmur.db.models import ENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.db.models import ENDED, UNENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.workers.errors import Failure
 from murmur.workers.transcript import Segment, Transcript
 
@@ -54,7 +54,7 @@ def create_job(
         with db.begin() as s:
             if max_active is not None:
                 _one_at_a_time(s, owner)
-                active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
+                active = s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(UNENDED)))
                 if active >= max_active:
                     raise TooManyJobs(active)
             job = Job(id=job_id, source=source, options=options, status=JobState.queued, chunks_done=0,
@@ -81,7 +81,7 @@ def job_by_request_key(db: sessionmaker[Session], request_key: str) -> Job | Non
 def active_jobs(db: sessionmaker[Session], owner: str | None) -> int:
     """The owner's jobs queued or running."""
     with db() as s:
-        return s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.not_in(ENDED)))
+        return s.scalar(select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(UNENDED)))
 
 
 def forget_job(db: sessionmaker[Session], job_id: str) -> bool:
@@ -127,7 +127,7 @@ def fail_job(db: sessionmaker[Session], job_id: str, error: str, failure: Failur
     """Mark a job failed, with its reason and the class of it, unless it has already ended; True if this call ended it."""
     with db.begin() as s:
         result = s.execute(
-            update(Job).where(Job.id == job_id, Job.status.not_in(ENDED))
+            update(Job).where(Job.id == job_id, Job.status.in_(UNENDED))
             .values(status=JobState.failed, error=error, failure=failure, finished_at=utcnow(), lease_worker=None,
                     lease_until=None, **_callback_due())
         )
@@ -321,13 +321,21 @@ def cancel_job(db: sessionmaker[Session], job_id: str) -> bool:
 
 def unended_jobs(db: sessionmaker[Session]) -> list[str]:
     with db() as s:
-        return list(s.scalars(select(Job.id).where(Job.status.not_in(ENDED))))
+        return list(s.scalars(select(Job.id).where(Job.status.in_(UNENDED))))
 
 
-def jobs_of(db: sessionmaker[Session], owner: str | None, limit: int) -> list[Job]:
-    """An owner's newest jobs first."""
+def jobs_of(db: sessionmaker[Session], owner: str | None, limit: int, after: str | None = None) -> list[Job]:
+    """An owner's newest jobs first, up to `limit`; with `after` (one of its job ids), those older than that
+    job: a page of a list too long to read at once, found by the (owner, created_at, id) index however deep."""
     with db() as s:
-        return list(s.scalars(select(Job).where(Job.owner == owner).order_by(Job.created_at.desc()).limit(limit)))
+        query = select(Job).where(Job.owner == owner)
+        if after is not None:
+            mark = s.execute(select(Job.created_at, Job.id).where(Job.id == after, Job.owner == owner)).first()
+            if mark is None:
+                return []  # not one of the owner's jobs (or deleted since): nothing after it
+            # constants, not a join: the index is entered at the mark, however deep the page
+            query = query.where(tuple_(Job.created_at, Job.id) < tuple_(mark.created_at, mark.id))
+        return list(s.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
 
 
 def job_states(db: sessionmaker[Session], job_ids: Sequence[str]) -> dict[str, JobState]:

@@ -284,3 +284,27 @@ def test_compose_config_is_valid_and_keeps_the_rules():
                                  capture_output=True, text=True, env={k: v for k, v in env.items() if k != secret},
                                  cwd=ROOT / "deploy")
         assert missing.returncode != 0 and secret in missing.stdout + missing.stderr, secret
+
+
+@pytest.mark.services
+def test_every_expression_of_the_grafana_dashboard_names_a_metric_murmur_serves(fleet):
+    """deploy/grafana/murmur.json against what a scrape of the exporter (real Postgres and Redis) and a GPU
+    worker's batch metrics hold: a renamed metric would leave a panel empty without a word."""
+    import json
+    import re
+
+    from murmur.settings import Settings
+    from murmur.tasks.fleet.batcher import BatchMetrics
+    from murmur.tasks.operations.exporter import FleetCollector
+
+    collector = FleetCollector(sessions(fleet.database), Settings(broker_url=fleet.broker))
+    families = list(collector.collect()) + list(BatchMetrics(8).registry.collect())
+    served = {sample.name for family in families for sample in family.samples}
+    assert {"murmur_jobs", "murmur_backlog", "murmur_stage_seconds_bucket", "murmur_batch_fill_ratio_bucket"} <= served
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "murmur.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(expressions) >= 12
+    named = {name for expr in expressions for name in re.findall(r"\bmurmur_[a-z_]+", expr)}
+    assert named and named <= served, named - served
+    every_metric = {f.name for f in families}  # each metric the exporter serves has a panel
+    assert {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in named} >= {n.removesuffix("_total") for n in every_metric}

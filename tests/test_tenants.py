@@ -271,3 +271,22 @@ def test_broker_or_database_away_at_submission_is_503_and_leaves_nothing(fleet_a
     submitted = run_cli("submit", str(JFK), env=fleet_api.env, timeout=120)
     assert submitted.returncode == 1 and "nothing was submitted" in submitted.stderr and "Traceback" not in submitted.stderr
     assert len(queries.jobs_of(fleet_api.db, None, 1000)) == before
+
+
+def test_a_keys_jobs_come_a_page_at_a_time_newest_first(keyless):
+    """GET /v1/jobs pages with a cursor (after=the last id of a page) through any number of jobs."""
+    made = [queries.create_job(keyless.db, f"/srv/murmur/uploads/{n}.flac", {"model": "base"}) for n in range(45)]
+    for job_id in made:
+        queries.cancel_job(keyless.db, job_id)
+    seen, after, pages = [], None, 0
+    while True:
+        page = httpx.get(keyless.url + "/v1/jobs", params={"limit": 20, **({"after": after} if after else {})}).json()
+        seen += [job["id"] for job in page["data"]]
+        pages += 1
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert pages >= 3 and len(seen) == len(set(seen)) and set(made) <= set(seen)
+    assert [j for j in seen if j in made] == made[::-1]  # newest first
+    bad = httpx.get(keyless.url + "/v1/jobs", params={"after": "not-a-job"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"

@@ -31,7 +31,7 @@ from datetime import timedelta
 from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from murmur.db.models import ENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.db.models import ENDED, UNENDED, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
 from murmur.settings import Settings
 from murmur.tasks.fleet.deliveries import overtaken
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP
@@ -93,7 +93,7 @@ class _Pass:
 
     def lapsed_job_leases(self) -> None:
         """A worker died while preparing a job or detecting its language."""
-        jobs = self.s.scalars(select(Job).where(Job.status.not_in(ENDED), Job.lease_worker.is_not(None),
+        jobs = self.s.scalars(select(Job).where(Job.status.in_(UNENDED), Job.lease_worker.is_not(None),
                                                 Job.lease_until < self.now).with_for_update(skip_locked=True))
         for job in jobs:
             step = "prepare" if job.n_chunks is None else "detect_language"
@@ -127,7 +127,7 @@ class _Pass:
         held = exists().where(ChunkRow.job_id == Job.id, ChunkRow.status == ChunkState.pending,
                               ChunkRow.lease_until.is_not(None), ChunkRow.lease_until >= self.now)
         before = self.now - timedelta(seconds=self.settings.stall_timeout)
-        jobs = self.s.scalars(select(Job).where(Job.status.not_in(ENDED), Job.lease_worker.is_(None),
+        jobs = self.s.scalars(select(Job).where(Job.status.in_(UNENDED), Job.lease_worker.is_(None),
                                                 Job.progress_at < before, ~held).with_for_update(skip_locked=True))
         for job in jobs:
             if job.n_chunks is None:

@@ -77,19 +77,19 @@ class FleetCollector:
         yield up
 
     def _from_database(self, counter, gauge, histogram) -> Iterator:
+        """Each query reads an index or a few rows, however many jobs a year left in the record: the totals
+        over jobs done or failed are kept as they end (migration 0009), not summed here."""
         since = utcnow() - timedelta(seconds=RECENT_SECONDS)
         with self.db() as s:
             states = dict(s.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
             work = {kind: int(s.scalar(text(sql))) for kind, sql in BACKLOG_SQL.items()}
-            audio = s.scalar(text("SELECT coalesce(sum(duration), 0) FROM jobs WHERE status = 'done'"))
             oldest = s.scalar(text("SELECT min(created_at) FROM jobs WHERE status IN ('queued', 'running')"))
             audio_recent, decode_recent = s.execute(text(
                 "SELECT coalesce(sum(duration), 0), coalesce(sum(decode_seconds), 0) FROM jobs "
-                "WHERE status = 'done' AND finished_at >= :since"), {"since": since}).one()
-            failures = dict(s.execute(text("SELECT failure, count(*) FROM jobs WHERE status = 'failed' GROUP BY failure")).all())
-            redrives = s.scalar(text("SELECT (SELECT coalesce(sum(attempts), 0) FROM jobs) "
-                                     "+ (SELECT coalesce(sum(attempts), 0) FROM chunks)"))
-            stage_rows = {stage: s.execute(text(_histogram_sql(f"{stage}_seconds"))).one() for stage in STAGES}
+                "WHERE status IN ('done', 'failed') AND finished_at >= :since AND status = 'done'"), {"since": since}).one()
+            totals = dict(s.execute(text("SELECT name, value FROM job_totals")).all())
+            buckets = s.execute(text("SELECT stage, le, count FROM stage_buckets ORDER BY stage, le")).all()
+        audio, redrives = totals.get("audio_done", 0.0), totals.get("redrives", 0.0)
         jobs = gauge("murmur_jobs", "jobs in the record, by state", labels=["state"])
         for state in ("queued", "running", "done", "failed"):
             jobs.add_metric([state], states.get(state, 0))
@@ -109,21 +109,16 @@ class FleetCollector:
         failed = counter("murmur_jobs_failed", "failed jobs in the record, by the class of their failure",
                          labels=["reason"])
         for failure in Failure:
-            failed.add_metric([failure.value], failures.get(failure.value, 0))
+            failed.add_metric([failure.value], totals.get(f"failed:{failure.value}", 0))
         yield failed
-        yield counter("murmur_redrives", "messages the reconciler sent again (attempts on jobs and chunks in the record)",
+        yield counter("murmur_redrives", "messages the reconciler sent again (attempts on jobs and chunks)",
                       value=float(redrives))
         stages = histogram("murmur_stage_seconds", "wall time of each stage per job done", labels=["stage"])
-        for stage, row in stage_rows.items():
-            *cumulative, total, summed = row
-            buckets = [(str(b), int(n)) for b, n in zip(STAGE_BUCKETS, cumulative)] + [("+Inf", int(total))]
-            stages.add_metric([stage], buckets, sum_value=float(summed))
+        for stage in STAGES:
+            counts = {le: n for name, le, n in buckets if name == stage}
+            stages.add_metric([stage], [(str(b), counts.get(float(b), 0)) for b in STAGE_BUCKETS]
+                              + [("+Inf", counts.get(float("inf"), 0))], sum_value=totals.get(f"stage:{stage}:sum", 0.0))
         yield stages
-
-
-def _histogram_sql(column: str) -> str:
-    counts = ", ".join(f"count(*) FILTER (WHERE {column} <= {b})" for b in STAGE_BUCKETS)
-    return f"SELECT {counts}, count(*), coalesce(sum({column}), 0) FROM jobs WHERE status = 'done'"
 
 
 def _aware(moment: datetime) -> datetime:
