@@ -90,6 +90,12 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         return JSONResponse(ApiError(exc.status_code, str(exc.detail), code=code).body(), status_code=exc.status_code,
                             headers=headers)
 
+    @api.exception_handler(DBAPIError)
+    async def _database_away(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("the database did not answer %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(ApiError(503, "the database did not answer: nothing was done, try again", "server_error",
+                                     "unavailable").body(), status_code=503)
+
     @api.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error answering %s %s", request.method, request.url.path)

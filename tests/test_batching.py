@@ -94,3 +94,25 @@ def test_a_job_keeps_as_many_decoders_busy_as_its_declared_length_fills(tmp_path
     bogus.write_text("not audio")
     for unknown in ("s3://bucket/talk.flac", str(bogus), str(tmp_path / "missing.flac")):
         assert job_decoders(unknown, "cpu", 2) == 2  # no length known: preparing the file reports what is wrong
+
+
+def test_a_gpu_workers_batch_metrics_listen_where_they_are_told(tmp_path):
+    """MURMUR_METRICS_ADDRESS: 127.0.0.1 by default, so the batch metrics are not open on every interface."""
+    import socket
+    import urllib.request
+
+    from murmur.settings import Settings
+    from murmur.tasks.fleet.batcher import BatchMetrics
+    from tests.test_distributed import _free_port
+
+    port = _free_port()
+    BatchMetrics(8).serve(port, Settings().metrics_address)
+    assert Settings().metrics_address == "127.0.0.1"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "murmur_batch_fill_ratio_bucket" in body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # this machine's address on its network
+        probe.connect(("192.0.2.1", 9))  # a documentation address: nothing is sent
+        outward = probe.getsockname()[0]
+    if outward != "127.0.0.1":
+        with pytest.raises(OSError):
+            socket.create_connection((outward, port), timeout=2)

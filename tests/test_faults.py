@@ -224,7 +224,8 @@ def test_lost_messages_are_re_driven_while_a_stream_of_jobs_keeps_both_queues_bu
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     try:
-        _wait_until(client, [], lambda _: waiting(CPU_QUEUE) > 0 and waiting(GPU_QUEUE) > 0)
+        # a margin in both before the messages are lost: the decoders drain a short queue in a moment
+        _wait_until(client, [], lambda _: min(waiting(CPU_QUEUE), waiting(GPU_QUEUE)) >= 15)
         options = JobOptions(language="en").to_json()
         no_prepare = queries.create_job(client.db, jfk, options, priority=0)
         no_decode = queries.create_job(client.db, jfk, options, priority=0)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -111,8 +112,7 @@ def test_an_s3_source_is_transcribed_and_its_files_written_to_the_output_bucket(
     job_id = client.submit("s3://audio/talks/jfk.flac", language="en")
     client.wait(job_id, timeout=120)
     assert "country" in words(client.result(job_id).text)
-    bucket = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=REGION,
-                          aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
+    bucket = _bucket(s3)
     files = {fmt: bucket.get_object(Bucket="outputs", Key=f"transcripts/{job_id}.{fmt}") for fmt in ("json", "srt", "vtt", "txt")}
     text = {fmt: f["Body"].read().decode() for fmt, f in files.items()}
     assert json.loads(text["json"])["job_id"] == job_id and "country" in words(text["txt"])
@@ -144,25 +144,38 @@ def test_an_s3_source_that_cannot_be_read_fails_its_job_alone(fleet, source, rea
 
 
 def test_an_output_bucket_the_workers_may_not_write_fails_the_job_with_the_reason(s3, tmp_path):
-    redis.Redis.from_url(DENIED_BROKER).flushdb()
-    database = fresh_postgres("murmur_s3_denied_test", create=False)
-    env = {**os.environ, **s3, "MURMUR_BROKER_URL": DENIED_BROKER, "MURMUR_DATABASE_URL": database, "MURMUR_DEVICE": "cpu",
-           "MURMUR_OUTPUT_URI": "s3://private/transcripts/"}
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    workers = [Worker("cpu", env, tmp_path / "cpu.log"), Worker("gpu", env, tmp_path / "gpu.log")]
-    try:
-        for worker in workers:
-            worker.wait_for(" ready.")
-        client = Client(broker_url=DENIED_BROKER, database_url=database)
+    with _fleet_of_its_own(s3, tmp_path, MURMUR_OUTPUT_URI="s3://private/transcripts/") as (client, workers):
         job_id = client.submit("s3://audio/talks/jfk.flac", language="en")
         with pytest.raises(JobFailed, match=r"cannot write the transcript to s3://private/transcripts/\w+\.txt "
                                             r"\(MURMUR_OUTPUT_URI\): .*AccessDenied"):
             client.wait(job_id, timeout=120)
         assert all(w.proc.poll() is None for w in workers)
+
+
+@contextmanager
+def _fleet_of_its_own(s3: dict, tmp_path, **settings: str):
+    """A CPU and a GPU-queue worker with `settings` of their own, on a broker and a database of their own,
+    while the module's fleet still runs."""
+    redis.Redis.from_url(DENIED_BROKER).flushdb()
+    database = fresh_postgres("murmur_s3_denied_test", create=False)
+    env = {**os.environ, **s3, "MURMUR_BROKER_URL": DENIED_BROKER, "MURMUR_DATABASE_URL": database, "MURMUR_DEVICE": "cpu",
+           **settings}
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    workers = [Worker("cpu", env, tmp_path / "cpu.log"), Worker("gpu", env, tmp_path / "gpu.log")]
+    try:
+        for worker in workers:
+            worker.wait_for(" ready.")
+        yield Client(broker_url=DENIED_BROKER, database_url=database), workers
     finally:
         for worker in workers:
             worker.stop()
         redis.Redis.from_url(DENIED_BROKER).flushdb()
+
+
+def _bucket(s3: dict):
+    """The workers' own view of S3 (their key, their rights)."""
+    return boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=REGION,
+                        aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
 
 
 def test_a_producer_with_the_list_refuses_at_once_and_the_api_takes_only_listed_buckets(fleet, monkeypatch, tmp_path):
@@ -201,8 +214,7 @@ def test_a_pruned_jobs_transcript_files_go_with_it(fleet, s3):
     client, _, env = fleet
     job_id = client.submit("s3://audio/talks/jfk.flac", language="en")
     client.wait(job_id, timeout=120)
-    bucket = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=REGION,
-                          aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
+    bucket = _bucket(s3)
     keys = [f"transcripts/{job_id}.{fmt}" for fmt in ("json", "srt", "vtt", "txt")]
     assert all(bucket.get_object(Bucket="outputs", Key=key) for key in keys)
     pruned = run_cli("prune", "--older-than", "0", env=env)
@@ -263,24 +275,13 @@ def test_a_busy_s3_delays_the_transcript_files_and_fails_no_job(s3, tmp_path):
     assembly is tried again later, and the job ends done with its files (it failed on the first refusal)."""
     proxy = _Flaky(s3["AWS_ENDPOINT_URL"], failures=8)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    redis.Redis.from_url(DENIED_BROKER).flushdb()
-    database = fresh_postgres("murmur_s3_denied_test", create=False)
-    env = {**os.environ, **s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_port}", "MURMUR_BROKER_URL": DENIED_BROKER,
-           "MURMUR_DATABASE_URL": database, "MURMUR_DEVICE": "cpu", "MURMUR_OUTPUT_URI": "s3://outputs/busy/"}
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    workers = [Worker("cpu", env, tmp_path / "cpu.log"), Worker("gpu", env, tmp_path / "gpu.log")]
     try:
-        for worker in workers:
-            worker.wait_for(" ready.")
-        client = Client(broker_url=DENIED_BROKER, database_url=database)
-        job_id = client.submit("s3://audio/talks/jfk.flac", language="en")
-        client.wait(job_id, timeout=180)
+        with _fleet_of_its_own(s3, tmp_path, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.server_port}",
+                               MURMUR_OUTPUT_URI="s3://outputs/busy/") as (client, _):
+            job_id = client.submit("s3://audio/talks/jfk.flac", language="en")
+            client.wait(job_id, timeout=180)
         assert proxy.refused == 8
-        bucket = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=REGION,
-                              aws_access_key_id=s3["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s3["AWS_SECRET_ACCESS_KEY"])
-        assert "country" in words(bucket.get_object(Bucket="outputs", Key=f"busy/{job_id}.txt")["Body"].read().decode())
+        written = _bucket(s3).get_object(Bucket="outputs", Key=f"busy/{job_id}.txt")["Body"].read().decode()
+        assert "country" in words(written)
     finally:
-        for worker in workers:
-            worker.stop()
         proxy.shutdown()
-        redis.Redis.from_url(DENIED_BROKER).flushdb()

@@ -50,3 +50,18 @@ def test_a_local_file_is_read_in_place(tmp_path):
     path.write_bytes(b"RIFF")
     with local_file(str(path), allowed_roots=()) as local:
         assert Path(local) == path
+
+
+def test_the_file_opened_is_the_one_checked(tmp_path):
+    """A path through a link inside the roots is opened where the link pointed when it was checked: the
+    link swapped afterwards (to a file outside) changes nothing for this job."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "real" / "talk.wav").write_bytes(b"RIFF")
+    (outside / "talk.wav").write_bytes(b"SECRET")
+    (root / "link").symlink_to(root / "real")
+    with local_file(str(root / "link" / "talk.wav"), allowed_roots=(root.resolve(),)) as path:
+        (root / "link").unlink()
+        (root / "link").symlink_to(outside)  # swapped between the check and the read
+        assert Path(path).read_bytes() == b"RIFF" and Path(path) == (root / "real" / "talk.wav").resolve()

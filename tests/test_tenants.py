@@ -290,3 +290,31 @@ def test_a_keys_jobs_come_a_page_at_a_time_newest_first(keyless):
     assert [j for j in seen if j in made] == made[::-1]  # newest first
     bad = httpx.get(keyless.url + "/v1/jobs", params={"after": "not-a-job"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_the_database_away_is_503_whatever_the_request_was_doing(fleet_api):
+    """Its connections cut and new ones refused (this test's database only): every request answers 503,
+    and no upload is left behind; once it is back, the server answers again."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    database = fleet_api.database.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    uploads = set(fleet_api.uploads.glob("*"))
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false"))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": database})
+        time.sleep(2.5)  # past what the server keeps of a key's answer
+        with JFK.open("rb") as f:
+            away = httpx.post(fleet_api.url + "/v1/jobs", files={"file": ("jfk.flac", f)}, headers=_as(fleet_api, "patient"),
+                              timeout=60)
+        assert away.status_code == 503 and away.json()["error"]["code"] == "unavailable", away.text
+        assert httpx.get(fleet_api.url + "/v1/jobs", headers=_as(fleet_api, "patient"), timeout=60).status_code == 503
+        assert set(fleet_api.uploads.glob("*")) == uploads
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        admin.dispose()
+    assert httpx.get(fleet_api.url + "/v1/jobs", headers=_as(fleet_api, "patient"), timeout=60).status_code == 200
