@@ -9,12 +9,17 @@ nothing on disk) and the database refuses connections for 60 s once. Then, for
 queues never drain, and the Redis is flushed once with the queues busy (every
 queued message and tensor lost while new ones keep arriving). Every transcript
 is then compared with the embedded runner's for the same file (its words: more
-than 5% changed counts as differing).
+than 5% changed counts as differing). The GPU workers decode each chunk in a
+window of its own (MURMUR_PACK_WINDOWS=false): packed, a clip's words depend on
+which other jobs' chunks shared its window (the two overlapped voices of
+stereo_two_speakers.wav change a third of theirs), and this comparison is here
+to catch a chunk lost or stored twice.
 
 Prints (and writes to bench/results/) submitted / done / failed with reason /
 stuck / duplicated segments / transcripts differing from the embedded run, and
 the longest time any job went without a visible step forward, overall and in
-the stream (the queues' lengths sampled there too).
+the stream (the queues' lengths sampled there too), and how long after the
+flush the jobs it stranded were sent again.
 Targets: stuck 0, duplicated 0, differing 0, every failure explained.
 """
 
@@ -54,7 +59,7 @@ FILES = [  # (path under ../shared/audio, language): 4 s to 5 min, four language
     ("tts/en_5min.flac", "en"),
 ]
 SETTINGS = {"MURMUR_LEASE_SECONDS": "10", "MURMUR_STALL_TIMEOUT": "30", "MURMUR_RECONCILE_INTERVAL": "3",
-            "MURMUR_MAX_ATTEMPTS": "5"}
+            "MURMUR_MAX_ATTEMPTS": "5", "MURMUR_PACK_WINDOWS": "false"}
 
 
 def _free_port() -> int:
@@ -188,7 +193,7 @@ def main() -> None:
     os.environ.update({k: env[k] for k in ("MURMUR_BROKER_URL", "MURMUR_DATABASE_URL", *SETTINGS)})
     subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
     from murmur import Client
-    from murmur.db.models import Job, JobState
+    from murmur.db.models import ChunkRow, Job, JobState
     from murmur.workers.transcript import Segment
 
     try:
@@ -213,6 +218,9 @@ def main() -> None:
         broker = redis.Redis.from_url(fleet.redis_url)
         ended: set[str] = set()
         faults = {"redis": False, "database": False, "flush": False}
+        resent = (func.coalesce(select(func.sum(ChunkRow.attempts)).where(ChunkRow.job_id == Job.id)
+                                .scalar_subquery(), 0) + Job.attempts)  # a job's re-drives, its chunks' included
+        flushed_at, before_flush, redriven = None, {}, {}  # the jobs unended at the flush: their re-drives then
         next_kill = time.monotonic() + args.kill_every * rng.uniform(0.5, 1.5)
         blocker, stream_from, next_job = None, None, 0.0
         while (len(ended) < len(jobs) or (stream_from is None and args.stream_seconds)) \
@@ -238,15 +246,20 @@ def main() -> None:
                     pass
                 if not faults["flush"] and now - stream_from > args.stream_seconds / 2 and lengths and lengths[-1]:
                     fleet.flush_redis(lengths[-1])
-                    faults["flush"] = True
+                    faults["flush"], flushed_at = True, now
+                    with client.db() as s:
+                        before_flush = dict(s.execute(select(Job.id, resent).where(Job.id.in_(list(set(jobs) - ended)))).all())
             try:
                 with client.db() as s:
-                    rows = s.execute(select(Job.id, Job.status, Job.chunks_done, Job.n_chunks, Job.language)
+                    rows = s.execute(select(Job.id, Job.status, Job.chunks_done, Job.n_chunks, Job.language,
+                                            resent.label("resent"))
                                      .where(Job.id.in_(list(set(jobs) - ended)))).all()
             except Exception:  # noqa: BLE001 - the database is blocked: nothing to see for now
                 rows = None
             for row in rows or ():
-                state = tuple(row[1:])
+                state = tuple(row[1:-1])
+                if row.id in before_flush and row.id not in redriven and row.resent > before_flush[row.id]:
+                    redriven[row.id] = now - flushed_at
                 if progress.get(row.id) != state:
                     progress[row.id] = state
                     last_step[row.id] = now
@@ -298,6 +311,8 @@ def main() -> None:
             ("queued messages while the stream ran: fewest, median, most",
              ", ".join(str(n) for n in (min(lengths), sorted(lengths)[len(lengths) // 2], max(lengths))) if lengths else "-"),
             ("longest time a job of the stream went without progress (s)", f"{longest_streamed:.0f}"),
+            ("jobs the flush stranded, sent again: how many, after (s) median, longest",
+             f"{len(redriven)}, {_median(redriven.values()):.0f}, {max(redriven.values()):.0f}" if redriven else "0"),
             ("re-drives (attempts on job rows)", sum(final[j].attempts for j in jobs)),
             ("wall time (s)", f"{elapsed:.0f}"),
         ]
@@ -311,6 +326,11 @@ def main() -> None:
         sys.exit(0 if met else 1)
     finally:
         fleet.stop_all()
+
+
+def _median(values) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def _differs(got: str, expected: str) -> bool:
