@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -43,6 +43,7 @@ from murmur.tasks.outputs import retention
 from murmur.tasks.outputs.formats import render
 from murmur.tasks.outputs.uploads import discard_uploads, upload_path
 from murmur.workers.errors import Failure, MurmurError, ServiceUnavailable
+from murmur.workers.options import SPEAKER_OPTIONS
 from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
@@ -376,7 +377,7 @@ def _model(name: str, settings: Settings) -> str:
 def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tuple[str, ...], dict]:
     """OpenAI's form fields as the job's options; what murmur cannot honour is refused, never ignored."""
     known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-             "timestamp_granularities"}
+             "timestamp_granularities", *SPEAKER_OPTIONS}
     unknown = sorted(set(form.fields) - known)
     if unknown:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_parameter")
@@ -407,12 +408,17 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
         options["language"] = language
     if "word" in granularities:
         options["word_timestamps"] = True
+    options |= _form_job(form, SPEAKER_OPTIONS)
+    if fmt == "diarized_json":
+        if task == "translate":
+            raise bad_request("response_format diarized_json is for transcriptions")
+        options["diarize"] = True
     return fmt, granularities or ("segment",), options
 
 
-def _form_job(form: Form) -> dict:
-    """POST /v1/jobs' form fields, typed as JobFields types them."""
-    values = {name: form.get(name) for name in form.fields}
+def _form_job(form: Form, names: Sequence[str] | None = None) -> dict:
+    """POST /v1/jobs' form fields (or those of `names` that were given), typed as JobFields types them."""
+    values = {name: form.get(name) for name in form.fields if names is None or (name in names and form.get(name) != "")}
     try:
         request = schemas.JobFields(**values)
     except ValidationError as exc:
@@ -453,16 +459,22 @@ def _job_error(job) -> ApiError:
 def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:
     if fmt == "json":
         return JSONResponse({"text": transcript.text}, headers=headers)
+    if fmt == "diarized_json":
+        body = schemas.TranscriptionDiarized(duration=transcript.duration or 0.0, text=transcript.text, segments=[
+            schemas.DiarizedSegment(id=f"seg_{i}", start=s.start, end=s.end, text=s.text, speaker=s.speaker or "")
+            for i, s in enumerate(transcript.segments)])
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
     if fmt == "verbose_json":
         body = schemas.TranscriptionVerbose(task=task, language=transcript.language, duration=transcript.duration or 0.0,
                                             text=transcript.text)
         if "segment" in granularities:
             body.segments = [schemas.SegmentOut(id=i, seek=int(s.start * 100), start=s.start, end=s.end, text=s.text,
                                                 tokens=[], temperature=0.0, avg_logprob=s.avg_logprob,
-                                                compression_ratio=s.compression_ratio, no_speech_prob=s.no_speech_prob)
+                                                compression_ratio=s.compression_ratio, no_speech_prob=s.no_speech_prob,
+                                                speaker=s.speaker)
                              for i, s in enumerate(transcript.segments)]
         if "word" in granularities:
-            body.words = [schemas.WordOut(word=w.text, start=w.start, end=w.end)
+            body.words = [schemas.WordOut(word=w.text, start=w.start, end=w.end, speaker=w.speaker)
                           for s in transcript.segments for w in (s.words or ())]
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
     text = transcript.text if fmt == "text" else render(transcript, fmt)

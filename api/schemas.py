@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from murmur.db.models import JobState
 from murmur.tasks.jobs import MAX_PRIORITY
-from murmur.workers.options import LANGUAGES, JobOptions, field_types
+from murmur.workers.options import LANGUAGES, MAX_SPEAKERS, JobOptions, option_type
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
 
 
@@ -31,12 +31,32 @@ class SegmentOut(BaseModel):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    speaker: str | None = Field(None, description="with diarization: S1, S2, ... in order of appearance, or a known speaker's name")
 
 
 class WordOut(BaseModel):
     word: str
     start: float
     end: float
+    speaker: str | None = None
+
+
+class DiarizedSegment(BaseModel):
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class TranscriptionDiarized(BaseModel):
+    """response_format=diarized_json, in OpenAI's shape."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
 
 
 class TranscriptionVerbose(BaseModel):
@@ -93,7 +113,6 @@ def _job_fields() -> dict:
     """POST /v1/jobs' fields, made from JobOptions' own (those `murmur submit` offers), a callback URL and a
     priority. Each is typed so that a form's text reads as it should ("5", "true"); its choices and range
     are shown in the document, and checked, with every other door's values, by `tasks.jobs.check`."""
-    hints = field_types()
     out: dict = {}
     for f in fields(JobOptions):
         if "submit" not in f.metadata["commands"]:
@@ -103,7 +122,7 @@ def _job_fields() -> dict:
             shown["enum"] = [c.value for c in f.metadata["choices"]]
         if f.metadata["range"] is not None:
             shown["minimum"], shown["maximum"] = f.metadata["range"]
-        kind = hints[f.name] if hints[f.name] in (bool, int) else str
+        kind = option_type(f.name) if option_type(f.name) in (bool, int) else str
         out[f.name] = (Annotated[kind, Field(json_schema_extra=shown)] | None, Field(None, description=f.metadata["help"]))
     out["callback_url"] = (str | None, Field(None, description="POSTed a signed JSON summary once when the job ends (fleet only)"))
     out["priority"] = (Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": MAX_PRIORITY})] | None,
@@ -131,6 +150,10 @@ _AUDIO_FORM = {
     "temperature": {"type": "number", "description": "0 only (murmur decodes with beam search at temperature 0)"},
     "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
                                   "description": "with verbose_json: segment (default) and/or word"},
+    "diarize": {"type": "boolean", "description": "label who spoke when (diarized_json implies it)"},
+    **{name: {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS, "description": f"with diarize: {what}"}
+       for name, what in (("speakers", "exactly this many speakers"), ("min_speakers", "at least this many speakers"),
+                          ("max_speakers", "at most this many speakers"))},
 }
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import types
 import uuid
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Union, get_args, get_origin, get_type_hints
 
-from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Table, Text, TypeDecorator,
-                        UniqueConstraint, text)
+from sqlalchemy import (JSON, Column, DateTime, Enum, Float, ForeignKey, Index, Integer, LargeBinary, String, Table, Text,
+                        TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from murmur.workers.errors import Failure
@@ -151,6 +151,16 @@ class ChunkRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Voiceprint(Base):
+    """A diarized job's voices: prepare stores the prints of its speech, assembly the turns it made of them."""
+
+    __tablename__ = "voiceprints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    prints: Mapped[bytes] = mapped_column(LargeBinary)  # workers.cpu.speakers.Voiceprints.to_bytes()
+    turns: Mapped[list | None] = mapped_column(JSON)  # [[start, end, speaker], ...] in time order, set at assembly
+
+
 class JobTotal(Base):
     """A running total over the jobs that ended (audio done, failures by class, stage seconds, re-drives),
     kept by a Postgres trigger as they end (migration 0009): the exporter reads a few rows, never all jobs."""
@@ -178,7 +188,7 @@ class _Words(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: list[Word] | None, dialect) -> list[dict] | None:
-        return None if value is None else [asdict(w) for w in value]
+        return None if value is None else [w.to_json() for w in value]
 
     def process_result_value(self, value: list[dict] | None, dialect) -> list[Word] | None:
         return None if value is None else [Word(**w) for w in value]
@@ -192,6 +202,8 @@ def _columns(record: type) -> list[Column]:
     hints = get_type_hints(record)
     columns = []
     for f in fields(record):
+        if not f.metadata.get("stored", True):
+            continue
         hint = hints[f.name]
         nullable = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
         base = next(a for a in get_args(hint) if a is not type(None)) if nullable else hint

@@ -17,7 +17,8 @@ from sqlalchemy import case, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from murmur.db.models import ENDED, UNENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, utcnow
+from murmur.db.models import ENDED, UNENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, Voiceprint, utcnow
+from murmur.workers.cpu.diarization import Turn, label_segments
 from murmur.workers.errors import Failure
 from murmur.workers.transcript import Segment, Transcript
 
@@ -193,9 +194,10 @@ def set_language(db: sessionmaker[Session], job_id: str, language: str, probabil
                lease_worker=None, lease_until=None, progress_at=utcnow())
 
 
-def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, duration: float, worker: str | None = None) -> bool:
-    """Record the plan of chunks (workers.cpu.chunking.Chunk), once; False if the job was planned,
-    ended or taken by another worker meanwhile (nothing is then written)."""
+def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, duration: float, worker: str | None = None,
+                prints: bytes | None = None) -> bool:
+    """Record the plan of chunks (workers.cpu.chunking.Chunk), and a diarized job's voiceprints, once; False if
+    the job was planned, ended or taken by another worker meanwhile (nothing is then written)."""
     rows = [ChunkRow(job_id=job_id, idx=c.idx, start=c.spans[0][0], end=c.spans[-1][1], spans=[list(s) for s in c.spans],
                      speech=[list(s) for s in c.speech], status=ChunkState.pending, attempts=0) for c in chunks]
     with db.begin() as s:
@@ -203,6 +205,8 @@ def save_chunks(db: sessionmaker[Session], job_id: str, chunks: Sequence, durati
         if job is None or job.status != JobState.running or job.n_chunks is not None or job.lease_worker != worker:
             return False
         s.add_all(rows)
+        if prints is not None:
+            s.merge(Voiceprint(job_id=job_id, prints=prints, turns=None))
         job.n_chunks, job.chunks_done, job.duration = len(rows), 0, duration
         job.lease_worker, job.lease_until, job.progress_at = None, None, utcnow()
     return True
@@ -276,10 +280,30 @@ def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
 
 
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
-    """The job and its segments from one session: under load every connection checkout and transaction waits its turn."""
+    """The job and its segments from one session: under load every connection checkout and transaction waits its turn.
+
+    A diarized job's segments come labelled with its speakers (split where the speaker changes), once assembly
+    has made its turns; its words are shown only if the job asked for them."""
     with db() as s:
         job = s.get(Job, job_id)
-        return Transcript(job.id, job.language, job.language_probability, job.duration, _segments(s, job_id))
+        segments = _segments(s, job_id)
+        options = job.job_options()
+        if options.diarize:
+            turns = s.scalar(select(Voiceprint.turns).where(Voiceprint.job_id == job_id))
+            if turns is not None:
+                segments = label_segments(segments, [Turn(*t) for t in turns], keep_words=options.word_timestamps)
+        return Transcript(job.id, job.language, job.language_probability, job.duration, segments)
+
+
+def get_voiceprints(db: sessionmaker[Session], job_id: str) -> bytes | None:
+    with db() as s:
+        return s.scalar(select(Voiceprint.prints).where(Voiceprint.job_id == job_id))
+
+
+def save_turns(db: sessionmaker[Session], job_id: str, turns: Sequence[Turn]) -> None:
+    """A diarized job's speaker turns; assembly made them from its voiceprints, and the same prints always make the same turns."""
+    with db.begin() as s:
+        s.execute(update(Voiceprint).where(Voiceprint.job_id == job_id).values(turns=[[t.start, t.end, t.speaker] for t in turns]))
 
 
 def _segments(s: Session, job_id: str) -> list[Segment]:
@@ -311,6 +335,7 @@ def delete_job(db: sessionmaker[Session], job_id: str) -> bool:
 def _delete_jobs(s: Session, ids: list[str]) -> None:
     s.execute(delete(Segment).where(Segment.job_id.in_(ids)))
     s.execute(delete(ChunkRow).where(ChunkRow.job_id.in_(ids)))
+    s.execute(delete(Voiceprint).where(Voiceprint.job_id.in_(ids)))
     s.execute(delete(Job).where(Job.id.in_(ids)))
 
 

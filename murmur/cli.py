@@ -22,7 +22,7 @@ from typing import NoReturn
 from murmur.tasks.outputs.formats import FORMATS, render
 from murmur.workers import memory
 from murmur.workers.errors import MurmurError
-from murmur.workers.options import JobOptions, field_types
+from murmur.workers.options import JobOptions, field_types, option_type
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,7 @@ def _add_job_options(parser: argparse.ArgumentParser, command: str) -> None:
         elif choices is not None:
             parser.add_argument(flag, choices=[c.value for c in choices], help=f.metadata["help"])
         else:
-            parser.add_argument(flag, type=int if hints[f.name] is int else str, help=f.metadata["help"])
+            parser.add_argument(flag, type=int if option_type(f.name) is int else str, help=f.metadata["help"])
 
 
 def _job_options(args: argparse.Namespace) -> dict:

@@ -21,7 +21,9 @@ from murmur.db.models import ChunkRow, ChunkState, JobState
 from murmur.tasks.context import Context
 from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
+from murmur.workers.cpu import speakers
 from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_chunks
+from murmur.workers.cpu.diarization import speaker_turns
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.cpu.vad import EDGES, speech_spans
@@ -61,12 +63,17 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
                              speech=speech_spans(probs, EDGES))
         refs = []
         held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
+        voices: list | None = [] if options.diarize else None
         with closing(stream_audio(path)) as blocks:
-            for chunk, array in zip(chunks, iter_log_mel(cut_chunks(blocks, chunks), n_mels)):
+            pieces = cut_chunks(blocks, chunks)
+            if voices is not None:
+                pieces = speakers.listen(chunks, pieces, into=voices)  # the same audio, embedded on its way to the features
+            for chunk, array in zip(chunks, iter_log_mel(pieces, n_mels)):
                 ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
                 refs.append(ctx.store.put(job_id, chunk.idx, array))
                 held += array.nbytes
-    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_holder):
+    prints = None if voices is None else speakers.voiceprints(voices).to_bytes()
+    if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_holder, prints=prints):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
@@ -224,15 +231,32 @@ def _fail_for(ctx: Context, job_id: str, exc: Exception) -> None:
 
 
 def assemble(ctx: Context, job_id: str) -> bool:
-    """Mark a fully decoded job done, its transcript files written first; True only for the one call that did it."""
+    """Mark a fully decoded job done, its speakers told apart and its transcript files written first;
+    True only for the one call that did it."""
+    job = queries.get_job(ctx.db, job_id)
+    complete = job and job.status == JobState.running and job.n_chunks is not None and job.chunks_done >= job.n_chunks
+    if complete and job.job_options().diarize:
+        _diarize(ctx, job)
     if ctx.output_uri:
-        job = queries.get_job(ctx.db, job_id)
-        if job and job.status == JobState.running and job.n_chunks is not None and job.chunks_done >= job.n_chunks:
+        if complete:
             from murmur.tasks.outputs.s3 import write_outputs
 
             written = write_outputs(ctx.output_uri, queries.get_transcript(ctx.db, job_id))
             log.info("job %s: transcript written to %s", job_id, ", ".join(written))
     return queries.finish_job(ctx.db, job_id)
+
+
+def _diarize(ctx: Context, job) -> None:
+    """The job's speaker turns from its voiceprints, over the speech its chunks hold."""
+    started = time.perf_counter()
+    options = job.job_options()
+    prints = queries.get_voiceprints(ctx.db, job.id)
+    speech = [tuple(s) for row in queries.get_chunks(ctx.db, job.id) for s in (row.speech or row.spans)]
+    turns = speaker_turns(speakers.Voiceprints.from_bytes(prints) if prints else speakers.Voiceprints.empty(), speech,
+                          options.speakers, options.min_speakers, options.max_speakers)
+    queries.save_turns(ctx.db, job.id, turns)
+    log.info("job %s: %d speaker(s) in %d turns (%.2f s)", job.id, len({t.speaker for t in turns}), len(turns),
+             time.perf_counter() - started)
 
 
 def load_features(ctx: Context, items: Sequence[tuple[str, TensorRef]]) -> np.ndarray:

@@ -247,6 +247,15 @@ def test_bad_requests_get_openai_shaped_errors_and_bad_audio_fails_its_job(api):
         unknown = alice.post("/v1/jobs", json={"source": "s3://b/k.wav", "colour": "red"})
         assert unknown.status_code == 400 and "colour" in unknown.json()["error"]["message"]
         assert alice.get("/v1/nothing").json()["error"]["code"] == "not_found"
+        # the speaker options are checked by the same code as every other door's
+        for fields, reason in ([{"diarize": "true", "speakers": "0"}, "speakers"],
+                               [{"speakers": "2"}, "give --diarize too"],
+                               [{"diarize": "true", "min_speakers": "3", "max_speakers": "2"}, "more than --max-speakers 2"]):
+            with JFK.open("rb") as f:
+                answer = alice.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", f)}, data={"model": "whisper-1", **fields})
+            assert answer.status_code == 400 and reason in answer.json()["error"]["message"], answer.text
+        crossed = alice.post("/v1/jobs", json={"source": "s3://b/k.wav", "diarize": True, "min_speakers": 3, "max_speakers": 2})
+        assert crossed.status_code == 400 and "more than --max-speakers 2" in crossed.json()["error"]["message"]
     assert list(api.uploads.iterdir()) == []
 
 
@@ -373,5 +382,12 @@ def test_embedded_mode_answers_the_same_endpoints_with_no_broker(embedded_api):
         text = anyone.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"}).text
         reference = (DATA / "mls_spanish_13697_11991_000000.txt").read_text()
         assert word_error_rate(reference, text) <= 0.35
+    with _http(embedded_api) as anyone, (DATA / "dev_conv_en_3spk_female.flac").open("rb") as f:
+        diarized = anyone.post("/v1/audio/transcriptions", files={"file": ("talk.flac", f)},
+                               data={"model": "whisper-1", "language": "en", "response_format": "diarized_json"}, timeout=300)
+    assert diarized.status_code == 200, diarized.text
+    segments = diarized.json()["segments"]
+    assert {s["speaker"] for s in segments} == {"S1", "S2", "S3"}
+    assert all(s["type"] == "transcript.text.segment" and s["id"].startswith("seg_") for s in segments)
     # the answered requests' uploads are gone; the job's stays until the job is deleted
     assert [p.name for p in (embedded_api.home / "murmur" / "uploads").iterdir()] == [f"{job_id}.opus"]

@@ -199,6 +199,21 @@ def test_long_file_equals_the_embedded_transcript(fleet, embedded):
     assert keys == []  # every tensor deleted once its chunk was stored
 
 
+def test_the_fleet_labels_speakers_as_the_embedded_run_does_and_a_redelivered_assembly_changes_nothing(fleet, embedded):
+    client = fleet.client
+    options = {"language": "en", "diarize": True, "min_speakers": 2}
+    job_id = client.submit(str(DATA / "dev_conv_en_3spk_female.flac"), **options)
+    client.wait(job_id, timeout=300)
+    distributed = client.result(job_id)
+    local = embedded("dev_conv_en_3spk_female.flac", **options)
+    labelled = [(s.speaker, s.text) for s in distributed.segments]
+    assert labelled == [(s.speaker, s.text) for s in local.segments]
+    assert {speaker for speaker, _ in labelled} == {"S1", "S2", "S3"}
+    fleet.client.app.send_task("murmur.assemble", args=[job_id], queue="murmur.cpu")
+    time.sleep(3)
+    assert [(s.speaker, s.text) for s in client.result(job_id).segments] == labelled
+
+
 CLIPS = {  # mixed lengths: 4, 5, 11, 15 and 68 seconds
     "nst_quiet_room_4s.wav": set(),
     "stereo_two_speakers.wav": {"behind", "curtain"},

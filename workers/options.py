@@ -19,6 +19,8 @@ DEFAULT_MODEL = "base"
 DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 256
 MAX_BEAM_SIZE = 16  # Whisper's default is 5; a wider beam multiplies a worker's memory and time per chunk
+MAX_SPEAKERS = 20  # a count of speakers past this is no longer a conversation that clustering voices can tell apart
+SPEAKER_OPTIONS = ("diarize", "speakers", "min_speakers", "max_speakers")  # read at prepare and assembly; never by a decoder
 
 # The language codes Whisper models know (large-v3 adds Cantonese, yue); a test
 # checks the list against the bundled tokenizer, so a typo never reaches a decoder.
@@ -63,6 +65,10 @@ class JobOptions:
                               commands=("transcribe",), range=(1, MAX_BATCH_SIZE))
     beam_size: int = _option(5, "beam width of the decoder", range=(1, MAX_BEAM_SIZE))
     word_timestamps: bool = _option(False, "include per-word times in json output")
+    diarize: bool = _option(False, "label who spoke when: segments and words carry a speaker (S1, S2, ... in order of appearance)")
+    speakers: int | None = _option(None, "with --diarize: exactly this many speakers", range=(1, MAX_SPEAKERS))
+    min_speakers: int | None = _option(None, "with --diarize: at least this many speakers", range=(1, MAX_SPEAKERS))
+    max_speakers: int | None = _option(None, "with --diarize: at most this many speakers", range=(1, MAX_SPEAKERS))
     seed: int = _option(0, "random seed of the decoder: the same seed gives the same text", commands=())
 
     def __post_init__(self) -> None:
@@ -74,9 +80,11 @@ class JobOptions:
                 if not isinstance(value, str) or value not in {c.value for c in choices}:
                     raise MurmurError(f"invalid {_words(f.name)} {value!r}: use {' or '.join(choices)}")
                 object.__setattr__(self, f.name, choices(value))
+            elif value is None and f.default is None:
+                continue  # not given
             elif hints[f.name] is bool and not isinstance(value, bool):
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use true or false")
-            elif hints[f.name] is int and (not isinstance(value, int) or isinstance(value, bool)):
+            elif option_type(f.name) is int and (not isinstance(value, int) or isinstance(value, bool)):
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number")
             elif hints[f.name] is str and (not isinstance(value, str) or not value):
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a name")
@@ -87,6 +95,13 @@ class JobOptions:
             raise MurmurError(f"invalid language {repr(self.language)[:40]}: use a Whisper language code such as en or de")
         if self.multilingual and self.language:
             raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
+        counts = [name for name in SPEAKER_OPTIONS[1:] if getattr(self, name) is not None]
+        if counts and not self.diarize:
+            raise MurmurError(f"--{counts[0].replace('_', '-')} counts the speakers that --diarize labels: give --diarize too")
+        if self.speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
+            raise MurmurError("give either --speakers (exact) or --min-speakers/--max-speakers, not both")
+        if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
+            raise MurmurError(f"--min-speakers {self.min_speakers} is more than --max-speakers {self.max_speakers}")
 
     @classmethod
     def from_json(cls, data: dict) -> JobOptions:
@@ -96,17 +111,35 @@ class JobOptions:
         return cls(**data)
 
     def to_json(self) -> dict:
-        return {name: str(value) if isinstance(value, StrEnum) else value for name, value in asdict(self).items()}
+        """Every option; those of a feature left off (the speaker options without `diarize`) are left out,
+        so a job row written before the feature existed reads back the same."""
+        out = {name: str(value) if isinstance(value, StrEnum) else value for name, value in asdict(self).items()}
+        if not self.diarize:
+            for name in SPEAKER_OPTIONS:
+                del out[name]
+        return out
+
+    @property
+    def keeps_words(self) -> bool:
+        """Decode stores each segment's words: asked for, or needed to give each word its speaker."""
+        return self.word_timestamps or self.diarize
 
     def batch_key(self) -> tuple:
-        """Jobs whose keys are equal can share a decode batch: everything but the batch size matters."""
-        return tuple(getattr(self, f.name) for f in fields(self) if f.name != "batch_size")
+        """Jobs whose keys are equal can share a decode batch: what the decoder reads, and whether it keeps words."""
+        skip = {"batch_size", "word_timestamps", *SPEAKER_OPTIONS}
+        return (*(getattr(self, f.name) for f in fields(self) if f.name not in skip), self.keeps_words)
 
 
 @cache
 def field_types() -> dict[str, type]:
     """Each option's type, resolved once: the annotations are strings, and resolving them is most of a construction's cost."""
     return get_type_hints(JobOptions)
+
+
+def option_type(name: str) -> type:
+    """The option's value type, `int` for an optional whole number too: what a flag or a form field parses its text as."""
+    hint = field_types()[name]
+    return next((a for a in getattr(hint, "__args__", ()) if a is not type(None)), hint)
 
 
 def _words(name: str) -> str:

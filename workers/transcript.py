@@ -16,6 +16,13 @@ class Word:
     end: float
     text: str
     probability: float
+    speaker: str | None = None  # with diarization: who said it (None where the VAD heard no speech in its span)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.speaker is None:
+            del out["speaker"]
+        return out
 
 
 @dataclass
@@ -32,6 +39,7 @@ class Segment:
     no_speech_prob: float
     compression_ratio: float
     words: list[Word] | None = field(default=None)
+    speaker: str | None = field(default=None, metadata={"stored": False})  # given at reading, from the job's turns
 
     def to_json(self) -> dict:
         """The segment of README's JSON contract."""
@@ -45,8 +53,10 @@ class Segment:
             "no_speech_prob": round(self.no_speech_prob, 4),
             "compression_ratio": round(self.compression_ratio, 4),
         }
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
         if self.words is not None:
-            out["words"] = [asdict(w) for w in self.words]
+            out["words"] = [w.to_json() for w in self.words]
         return out
 
 

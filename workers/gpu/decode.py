@@ -153,7 +153,7 @@ def decode_batch(
         for member, member_words in zip(window.members, _split_words(window, words, durations)):
             if len(window.members) == 1 or len(member_words) >= MIN_PACKED_WORDS_PER_S * _speech_seconds(chunks[member]):
                 out[member] = sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
-                                         results[i].no_speech_prob, options.word_timestamps)
+                                         results[i].no_speech_prob, options.keeps_words)
             else:
                 unheard.append(member)
     if unheard:  # Whisper skipped (part of) a packed chunk, or judged the window silent: each gets its own window

@@ -1,0 +1,147 @@
+"""Who spoke when: voiceprints taken at prepare, clustered at assembly, words labelled by them.
+
+Real weights (Whisper base, the resemblyzer encoder) on real recordings of real voices;
+the embedded runner on SQLite here, the fleet against it in test_distributed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from murmur.db.session import sessions, upgrade
+from murmur.tasks.context import Context
+from murmur.tasks.embedded.runner import run as run_embedded
+from murmur.tasks.outputs.formats import render
+from murmur.workers.cpu.diarization import Turn, label_segments
+from murmur.workers.cpu.speakers import mel_filters, slices
+from murmur.workers.errors import MurmurError
+from murmur.workers.options import JobOptions
+from murmur.workers.transcript import Segment, Word
+from tests.conftest import DATA, run_cli
+
+CONVERSATION = "dev_conv_en_3spk_female.flac"  # three women taking turns, two overlaps; .rttm beside it
+
+
+def der(transcript, rttm: str, collar: float = 0.25) -> float:
+    """Diarization error rate of the transcript's words (their speakers, merged over short gaps) against an RTTM."""
+    from pyannote.core import Annotation, Segment as Span
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference = Annotation()
+    for line in (DATA / rttm).read_text().splitlines():
+        parts = line.split()
+        reference[Span(float(parts[3]), float(parts[3]) + float(parts[4])), len(reference)] = parts[7]
+    return DiarizationErrorRate(collar=collar)(reference, hypothesis(transcript))
+
+
+def hypothesis(transcript):
+    from pyannote.core import Annotation, Segment as Span
+
+    out = Annotation()
+    for s in transcript.segments:
+        if s.end > s.start and s.speaker:
+            out[Span(s.start, s.end), len(out)] = s.speaker
+    return out.support(collar=0.5)
+
+
+def test_the_encoders_filters_are_slaneys_mel_filters_as_librosa_makes_them():
+    import librosa
+
+    assert np.abs(mel_filters(16000, 400, 40) - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
+
+
+def test_slices_cover_each_span_and_skip_scraps():
+    assert slices([(0.0, 0.3)]) == []
+    assert slices([(1.0, 2.0)]) == [(1.0, 2.0)]
+    cut = slices([(0.0, 4.0)])
+    assert cut[0] == (0.0, 1.5) and cut[-1] == pytest.approx((2.5, 4.0))
+    assert all(b - a == pytest.approx(1.5) for a, b in cut)
+    assert all(later[0] - earlier[0] <= 0.75 + 1e-9 for earlier, later in zip(cut, cut[1:]))
+
+
+def test_words_take_the_speaker_who_holds_their_span_and_none_where_nobody_spoke():
+    turns = [Turn(0.0, 2.0, "S1"), Turn(2.0, 4.0, "S2"), Turn(6.0, 8.0, "S1")]
+    words = [Word(0.1, 0.5, " Hello", 0.9), Word(1.7, 2.6, " there.", 0.9), Word(2.7, 3.0, " Yes", 0.9),
+             Word(4.5, 5.0, " um", 0.9), Word(6.1, 6.5, " fine.", 0.9)]
+    segment = Segment(0, 0, 0.1, 6.5, "Hello there. Yes um fine.", "en", -0.2, 0.01, 1.0, words)
+    out = label_segments([segment], turns, keep_words=True)
+    assert [(s.speaker, s.text) for s in out] == [("S1", "Hello"), ("S2", "there. Yes um"), ("S1", "fine.")]
+    assert [w.speaker for s in out for w in s.words] == ["S1", "S2", "S2", None, "S1"]
+    assert out[0].start == 0.1 and out[-1].end == 6.5
+    assert label_segments([segment], turns, keep_words=False)[0].words is None
+
+
+@pytest.mark.parametrize("options, reason", [
+    ({"diarize": True, "speakers": 0}, "invalid speakers 0"),
+    ({"diarize": True, "min_speakers": 3, "max_speakers": 2}, "--min-speakers 3 is more than --max-speakers 2"),
+    ({"speakers": 2}, "give --diarize too"),
+    ({"diarize": True, "speakers": 2, "max_speakers": 3}, "not both"),
+    ({"diarize": True, "speakers": "2"}, "use a whole number"),
+    ({"diarize": "yes"}, "use true or false"),
+])
+def test_bad_speaker_options_are_refused_with_a_reason(options, reason):
+    with pytest.raises(MurmurError, match=reason):
+        JobOptions(**options)
+
+
+def test_the_cli_refuses_bad_speaker_options_before_any_work():
+    refused = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), "--diarize", "--min-speakers", "3", "--max-speakers", "2")
+    assert refused.returncode == 1
+    assert "--min-speakers 3 is more than --max-speakers 2" in refused.stderr
+
+
+def test_without_diarize_the_options_and_outputs_are_what_they_were():
+    options = JobOptions(word_timestamps=True)
+    assert not set(options.to_json()) & {"diarize", "speakers", "min_speakers", "max_speakers"}
+    assert options.batch_key() == JobOptions(word_timestamps=True, diarize=True).batch_key()  # they decode together
+    segment = Segment(0, 0, 0.0, 1.0, "Hi.", "en", -0.1, 0.0, 1.0, [Word(0.0, 1.0, " Hi.", 0.9)])
+    assert json.loads(json.dumps(segment.to_json()))["words"] == [{"start": 0.0, "end": 1.0, "text": " Hi.", "probability": 0.9}]
+    assert "speaker" not in segment.to_json()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('speakers') / 'murmur.db'}"
+    upgrade(url)
+    return Context(db=sessions(url), device="cpu", compute_type="int8", threads=2)
+
+
+@pytest.mark.weights
+def test_a_three_speaker_conversation_gets_three_speakers_in_the_right_places(embedded):
+    transcript = run_embedded(embedded, str(DATA / CONVERSATION), JobOptions(language="en", diarize=True, word_timestamps=True))
+    speakers = [s.speaker for s in transcript.segments]
+    assert set(speakers) == {"S1", "S2", "S3"}
+    assert list(dict.fromkeys(speakers)) == ["S1", "S2", "S3"]  # named in order of first appearance
+    assert der(transcript, CONVERSATION.replace(".flac", ".rttm")) < 0.15
+    turns = _turns(embedded, transcript.job_id)
+    for segment in transcript.segments:
+        for word in segment.words:
+            if word.speaker is not None:  # a word's voice is one heard in its span
+                assert any(t.speaker == word.speaker and t.start <= word.end and word.start <= t.end for t in turns)
+    vtt = render(transcript, "vtt")
+    assert "<v S1>" in vtt and "<v S3>" in vtt
+    lines = render(transcript, "txt").splitlines()
+    assert lines[0].startswith("S1: ")
+    changes = sum(1 for a, b in zip(speakers, speakers[1:]) if a != b)
+    assert sum(1 for line in lines if line[:4] in ("S1: ", "S2: ", "S3: ")) == changes + 1
+
+
+@pytest.mark.weights
+def test_an_exact_count_is_obeyed_one_voice_gets_one_label_and_silence_none(embedded):
+    two = run_embedded(embedded, str(DATA / CONVERSATION), JobOptions(language="en", diarize=True, speakers=2))
+    assert {s.speaker for s in two.segments} == {"S1", "S2"}
+    one = run_embedded(embedded, str(DATA / "jfk_inaugural_1961.flac"), JobOptions(language="en", diarize=True))
+    assert {s.speaker for s in one.segments} == {"S1"}
+    quiet = run_embedded(embedded, str(DATA / "nst_quiet_room_4s.wav"), JobOptions(language="en", diarize=True))
+    assert quiet.segments == []
+
+
+def _turns(ctx: Context, job_id: str) -> list[Turn]:
+    from sqlalchemy import select
+
+    from murmur.db.models import Voiceprint
+
+    with ctx.db() as s:
+        return [Turn(*t) for t in s.scalar(select(Voiceprint.turns).where(Voiceprint.job_id == job_id))]

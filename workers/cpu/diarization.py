@@ -1,0 +1,209 @@
+"""Who spoke when: a job's voiceprints clustered into speakers, speaker turns over its speech, and words labelled by them.
+
+Assembly runs this once per job, on the CPU: the prints are the job's own
+(`speakers.Voiceprints`), so no other job's voices can enter its clusters,
+and the same prints always give the same turns.
+
+How many speakers, when no count is given: the prints are clustered bottom-up
+(average linkage, cosine distance). If even the last merge joins voices closer
+than SAME_VOICE, there is one speaker; otherwise the count is the one before
+the widest jump in merge distance, among counts whose every cluster holds a
+share of the speech (MIN_SHARE) — a cough or a door is not a speaker. Each
+print then goes to its nearest cluster centre, a few times over. Measured on
+the dev set (bench/bench_diarization.py): thresholds that fit the AMI meetings'
+close voices split single voices elsewhere; these are the measured compromise.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from murmur.workers.cpu.speakers import Voiceprints
+from murmur.workers.transcript import Segment, Word
+
+SAME_VOICE = 0.30  # cosine distance: a last merge below this joins one voice
+MIN_SHARE = 0.06  # of the prints: a smaller cluster is absorbed by its nearest neighbour
+MAX_ESTIMATED = 8  # without a count, at most this many speakers are told apart
+_FRAME_S = 0.01
+_REFINE_ROUNDS = 3
+KNOWN_VOICE = 0.55  # cosine similarity: a cluster closer than this to a known speaker's reference takes their name
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Stretch of speech in source time and who spoke it."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+def speaker_turns(prints: Voiceprints, speech: Sequence[tuple[float, float]], speakers: int | None = None,
+                  min_speakers: int | None = None, max_speakers: int | None = None,
+                  known: dict[str, np.ndarray] | None = None) -> list[Turn]:
+    """Each stretch of speech split among the speakers: every 10 ms goes to the speaker of the nearest print.
+
+    Speakers are S1, S2, ... in order of first appearance; a cluster that matches a
+    known speaker's reference print (`known`: name → unit vector) takes their name.
+    """
+    if len(prints) == 0:
+        return []
+    labels = cluster(prints.vectors, speakers, min_speakers, max_speakers)
+    names = _names(prints, labels, known or {})
+    centres = prints.times.mean(axis=1)
+    order = np.argsort(centres, kind="stable")
+    centres, labels = centres[order], labels[order]
+    turns: list[Turn] = []
+    for a, b in sorted(speech):
+        frames = np.arange(a, b, _FRAME_S)
+        if frames.size == 0:
+            continue
+        nearest = _nearest(centres, frames)
+        runs = np.flatnonzero(np.diff(labels[nearest])) + 1
+        for first, last in zip([0, *runs], [*runs, frames.size]):
+            speaker = names[labels[nearest[first]]]
+            start, end = round(float(frames[first]), 3), round(min(float(frames[last - 1]) + _FRAME_S, b), 3)
+            if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
+                turns[-1] = Turn(turns[-1].start, end, speaker)
+            else:
+                turns.append(Turn(start, end, speaker))
+    return turns
+
+
+def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int | None = None,
+            max_speakers: int | None = None) -> np.ndarray:
+    """A cluster index for each print (unit vectors), `speakers` clusters exactly when given."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n = len(vectors)
+    if n == 0:
+        return np.zeros(0, int)
+    if speakers is not None:
+        low = high = min(speakers, n)
+    else:
+        low, high = min(min_speakers or 1, n), min(max_speakers or max(MAX_ESTIMATED, min_speakers or 1), n)
+    if n == 1 or high == 1:
+        return np.zeros(n, int)
+    tree = linkage(vectors.astype(np.float64), "average", metric="cosine")
+    heights = tree[::-1, 2]  # heights[k - 2]: the distance of the merge that brings k clusters down to k - 1
+    if low == high:
+        return _refined(vectors, fcluster(tree, low, "maxclust") - 1, keep=low)
+    if low == 1 and heights[0] < SAME_VOICE:
+        return np.zeros(n, int)
+    best, count = -1.0, max(low, 2)
+    for k in range(max(low, 2), high + 1):
+        sizes = np.bincount(fcluster(tree, k, "maxclust"))[1:]
+        if sizes.min() < max(2, MIN_SHARE * n) and k > low:
+            continue
+        jump = heights[k - 2] - (heights[k - 1] if k - 1 < len(heights) else 0.0)
+        if jump > best:
+            best, count = jump, k
+    return _refined(vectors, fcluster(tree, count, "maxclust") - 1, keep=low)
+
+
+def label_segments(segments: Sequence[Segment], turns: Sequence[Turn], keep_words: bool) -> list[Segment]:
+    """Segments with their speaker, cut where the speaker changes between words; each word its own speaker.
+
+    A word takes the speaker who holds most of its span, and none if no turn
+    overlaps it: a word is never given a voice the VAD did not hear where it
+    lies. Such a word stays with the words around it."""
+    starts = [t.start for t in turns]
+    out: list[Segment] = []
+    for segment in segments:
+        words = [replace(w, speaker=_speaker_in(turns, starts, w.start, w.end)) for w in segment.words or ()]
+        if not words:
+            speaker = _speaker_in(turns, starts, segment.start, segment.end) or _nearest_turn(turns, starts, segment.start)
+            out.append(replace(segment, speaker=speaker, words=None))
+            continue
+        for run in _runs(words):
+            speaker = next((w.speaker for w in run if w.speaker), None) or _nearest_turn(turns, starts, run[0].start)
+            first, last = run[0] is words[0], run[-1] is words[-1]
+            out.append(replace(
+                segment,
+                start=segment.start if first else run[0].start,
+                end=segment.end if last else run[-1].end,
+                text="".join(w.text for w in run).strip(),
+                speaker=speaker,
+                words=run if keep_words else None,
+            ))
+    return out
+
+
+def _runs(words: list[Word]) -> list[list[Word]]:
+    """Consecutive words of one speaker; an unlabelled word joins the run it is in."""
+    runs: list[list[Word]] = [[]]
+    current = None
+    for w in words:
+        if w.speaker is not None and current is not None and w.speaker != current and runs[-1]:
+            runs.append([])
+        if w.speaker is not None:
+            current = w.speaker
+        runs[-1].append(w)
+    return runs
+
+
+def _speaker_in(turns: Sequence[Turn], starts: list[float], start: float, end: float) -> str | None:
+    """Who holds most of [start, end]; None when no turn overlaps it."""
+    held: dict[str, float] = {}
+    i = max(bisect.bisect_right(starts, start) - 1, 0)
+    while i < len(turns) and turns[i].start < end:
+        overlap = min(end, turns[i].end) - max(start, turns[i].start)
+        if overlap > 0 or (end <= start and turns[i].start <= start <= turns[i].end):
+            held[turns[i].speaker] = held.get(turns[i].speaker, 0.0) + max(overlap, 0.0)
+        i += 1
+    return max(held, key=held.__getitem__) if held else None
+
+
+def _nearest_turn(turns: Sequence[Turn], starts: list[float], t: float) -> str | None:
+    """The speaker of the turn nearest to `t`: a segment with no speech under it still belongs to someone."""
+    if not turns:
+        return None
+    i = bisect.bisect_right(starts, t)
+    near = [turns[j] for j in (i - 1, i) if 0 <= j < len(turns)]
+    return min(near, key=lambda turn: max(turn.start - t, t - turn.end, 0.0)).speaker
+
+
+def _nearest(centres: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For each time, the index of the nearest centre (sorted centres)."""
+    right = np.clip(np.searchsorted(centres, times), 0, len(centres) - 1)
+    left = np.clip(right - 1, 0, len(centres) - 1)
+    return np.where(np.abs(times - centres[left]) <= np.abs(centres[right] - times), left, right)
+
+
+def _refined(vectors: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
+    """Each print moved to its nearest cluster centre, a few rounds; clusters below MIN_SHARE absorbed
+    while more than `keep` remain."""
+    labels = np.asarray(labels)
+    for _ in range(_REFINE_ROUNDS):
+        ids, sizes = np.unique(labels, return_counts=True)
+        order = np.argsort(-sizes, kind="stable")
+        kept = [ids[i] for j, i in enumerate(order) if j < keep or sizes[i] >= max(2, MIN_SHARE * len(labels))]
+        centres = np.stack([vectors[labels == c].mean(axis=0) for c in kept])
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-9)
+        labels = np.asarray(kept)[np.argmax(vectors @ centres.T, axis=1)]
+    _, labels = np.unique(labels, return_inverse=True)
+    return labels
+
+
+def _names(prints: Voiceprints, labels: np.ndarray, known: dict[str, np.ndarray]) -> dict[int, str]:
+    """S1, S2, ... by first appearance; a cluster matched one to one to a known speaker's reference takes its name."""
+    first = {}
+    for i in np.argsort(prints.times[:, 0], kind="stable"):
+        first.setdefault(int(labels[i]), len(first) + 1)
+    names = {label: f"S{n}" for label, n in first.items()}
+    if known:
+        from scipy.optimize import linear_sum_assignment
+
+        clusters = sorted(names)
+        centres = np.stack([prints.vectors[labels == c].mean(axis=0) for c in clusters])
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-9)
+        people = list(known)
+        similarity = centres @ np.stack([known[p] for p in people]).T
+        for row, col in zip(*linear_sum_assignment(-similarity)):
+            if similarity[row, col] >= KNOWN_VOICE:
+                names[clusters[row]] = people[col]
+    return names
