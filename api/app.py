@@ -9,9 +9,11 @@ threads: the event loop only moves bytes and waits.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
@@ -41,12 +43,13 @@ from murmur.settings import Settings
 from murmur.tasks import jobs
 from murmur.tasks.outputs import retention
 from murmur.tasks.outputs.formats import render
-from murmur.tasks.outputs.uploads import discard_uploads, upload_path
+from murmur.tasks.outputs.uploads import discard_uploads, reference_path, upload_path
 from murmur.workers.errors import Failure, MurmurError, ServiceUnavailable
-from murmur.workers.options import SPEAKER_OPTIONS
+from murmur.workers.options import SPEAKER_OPTIONS, is_list
 from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
+LIST_OPTIONS = frozenset(name for name in SPEAKER_OPTIONS if is_list(name))  # a form gives each item as a field of its own
 OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
 EVENT_POLL_SECONDS = 1.0  # how often an event stream reads its job's progress
 
@@ -143,10 +146,10 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
             created = await blocking(admit)
         except ApiError:
             if form and form.file:
-                form.file.unlink(missing_ok=True)
+                discard_uploads(settings, [str(form.file)])  # with any reference clips beside it
             raise
         if created != job_id and form and form.file:
-            form.file.unlink(missing_ok=True)  # the same request again: its first upload is the job's
+            discard_uploads(settings, [str(form.file)])  # the same request again: its first upload is the job's
         return created
 
     async def upload(request: Request, who: Caller, job_id: str) -> Form:
@@ -182,8 +185,9 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         marks.append(time.perf_counter())
         try:
             fmt, granularities, options = _openai_options(form, task, settings)
+            _store_references(options, settings, job_id)
         except ApiError:
-            form.file.unlink(missing_ok=True)
+            discard_uploads(settings, [str(form.file)])
             raise
         job_id = await start_job(who, form, str(form.file), options, None, who.top_priority, job_id, key)
         return await answer(job_id, form, fmt, task, granularities, marks)
@@ -245,13 +249,17 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
             body = _json_job(await json_body(request.stream(), request.headers.get("content-length")))
             form, source = None, body.source
             values = body.model_dump(exclude_none=True, exclude={"source"})
+            if any(not r.startswith("s3://") for r in values.get("known_speaker_references", ())):
+                raise bad_request("known_speaker_references: a JSON job's reference clips are s3:// URIs "
+                                  "(data: URLs ride with an upload, as multipart/form-data)")
         else:
             form = await upload(request, who, job_id)
             source = str(form.file)
             try:
                 values = _form_job(form)
+                _store_references(values, settings, job_id)
             except ApiError:
-                form.file.unlink(missing_ok=True)
+                discard_uploads(settings, [source])
                 raise
         callback_url, priority = values.pop("callback_url", None), values.pop("priority", None)
         if "model" in values:
@@ -377,7 +385,7 @@ def _model(name: str, settings: Settings) -> str:
 def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tuple[str, ...], dict]:
     """OpenAI's form fields as the job's options; what murmur cannot honour is refused, never ignored."""
     known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-             "timestamp_granularities", *SPEAKER_OPTIONS}
+             "timestamp_granularities", *SPEAKER_OPTIONS, *(f"{name}[]" for name in SPEAKER_OPTIONS if is_list(name))}
     unknown = sorted(set(form.fields) - known)
     if unknown:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_parameter")
@@ -417,14 +425,51 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
 
 
 def _form_job(form: Form, names: Sequence[str] | None = None) -> dict:
-    """POST /v1/jobs' form fields (or those of `names` that were given), typed as JobFields types them."""
-    values = {name: form.get(name) for name in form.fields if names is None or (name in names and form.get(name) != "")}
+    """POST /v1/jobs' form fields (or those of `names` that were given), typed as JobFields types them;
+    a list is its field given once per item, its name with or without OpenAI's `[]`."""
+    values: dict = {}
+    for name, texts in form.fields.items():
+        bare = name.removesuffix("[]")
+        if names is not None and (bare not in names or texts[-1] == ""):
+            continue
+        if bare in LIST_OPTIONS:
+            values.setdefault(bare, []).extend(texts)
+        else:
+            values[name] = texts[-1]
     try:
         request = schemas.JobFields(**values)
     except ValidationError as exc:
         where, message = _first_error(exc.errors())
         raise bad_request(f"{where}: {message}") from None
     return request.model_dump(exclude_none=True)
+
+
+def _store_references(options: dict, settings: Settings, job_id: str) -> None:
+    """A multipart request's reference clips, OpenAI's data: URLs, written beside its upload (the worker reads
+    them there, and they go with it); s3:// URIs are kept for the workers to fetch. A path is refused: a
+    tenant names no file on the server."""
+    references = options.get("known_speaker_references")
+    if not references:
+        return
+    stored = []
+    for n, reference in enumerate(references):
+        if reference.startswith("s3://"):
+            stored.append(reference)
+            continue
+        header, comma, payload = reference.partition(",")
+        media_type = header.removeprefix("data:").removesuffix(";base64")
+        if not (header.startswith("data:") and header.endswith(";base64") and comma):
+            raise bad_request(f"known_speaker_references[{n}]: give a data: URL (data:audio/wav;base64,...) or an s3:// URI")
+        try:
+            clip = base64.b64decode(payload, validate=True)
+        except ValueError:
+            raise bad_request(f"known_speaker_references[{n}]: the data: URL is not valid base64") from None
+        path = reference_path(settings, job_id, n, media_type)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(clip)
+        stored.append(str(path))
+    options["known_speaker_references"] = stored
 
 
 def _json_job(body: bytes) -> schemas.JobRequest:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from murmur.db.models import JobState
 from murmur.tasks.jobs import MAX_PRIORITY
-from murmur.workers.options import LANGUAGES, MAX_SPEAKERS, JobOptions, option_type
+from murmur.workers.options import LANGUAGES, MAX_SPEAKERS, JobOptions, is_list, option_type
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 TRANSCRIPT_FORMATS = (*RESPONSE_FORMATS, "txt")  # txt: murmur's own name for text
@@ -122,7 +122,7 @@ def _job_fields() -> dict:
             shown["enum"] = [c.value for c in f.metadata["choices"]]
         if f.metadata["range"] is not None:
             shown["minimum"], shown["maximum"] = f.metadata["range"]
-        kind = option_type(f.name) if option_type(f.name) in (bool, int) else str
+        kind = list[str] if is_list(f.name) else option_type(f.name) if option_type(f.name) in (bool, int) else str
         out[f.name] = (Annotated[kind, Field(json_schema_extra=shown)] | None, Field(None, description=f.metadata["help"]))
     out["callback_url"] = (str | None, Field(None, description="POSTed a signed JSON summary once when the job ends (fleet only)"))
     out["priority"] = (Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": MAX_PRIORITY})] | None,

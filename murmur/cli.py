@@ -22,7 +22,7 @@ from typing import NoReturn
 from murmur.tasks.outputs.formats import FORMATS, render
 from murmur.workers import memory
 from murmur.workers.errors import MurmurError
-from murmur.workers.options import JobOptions, field_types, option_type
+from murmur.workers.options import JobOptions, field_types, is_list, option_type
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +43,8 @@ def _add_job_options(parser: argparse.ArgumentParser, command: str) -> None:
         choices = f.metadata["choices"]
         if hints[f.name] is bool:
             parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
+        elif is_list(f.name):
+            parser.add_argument(flag, nargs="+", metavar=f.name.upper().removeprefix("KNOWN_SPEAKER_"), help=f.metadata["help"])
         elif choices is not None:
             parser.add_argument(flag, choices=[c.value for c in choices], help=f.metadata["help"])
         else:
@@ -50,8 +52,12 @@ def _add_job_options(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _job_options(args: argparse.Namespace) -> dict:
-    """The job options given on the command line; those not given are left to the settings and defaults."""
-    return {f.name: getattr(args, f.name) for f in fields(JobOptions) if getattr(args, f.name, None) is not None}
+    """The job options given on the command line; those not given are left to the settings and defaults.
+    Reference clips are files named from here: a worker reads them by their absolute path."""
+    given = {f.name: getattr(args, f.name) for f in fields(JobOptions) if getattr(args, f.name, None) is not None}
+    if "known_speaker_references" in given:
+        given["known_speaker_references"] = [r if "://" in r else os.path.abspath(r) for r in given["known_speaker_references"]]
+    return given
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,8 @@ def check(source: str, options: Mapping, settings: Settings, callback_url: str |
     """
     check_callback_url(callback_url)
     job_options = settings.job_options(**options)
-    check_source(source, settings.allowed_roots, settings.s3_allow if not public else settings.s3_allow or ())
+    for where in (source, *job_options.known_speaker_references):  # a reference clip is read as the source is
+        check_source(where, settings.allowed_roots, settings.s3_allow if not public else settings.s3_allow or ())
     check_priority(priority)
     return Submission(source, job_options, callback_url, priority)
 

@@ -54,6 +54,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     n_mels = ctx.n_mels(options.model)
     if options.language:
         queries.update_job(ctx.db, job_id, language=options.language)
+    known = _known_voices(ctx, options)  # before the file: a bad reference clip fails the job at once
     with local_file(job.source, ctx.allowed_roots, ctx.max_bytes, ctx.s3_allow) as path:
         # the file is read twice as a stream (for the VAD, then for the chunks): hours of audio are never held whole
         decoded = _Counted(stream_audio(path, max_seconds=ctx.max_duration))
@@ -72,12 +73,36 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
                 ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
                 refs.append(ctx.store.put(job_id, chunk.idx, array))
                 held += array.nbytes
-    prints = None if voices is None else speakers.voiceprints(voices).to_bytes()
+    prints = None if voices is None else speakers.voiceprints(voices, known).to_bytes()
     if not queries.save_chunks(ctx.db, job_id, chunks, duration, ctx.lease_holder, prints=prints):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)
     return refs
+
+
+def _known_voices(ctx: Context, options) -> dict[str, np.ndarray]:
+    """Each known speaker's print, from their reference clip, read as a source is."""
+    known = {}
+    for name, reference in zip(options.known_speaker_names, options.known_speaker_references):
+        try:
+            with local_file(reference, ctx.allowed_roots, ctx.max_bytes, ctx.s3_allow) as path:
+                known[name] = speakers.reference_print(_opening(path, speakers.MAX_REFERENCE_S + 1), name)
+        except MurmurError as exc:
+            raise type(exc)(f"known speaker {name!r}: {exc}") from None
+    return known
+
+
+def _opening(path: str, seconds: float) -> np.ndarray:
+    """The file's first `seconds` of audio (all of it if shorter): the rest is never decoded."""
+    blocks, have = [], 0
+    with closing(stream_audio(path)) as stream:
+        for block in stream:
+            blocks.append(block)
+            have += block.size
+            if have > seconds * SAMPLE_RATE:
+                break
+    return np.concatenate(blocks)[: int(seconds * SAMPLE_RATE)] if blocks else np.zeros(0, np.float32)
 
 
 def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> Encoded | None:
@@ -252,8 +277,8 @@ def _diarize(ctx: Context, job) -> None:
     options = job.job_options()
     prints = queries.get_voiceprints(ctx.db, job.id)
     speech = [tuple(s) for row in queries.get_chunks(ctx.db, job.id) for s in (row.speech or row.spans)]
-    turns = speaker_turns(speakers.Voiceprints.from_bytes(prints) if prints else speakers.Voiceprints.empty(), speech,
-                          options.speakers, options.min_speakers, options.max_speakers)
+    voices = speakers.Voiceprints.from_bytes(prints) if prints else speakers.Voiceprints.empty()
+    turns = speaker_turns(voices, speech, options.speakers, options.min_speakers, options.max_speakers, voices.known)
     queries.save_turns(ctx.db, job.id, turns)
     log.info("job %s: %d speaker(s) in %d turns (%.2f s)", job.id, len({t.speaker for t in turns}), len(turns),
              time.perf_counter() - started)

@@ -3,6 +3,7 @@ process in front of real workers (Postgres, Redis), and the same endpoints with 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -256,6 +257,10 @@ def test_bad_requests_get_openai_shaped_errors_and_bad_audio_fails_its_job(api):
             assert answer.status_code == 400 and reason in answer.json()["error"]["message"], answer.text
         crossed = alice.post("/v1/jobs", json={"source": "s3://b/k.wav", "diarize": True, "min_speakers": 3, "max_speakers": 2})
         assert crossed.status_code == 400 and "more than --max-speakers 2" in crossed.json()["error"]["message"]
+        with JFK.open("rb") as f:  # a tenant names no file on the server, not even as a reference clip
+            peeking = alice.post("/v1/jobs", files={"file": ("jfk.flac", f)},
+                                 data={"diarize": "true", "known_speaker_names": "Eve", "known_speaker_references": str(JFK)})
+        assert peeking.status_code == 400 and "data: URL" in peeking.json()["error"]["message"]
     assert list(api.uploads.iterdir()) == []
 
 
@@ -382,12 +387,14 @@ def test_embedded_mode_answers_the_same_endpoints_with_no_broker(embedded_api):
         text = anyone.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"}).text
         reference = (DATA / "mls_spanish_13697_11991_000000.txt").read_text()
         assert word_error_rate(reference, text) <= 0.35
+    ann = "data:audio/ogg;base64," + base64.b64encode((DATA / "known_speaker_ls3080.ogg").read_bytes()).decode()
     with _http(embedded_api) as anyone, (DATA / "dev_conv_en_3spk_female.flac").open("rb") as f:
-        diarized = anyone.post("/v1/audio/transcriptions", files={"file": ("talk.flac", f)},
-                               data={"model": "whisper-1", "language": "en", "response_format": "diarized_json"}, timeout=300)
+        diarized = anyone.post("/v1/audio/transcriptions", files={"file": ("talk.flac", f)}, timeout=300,
+                               data={"model": "whisper-1", "language": "en", "response_format": "diarized_json",
+                                     "known_speaker_names[]": ["Ann"], "known_speaker_references[]": [ann]})
     assert diarized.status_code == 200, diarized.text
     segments = diarized.json()["segments"]
-    assert {s["speaker"] for s in segments} == {"S1", "S2", "S3"}
+    assert {s["speaker"] for s in segments} == {"Ann", "S2", "S3"}
     assert all(s["type"] == "transcript.text.segment" and s["id"].startswith("seg_") for s in segments)
     # the answered requests' uploads are gone; the job's stays until the job is deleted
     assert [p.name for p in (embedded_api.home / "murmur" / "uploads").iterdir()] == [f"{job_id}.opus"]

@@ -33,7 +33,7 @@ def der(transcript, rttm: str, collar: float = 0.25) -> float:
     for line in (DATA / rttm).read_text().splitlines():
         parts = line.split()
         reference[Span(float(parts[3]), float(parts[3]) + float(parts[4])), len(reference)] = parts[7]
-    return DiarizationErrorRate(collar=collar)(reference, hypothesis(transcript))
+    return DiarizationErrorRate(collar=collar)(reference, hypothesis(transcript), uem=reference.get_timeline().extent())
 
 
 def hypothesis(transcript):
@@ -145,3 +145,48 @@ def _turns(ctx: Context, job_id: str) -> list[Turn]:
 
     with ctx.db() as s:
         return [Turn(*t) for t in s.scalar(select(Voiceprint.turns).where(Voiceprint.job_id == job_id))]
+
+
+KNOWN = {"Ann": "known_speaker_ls3080.ogg", "Bea": "known_speaker_ls1688.ogg", "Cat": "known_speaker_ls533.ogg"}
+IN_THE_RTTM = {"Ann": "S_ls3080", "Bea": "S_ls1688", "Cat": "S_ls533"}  # the clips are other utterances of these voices
+
+
+@pytest.mark.weights
+def test_known_speakers_get_their_names_and_a_stranger_keeps_a_number(embedded):
+    options = JobOptions(language="en", diarize=True, known_speaker_names=["Ann", "Cat", "Kennedy"],
+                         known_speaker_references=[str(DATA / KNOWN["Ann"]), str(DATA / KNOWN["Cat"]),
+                                                   str(DATA / "jfk_inaugural_1961.flac")])
+    with pytest.raises(MurmurError, match="known speaker 'Kennedy': the reference clip lasts more than 11.0 s"):
+        run_embedded(embedded, str(DATA / CONVERSATION), options)
+    options = JobOptions(language="en", diarize=True, known_speaker_names=["Ann", "Cat"],
+                         known_speaker_references=[str(DATA / KNOWN["Ann"]), str(DATA / KNOWN["Cat"])])
+    transcript = run_embedded(embedded, str(DATA / CONVERSATION), options)
+    names = {s.speaker for s in transcript.segments}
+    assert names == {"Ann", "Cat", "S3"}  # Bea gave no clip: her voice keeps its number, the third to appear
+    reference = [line.split() for line in (DATA / CONVERSATION.replace(".flac", ".rttm")).read_text().splitlines()]
+    agree = total = 0
+    for s in transcript.segments:
+        middle = (s.start + s.end) / 2
+        truth = {p[7] for p in reference if float(p[3]) <= middle <= float(p[3]) + float(p[4])}
+        if s.speaker in IN_THE_RTTM and truth:
+            total += 1
+            agree += IN_THE_RTTM[s.speaker] in truth
+    assert total >= 15 and agree / total >= 0.9
+
+
+@pytest.mark.weights
+def test_a_reference_that_is_not_audio_or_too_short_fails_its_job_with_a_reason(embedded, tmp_path):
+    (tmp_path / "notes.wav").write_bytes(b"not audio at all" * 100)
+    short = tmp_path / "short.wav"
+    import soundfile  # noqa: F401 - librosa's, beside resemblyzer
+
+    soundfile.write(short, np.zeros(16000, np.float32), 16000)
+    for clip, reason in ((tmp_path / "notes.wav", "known speaker 'Ann': not a readable audio file: notes.wav"),
+                         (short, "known speaker 'Ann': the reference clip lasts 1.0 s")):
+        with pytest.raises(MurmurError, match=reason):
+            run_embedded(embedded, str(DATA / "jfk_inaugural_1961.flac"),
+                         JobOptions(diarize=True, known_speaker_names=["Ann"], known_speaker_references=[str(clip)]))
+    with pytest.raises(MurmurError, match="1 known speaker name"):
+        JobOptions(diarize=True, known_speaker_names=["Ann"], known_speaker_references=[])
+    with pytest.raises(MurmurError, match="give --diarize too"):
+        JobOptions(known_speaker_names=["Ann"], known_speaker_references=[str(short)])

@@ -20,7 +20,9 @@ DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 256
 MAX_BEAM_SIZE = 16  # Whisper's default is 5; a wider beam multiplies a worker's memory and time per chunk
 MAX_SPEAKERS = 20  # a count of speakers past this is no longer a conversation that clustering voices can tell apart
-SPEAKER_OPTIONS = ("diarize", "speakers", "min_speakers", "max_speakers")  # read at prepare and assembly; never by a decoder
+MAX_KNOWN_SPEAKERS = 8
+# read at prepare and assembly, never by a decoder
+SPEAKER_OPTIONS = ("diarize", "speakers", "min_speakers", "max_speakers", "known_speaker_names", "known_speaker_references")
 
 # The language codes Whisper models know (large-v3 adds Cantonese, yue); a test
 # checks the list against the bundled tokenizer, so a typo never reaches a decoder.
@@ -69,12 +71,18 @@ class JobOptions:
     speakers: int | None = _option(None, "with --diarize: exactly this many speakers", range=(1, MAX_SPEAKERS))
     min_speakers: int | None = _option(None, "with --diarize: at least this many speakers", range=(1, MAX_SPEAKERS))
     max_speakers: int | None = _option(None, "with --diarize: at most this many speakers", range=(1, MAX_SPEAKERS))
+    known_speaker_names: tuple[str, ...] = _option((), f"with --diarize: names of up to {MAX_KNOWN_SPEAKERS} known speakers")
+    known_speaker_references: tuple[str, ...] = _option(
+        (), "with --diarize: a clip of each known speaker alone, 2-10 s, in the order of their names (paths or s3:// URIs)")
     seed: int = _option(0, "random seed of the decoder: the same seed gives the same text", commands=())
 
     def __post_init__(self) -> None:
         hints = field_types()
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name.startswith("known_speaker_"):
+                object.__setattr__(self, f.name, _texts(f.name, value))
+                continue
             choices = f.metadata["choices"]
             if choices is not None:
                 if not isinstance(value, str) or value not in {c.value for c in choices}:
@@ -95,13 +103,22 @@ class JobOptions:
             raise MurmurError(f"invalid language {repr(self.language)[:40]}: use a Whisper language code such as en or de")
         if self.multilingual and self.language:
             raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
-        counts = [name for name in SPEAKER_OPTIONS[1:] if getattr(self, name) is not None]
+        counts = [name for name in ("speakers", "min_speakers", "max_speakers") if getattr(self, name) is not None]
         if counts and not self.diarize:
             raise MurmurError(f"--{counts[0].replace('_', '-')} counts the speakers that --diarize labels: give --diarize too")
         if self.speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
             raise MurmurError("give either --speakers (exact) or --min-speakers/--max-speakers, not both")
         if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
             raise MurmurError(f"--min-speakers {self.min_speakers} is more than --max-speakers {self.max_speakers}")
+        names, references = self.known_speaker_names, self.known_speaker_references
+        if (names or references) and not self.diarize:
+            raise MurmurError("known speakers name the speakers that --diarize finds: give --diarize too")
+        if len(names) != len(references):
+            raise MurmurError(f"{len(names)} known speaker name(s) but {len(references)} reference clip(s): give one clip per name")
+        if len(names) > MAX_KNOWN_SPEAKERS:
+            raise MurmurError(f"{len(names)} known speakers: give at most {MAX_KNOWN_SPEAKERS}")
+        if len(set(names)) != len(names) or any(len(n) > 64 or not n.strip() or n != n.strip() for n in names):
+            raise MurmurError("known speaker names must be different, 1 to 64 characters, with no space at either end")
 
     @classmethod
     def from_json(cls, data: dict) -> JobOptions:
@@ -113,7 +130,8 @@ class JobOptions:
     def to_json(self) -> dict:
         """Every option; those of a feature left off (the speaker options without `diarize`) are left out,
         so a job row written before the feature existed reads back the same."""
-        out = {name: str(value) if isinstance(value, StrEnum) else value for name, value in asdict(self).items()}
+        out = {name: str(value) if isinstance(value, StrEnum) else list(value) if isinstance(value, tuple) else value
+               for name, value in asdict(self).items()}
         if not self.diarize:
             for name in SPEAKER_OPTIONS:
                 del out[name]
@@ -137,9 +155,20 @@ def field_types() -> dict[str, type]:
 
 
 def option_type(name: str) -> type:
-    """The option's value type, `int` for an optional whole number too: what a flag or a form field parses its text as."""
+    """The option's value type, `int` for an optional whole number too, `str` for a list of texts:
+    what a flag or a form field parses its text (or each of its texts) as."""
     hint = field_types()[name]
-    return next((a for a in getattr(hint, "__args__", ()) if a is not type(None)), hint)
+    return next((a for a in getattr(hint, "__args__", ()) if a is not type(None) and a is not Ellipsis), hint)
+
+
+def is_list(name: str) -> bool:
+    return getattr(field_types()[name], "__origin__", None) is tuple
+
+
+def _texts(name: str, value) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise MurmurError(f"invalid {_words(name)} {repr(value)[:60]}: use a list of texts")
+    return tuple(value)
 
 
 def _words(name: str) -> str:

@@ -17,7 +17,7 @@ import io
 import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from murmur.workers.window import SAMPLE_RATE
 SLICE_S = 1.5
 SLICE_HOP_S = 0.75
 MIN_SLICE_S = 0.4  # shorter speech holds too few frames for the encoder to say whose it is
+MIN_REFERENCE_S, MAX_REFERENCE_S = 2.0, 10.0  # a known speaker's clip: enough to know them by, short enough to be them alone
 _N_FFT = 400  # 25 ms
 _HOP = 160  # 10 ms
 _N_MELS = 40
@@ -38,25 +39,31 @@ _BATCH = 16  # measured: 16 slices a call ran twice as fast as 64 on 2 cores
 
 @dataclass
 class Voiceprints:
-    """Slices of speech in source time and their embeddings (unit length)."""
+    """Slices of speech in source time and their embeddings (unit length), and the known speakers' prints by name."""
 
     times: np.ndarray  # (n, 2) float32: start, end in seconds
     vectors: np.ndarray  # (n, 256) float32
+    known: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
-        np.savez(out, times=self.times.astype(np.float32), vectors=self.vectors.astype(np.float16))
+        names = list(self.known)
+        np.savez(out, times=self.times.astype(np.float32), vectors=self.vectors.astype(np.float16),
+                 known_names=np.array(names, dtype=str),
+                 known_vectors=np.stack([self.known[n] for n in names]).astype(np.float16) if names else np.zeros((0, 256), np.float16))
         return out.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Voiceprints:
-        with np.load(io.BytesIO(data)) as stored:
-            vectors = stored["vectors"].astype(np.float32)
-            return cls(stored["times"].astype(np.float32), _unit(vectors))
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            vectors = _unit(stored["vectors"].astype(np.float32))
+            known = _unit(stored["known_vectors"].astype(np.float32)) if "known_vectors" in stored else np.zeros((0, 256))
+            names = [str(n) for n in stored["known_names"]] if "known_names" in stored else []
+            return cls(stored["times"].astype(np.float32), vectors, dict(zip(names, known)))
 
     @classmethod
     def empty(cls) -> Voiceprints:
-        return cls(np.zeros((0, 2), np.float32), np.zeros((0, 256), np.float32))
+        return cls(*_nothing())
 
     def __len__(self) -> int:
         return len(self.times)
@@ -149,17 +156,18 @@ def listen(chunks: Sequence, pieces: Iterable[np.ndarray], into: list[tuple[floa
         yield audio
 
 
-def voiceprints(found: Sequence[tuple[float, float, np.ndarray]]) -> Voiceprints:
+def voiceprints(found: Sequence[tuple[float, float, np.ndarray]], known: dict[str, np.ndarray] | None = None) -> Voiceprints:
     if not found:
-        return Voiceprints.empty()
-    return Voiceprints(np.array([(s, e) for s, e, _ in found], np.float32), np.stack([v for *_, v in found]))
+        return Voiceprints(*_nothing(), dict(known or {}))
+    return Voiceprints(np.array([(s, e) for s, e, _ in found], np.float32), np.stack([v for *_, v in found]), dict(known or {}))
 
 
 def reference_print(audio: np.ndarray, name: str) -> np.ndarray:
     """A known speaker's voice from a clip of them alone: the mean of its slices, unit length."""
     seconds = audio.size / SAMPLE_RATE
-    if not 2.0 <= seconds <= 10.0:
-        raise MurmurError(f"the reference clip for {name!r} lasts {seconds:.1f} s: give 2 to 10 s of that speaker alone")
+    if not MIN_REFERENCE_S <= seconds <= MAX_REFERENCE_S:
+        raise MurmurError(f"the reference clip lasts {'more than ' if seconds > MAX_REFERENCE_S else ''}{seconds:.1f} s: "
+                          f"give {MIN_REFERENCE_S:.0f} to {MAX_REFERENCE_S:.0f} s of that speaker alone")
     cuts = [audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in slices([(0.0, seconds)])]
     return _unit(voice_encoder().embed(cuts).mean(axis=0, keepdims=True))[0]
 
@@ -179,6 +187,10 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     falling = (edges[2:, None] - bins[None, :]) / (edges[2:] - edges[1:-1])[:, None]
     filters = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
     return filters.astype(np.float32)
+
+
+def _nothing() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), np.float32), np.zeros((0, 256), np.float32)
 
 
 def _loudness(audio: np.ndarray) -> np.ndarray:
