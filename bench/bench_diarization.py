@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pyannote.core import Annotation, Segment
+from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +74,11 @@ def main() -> None:
         plain, _ = transcribe(path, "--language", "en")
         found = len({s["speaker"] for s in diarized["segments"] if s.get("speaker")})
         right += found == len(ref.labels())
-        parts = metrics["murmur"][0.25](ref, hypothesis(diarized), detailed=True)
-        strict = metrics["murmur"][0.0](ref, hypothesis(diarized))
-        base = metrics["baseline"][0.25](ref, hypothesis(plain, one_speaker=True))
-        metrics["baseline"][0.0](ref, hypothesis(plain, one_speaker=True))
+        scored = Timeline([Segment(0.0, diarized["duration"])])  # the whole file is scored
+        parts = metrics["murmur"][0.25](ref, hypothesis(diarized), detailed=True, uem=scored)
+        strict = metrics["murmur"][0.0](ref, hypothesis(diarized), uem=scored)
+        base = metrics["baseline"][0.25](ref, hypothesis(plain, one_speaker=True), uem=scored)
+        metrics["baseline"][0.0](ref, hypothesis(plain, one_speaker=True), uem=scored)
         total = parts["total"] or 1.0
         rows.append(f"| {path.stem} | {len(ref.labels())} | {found} | {parts['diarization error rate'] * 100:.1f}% "
                     f"| {strict * 100:.1f}% | {parts['confusion'] / total * 100:.1f}% | {parts['missed detection'] / total * 100:.1f}% "

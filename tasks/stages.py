@@ -20,8 +20,8 @@ from murmur.db import queries
 from murmur.db.models import ChunkRow, ChunkState, JobState
 from murmur.tasks.context import Context
 from murmur.tasks.tensors.store import TensorRef
-from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
 from murmur.workers.cpu import speakers
+from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
 from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_chunks
 from murmur.workers.cpu.diarization import speaker_turns
 from murmur.workers.cpu.features import iter_log_mel, log_mel
@@ -31,6 +31,7 @@ from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
 from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
 from murmur.workers.gpu.model import LoadedModel
+from murmur.workers.options import JobOptions
 
 log = logging.getLogger("murmur")
 
@@ -81,7 +82,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     return refs
 
 
-def _known_voices(ctx: Context, options) -> dict[str, np.ndarray]:
+def _known_voices(ctx: Context, options: JobOptions) -> dict[str, np.ndarray]:
     """Each known speaker's print, from their reference clip, read as a source is."""
     known = {}
     for name, reference in zip(options.known_speaker_names, options.known_speaker_references):

@@ -26,14 +26,15 @@ CONVERSATION = "dev_conv_en_3spk_female.flac"  # three women taking turns, two o
 
 def der(transcript, rttm: str, collar: float = 0.25) -> float:
     """Diarization error rate of the transcript's words (their speakers, merged over short gaps) against an RTTM."""
-    from pyannote.core import Annotation, Segment as Span
+    from pyannote.core import Annotation, Segment as Span, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     reference = Annotation()
     for line in (DATA / rttm).read_text().splitlines():
         parts = line.split()
         reference[Span(float(parts[3]), float(parts[3]) + float(parts[4])), len(reference)] = parts[7]
-    return DiarizationErrorRate(collar=collar)(reference, hypothesis(transcript), uem=reference.get_timeline().extent())
+    scored = Timeline([Span(0.0, transcript.duration)])  # the whole file
+    return DiarizationErrorRate(collar=collar)(reference, hypothesis(transcript), uem=scored)
 
 
 def hypothesis(transcript):
@@ -50,6 +51,29 @@ def test_the_encoders_filters_are_slaneys_mel_filters_as_librosa_makes_them():
     import librosa
 
     assert np.abs(mel_filters(16000, 400, 40) - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
+
+
+def test_the_numpy_encoder_gives_what_torch_gives_with_the_same_weights():
+    """librosa's mel spectrogram and torch's LSTM, as the encoder was trained with, on real speech."""
+    import librosa
+    import torch
+
+    from murmur.workers.cpu.audio import decode_audio
+    from murmur.workers.cpu.speakers import VoiceEncoder, _checkpoint, _loudness, _weights_path
+
+    audio = decode_audio(str(DATA / CONVERSATION))
+    pieces = [_loudness(audio[i * 12000:i * 12000 + 24000]) for i in range(0, 40, 4)]
+    encoder = VoiceEncoder()
+    mels = np.stack([librosa.feature.melspectrogram(y=p, sr=16000, n_fft=400, hop_length=160, n_mels=40).T for p in pieces])
+    assert np.abs(encoder._mels(np.stack(pieces)) - mels).max() < 1e-4 * mels.max()
+    weights = {k: torch.from_numpy(v) for k, v in _checkpoint(_weights_path()).items()}
+    lstm, linear = torch.nn.LSTM(40, 256, 3, batch_first=True), torch.nn.Linear(256, 256)
+    lstm.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("lstm.")})
+    linear.load_state_dict({k[7:]: v for k, v in weights.items() if k.startswith("linear.")})
+    with torch.inference_mode():
+        _, (hidden, _) = lstm(torch.from_numpy(mels.astype(np.float32)))
+        expected = torch.nn.functional.normalize(torch.relu(linear(hidden[-1])), dim=1).numpy()
+    assert np.sum(encoder.embed(pieces) * expected, axis=1).min() > 0.9999
 
 
 def test_slices_cover_each_span_and_skip_scraps():

@@ -30,6 +30,7 @@ SAME_VOICE = 0.26  # cosine distance: a last merge below this joins one voice
 MIN_SHARE = 0.06  # of the prints: a smaller cluster is absorbed by its nearest neighbour
 MIN_PRINTS = 4  # nor is a voice heard in fewer prints (about 3 s of speech) a speaker
 MAX_ESTIMATED = 8  # without a count, at most this many speakers are told apart
+MAX_TREE = 2000  # prints in the tree (memory grows with their square): a longer file's are sampled evenly, then all assigned
 _FRAME_S = 0.01
 _REFINE_ROUNDS = 3
 KNOWN_VOICE = 0.75  # cosine similarity: measured 0.88 for the same voice, at most 0.69 for another (tests/data clips)
@@ -90,6 +91,10 @@ def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int 
         low, high = min(min_speakers or 1, n), min(max_speakers or max(MAX_ESTIMATED, min_speakers or 1), n)
     if n == 1 or high == 1:
         return np.zeros(n, int)
+    if n > MAX_TREE:  # the tree of an even sample; `_refined` gives every print its nearest centre
+        sample = np.linspace(0, n - 1, MAX_TREE).round().astype(int)
+        centres = _centres(vectors[sample], cluster(vectors[sample], speakers, min_speakers, max_speakers))
+        return _refined(vectors, np.argmax(vectors @ centres.T, axis=1), keep=min(low, len(centres)))
     tree = linkage(vectors.astype(np.float64), "average", metric="cosine")
     heights = tree[::-1, 2]  # heights[k - 2]: the distance of the merge that brings k clusters down to k - 1
     if low == high:
@@ -184,11 +189,16 @@ def _refined(vectors: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
         ids, sizes = np.unique(labels, return_counts=True)
         order = np.argsort(-sizes, kind="stable")
         kept = [ids[i] for j, i in enumerate(order) if j < keep or sizes[i] >= max(MIN_PRINTS, MIN_SHARE * len(labels))]
-        centres = np.stack([vectors[labels == c].mean(axis=0) for c in kept])
-        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-9)
-        labels = np.asarray(kept)[np.argmax(vectors @ centres.T, axis=1)]
+        labels = np.asarray(kept)[np.argmax(vectors @ _centres(vectors, labels, kept).T, axis=1)]
     _, labels = np.unique(labels, return_inverse=True)
     return labels
+
+
+def _centres(vectors: np.ndarray, labels: np.ndarray, clusters: Sequence[int] | None = None) -> np.ndarray:
+    """Each cluster's mean print, unit length, in the order of `clusters` (default: every label, ascending)."""
+    clusters = np.unique(labels) if clusters is None else clusters
+    centres = np.stack([vectors[labels == c].mean(axis=0) for c in clusters])
+    return centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-9)
 
 
 def _names(prints: Voiceprints, labels: np.ndarray, known: dict[str, np.ndarray]) -> dict[int, str]:
@@ -201,8 +211,7 @@ def _names(prints: Voiceprints, labels: np.ndarray, known: dict[str, np.ndarray]
         from scipy.optimize import linear_sum_assignment
 
         clusters = sorted(names)
-        centres = np.stack([prints.vectors[labels == c].mean(axis=0) for c in clusters])
-        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-9)
+        centres = _centres(prints.vectors, labels, clusters)
         people = list(known)
         similarity = centres @ np.stack([known[p] for p in people]).T
         for row, col in zip(*linear_sum_assignment(-similarity)):
