@@ -76,6 +76,24 @@ def test_the_numpy_encoder_gives_what_torch_gives_with_the_same_weights():
     assert np.sum(encoder.embed(pieces) * expected, axis=1).min() > 0.9999
 
 
+def test_the_tree_is_scipys_average_linkage_tree():
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from murmur.workers.cpu.audio import decode_audio
+    from murmur.workers.cpu.diarization import average_linkage, cut
+    from murmur.workers.cpu.speakers import voice_encoder
+
+    audio = decode_audio(str(DATA / CONVERSATION))
+    prints = voice_encoder().embed([audio[i * 12000:i * 12000 + 24000] for i in range(90)])
+    merges = average_linkage(prints)
+    tree = linkage(prints.astype(np.float64), "average", metric="cosine")
+    assert np.allclose(np.sort(merges[:, 2]), np.sort(tree[:, 2]))
+    for k in (2, 3, 4, 6):
+        ours, theirs = cut(merges, len(prints), k), fcluster(tree, k, "maxclust")
+        assert {frozenset(np.flatnonzero(ours == c)) for c in set(ours)} == \
+               {frozenset(np.flatnonzero(theirs == c)) for c in set(theirs)}
+
+
 def test_slices_cover_each_span_and_skip_scraps():
     assert slices([(0.0, 0.3)]) == []
     assert slices([(1.0, 2.0)]) == [(1.0, 2.0)]

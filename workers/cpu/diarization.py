@@ -80,8 +80,6 @@ def speaker_turns(prints: Voiceprints, speech: Sequence[tuple[float, float]], sp
 def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int | None = None,
             max_speakers: int | None = None) -> np.ndarray:
     """A cluster index for each print (unit vectors), `speakers` clusters exactly when given."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     n = len(vectors)
     if n == 0:
         return np.zeros(0, int)
@@ -95,21 +93,70 @@ def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int 
         sample = np.linspace(0, n - 1, MAX_TREE).round().astype(int)
         centres = _centres(vectors[sample], cluster(vectors[sample], speakers, min_speakers, max_speakers))
         return _refined(vectors, np.argmax(vectors @ centres.T, axis=1), keep=min(low, len(centres)))
-    tree = linkage(vectors.astype(np.float64), "average", metric="cosine")
-    heights = tree[::-1, 2]  # heights[k - 2]: the distance of the merge that brings k clusters down to k - 1
+    merges = average_linkage(vectors)
+    heights = np.sort(merges[:, 2])[::-1]  # heights[k - 2]: the distance of the merge that brings k clusters down to k - 1
     if low == high:
-        return _refined(vectors, fcluster(tree, low, "maxclust") - 1, keep=low)
+        return _refined(vectors, cut(merges, n, low), keep=low)
     if low == 1 and heights[0] < SAME_VOICE:
         return np.zeros(n, int)
     best, count = -1.0, max(low, 2)
     for k in range(max(low, 2), high + 1):
-        sizes = np.bincount(fcluster(tree, k, "maxclust"))[1:]
+        sizes = np.bincount(cut(merges, n, k))
         if sizes.min() < max(MIN_PRINTS, MIN_SHARE * n) and k > low:
             continue
         jump = heights[k - 2] - (heights[k - 1] if k - 1 < len(heights) else 0.0)
         if jump > best:
             best, count = jump, k
-    return _refined(vectors, fcluster(tree, count, "maxclust") - 1, keep=low)
+    return _refined(vectors, cut(merges, n, count), keep=low)
+
+
+def average_linkage(vectors: np.ndarray) -> np.ndarray:
+    """Bottom-up clustering on cosine distance, each merge at the mean distance between the two clusters'
+    members: (a, b, distance) per merge, in the order made (the nearest-neighbour chain; scipy's `linkage`
+    gives the same tree, but importing scipy cost a third of a second of every run)."""
+    n = len(vectors)
+    distance = 1.0 - vectors.astype(np.float64) @ vectors.astype(np.float64).T
+    np.fill_diagonal(distance, np.inf)
+    size = np.ones(n)
+    alive = np.ones(n, dtype=bool)
+    merges, chain = [], []
+    while len(merges) < n - 1:
+        if not chain:
+            chain.append(int(np.argmax(alive)))  # any cluster still there
+        a = chain[-1]
+        b = int(np.argmin(distance[a]))
+        if len(chain) > 1 and distance[a, chain[-2]] <= distance[a, b]:
+            b = chain[-2]  # ties go back down the chain, or it could cycle
+        if len(chain) > 1 and b == chain[-2]:
+            chain.pop()
+            chain.pop()
+            merges.append((a, b, distance[a, b]))
+            joined = (size[a] * distance[a] + size[b] * distance[b]) / (size[a] + size[b])
+            distance[a], distance[:, a] = joined, joined
+            distance[a, a] = np.inf
+            distance[b], distance[:, b] = np.inf, np.inf
+            size[a] += size[b]
+            alive[b] = False
+        else:
+            chain.append(b)
+    return np.array(merges, dtype=np.float64).reshape(-1, 3)
+
+
+def cut(merges: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The k clusters left when the tree's merges are made nearest first, up to the last k - 1:
+    a cluster index per print, in order of each cluster's first print."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b, _ in merges[np.argsort(merges[:, 2], kind="stable")][: n - k]:
+        parent[root(int(b))] = root(int(a))
+    _, labels = np.unique([root(i) for i in range(n)], return_inverse=True)
+    return labels
 
 
 def label_segments(segments: Sequence[Segment], turns: Sequence[Turn], keep_words: bool) -> list[Segment]:
@@ -208,13 +255,14 @@ def _names(prints: Voiceprints, labels: np.ndarray, known: dict[str, np.ndarray]
         first.setdefault(int(labels[i]), len(first) + 1)
     names = {label: f"S{n}" for label, n in first.items()}
     if known:
-        from scipy.optimize import linear_sum_assignment
-
         clusters = sorted(names)
-        centres = _centres(prints.vectors, labels, clusters)
         people = list(known)
-        similarity = centres @ np.stack([known[p] for p in people]).T
-        for row, col in zip(*linear_sum_assignment(-similarity)):
-            if similarity[row, col] >= KNOWN_VOICE:
+        similarity = _centres(prints.vectors, labels, clusters) @ np.stack([known[p] for p in people]).T
+        # the closest pair first, then the closest of the rest: one name per cluster, one cluster per name
+        for flat in np.argsort(-similarity, axis=None, kind="stable"):
+            row, col = divmod(int(flat), len(people))
+            if similarity[row, col] < KNOWN_VOICE:
+                break
+            if clusters[row] in names and people[col] not in names.values() and names[clusters[row]].startswith("S"):
                 names[clusters[row]] = people[col]
     return names
