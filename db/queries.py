@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from murmur.db.models import ENDED, UNENDED, ApiKey, CallbackState, ChunkRow, ChunkState, Job, JobState, Voiceprint, utcnow
-from murmur.workers.cpu.diarization import Turn, label_segments
+from murmur.workers.labels import Turn, label_segments
 from murmur.workers.errors import Failure
 from murmur.workers.transcript import Segment, Transcript
 

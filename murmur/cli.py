@@ -20,7 +20,7 @@ from dataclasses import fields
 from typing import NoReturn
 
 from murmur.tasks.outputs.formats import FORMATS, render
-from murmur.workers import memory
+from murmur.workers import cores, memory
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import JobOptions, field_types, is_list, option_type
 
@@ -149,6 +149,7 @@ def entry() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     memory.one_arena()  # before any thread starts
+    cores.wait_without_spinning()  # before CTranslate2's OpenMP runtime loads
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

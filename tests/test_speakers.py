@@ -14,7 +14,7 @@ from murmur.db.session import sessions, upgrade
 from murmur.tasks.context import Context
 from murmur.tasks.embedded.runner import run as run_embedded
 from murmur.tasks.outputs.formats import render
-from murmur.workers.cpu.diarization import Turn, label_segments
+from murmur.workers.labels import Turn, label_segments
 from murmur.workers.cpu.speakers import mel_filters, slices
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import JobOptions

@@ -1,4 +1,5 @@
-"""Who spoke when: a job's voiceprints clustered into speakers, speaker turns over its speech, and words labelled by them.
+"""Who spoke when: a job's voiceprints clustered into speakers, and speaker turns over its speech (`labels` gives
+the words their speakers when the transcript is read).
 
 Assembly runs this once per job, on the CPU: the prints are the job's own
 (`speakers.Voiceprints`), so no other job's voices can enter its clusters,
@@ -17,14 +18,12 @@ voices elsewhere; these are the measured compromise.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 
 from murmur.workers.cpu.speakers import Voiceprints
-from murmur.workers.transcript import Segment, Word
+from murmur.workers.labels import Turn
 
 SAME_VOICE = 0.26  # cosine distance: a last merge below this joins one voice
 MIN_SHARE = 0.06  # of the prints: a smaller cluster is absorbed by its nearest neighbour
@@ -34,15 +33,6 @@ MAX_TREE = 2000  # prints in the tree (memory grows with their square): a longer
 _FRAME_S = 0.01
 _REFINE_ROUNDS = 3
 KNOWN_VOICE = 0.75  # cosine similarity: measured 0.88 for the same voice, at most 0.69 for another (tests/data clips)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """Stretch of speech in source time and who spoke it."""
-
-    start: float
-    end: float
-    speaker: str
 
 
 def speaker_turns(prints: Voiceprints, speech: Sequence[tuple[float, float]], speakers: int | None = None,
@@ -157,68 +147,6 @@ def cut(merges: np.ndarray, n: int, k: int) -> np.ndarray:
         parent[root(int(b))] = root(int(a))
     _, labels = np.unique([root(i) for i in range(n)], return_inverse=True)
     return labels
-
-
-def label_segments(segments: Sequence[Segment], turns: Sequence[Turn], keep_words: bool) -> list[Segment]:
-    """Segments with their speaker, cut where the speaker changes between words; each word its own speaker.
-
-    A word takes the speaker who holds most of its span, and none if no turn
-    overlaps it: a word is never given a voice the VAD did not hear where it
-    lies. Such a word stays with the words around it."""
-    starts = [t.start for t in turns]
-    out: list[Segment] = []
-    for segment in segments:
-        words = [replace(w, speaker=_speaker_in(turns, starts, w.start, w.end)) for w in segment.words or ()]
-        if not words:
-            speaker = _speaker_in(turns, starts, segment.start, segment.end) or _nearest_turn(turns, starts, segment.start)
-            out.append(replace(segment, speaker=speaker, words=None))
-            continue
-        for run in _runs(words):
-            speaker = next((w.speaker for w in run if w.speaker), None) or _nearest_turn(turns, starts, run[0].start)
-            first, last = run[0] is words[0], run[-1] is words[-1]
-            out.append(replace(
-                segment,
-                start=segment.start if first else run[0].start,
-                end=segment.end if last else run[-1].end,
-                text="".join(w.text for w in run).strip(),
-                speaker=speaker,
-                words=run if keep_words else None,
-            ))
-    return out
-
-
-def _runs(words: list[Word]) -> list[list[Word]]:
-    """Consecutive words of one speaker; an unlabelled word joins the run it is in."""
-    runs: list[list[Word]] = [[]]
-    current = None
-    for w in words:
-        if w.speaker is not None and current is not None and w.speaker != current and runs[-1]:
-            runs.append([])
-        if w.speaker is not None:
-            current = w.speaker
-        runs[-1].append(w)
-    return runs
-
-
-def _speaker_in(turns: Sequence[Turn], starts: list[float], start: float, end: float) -> str | None:
-    """Who holds most of [start, end]; None when no turn overlaps it."""
-    held: dict[str, float] = {}
-    i = max(bisect.bisect_right(starts, start) - 1, 0)
-    while i < len(turns) and turns[i].start < end:
-        overlap = min(end, turns[i].end) - max(start, turns[i].start)
-        if overlap > 0 or (end <= start and turns[i].start <= start <= turns[i].end):
-            held[turns[i].speaker] = held.get(turns[i].speaker, 0.0) + max(overlap, 0.0)
-        i += 1
-    return max(held, key=held.__getitem__) if held else None
-
-
-def _nearest_turn(turns: Sequence[Turn], starts: list[float], t: float) -> str | None:
-    """The speaker of the turn nearest to `t`: a segment with no speech under it still belongs to someone."""
-    if not turns:
-        return None
-    i = bisect.bisect_right(starts, t)
-    near = [turns[j] for j in (i - 1, i) if 0 <= j < len(turns)]
-    return min(near, key=lambda turn: max(turn.start - t, t - turn.end, 0.0)).speaker
 
 
 def _nearest(centres: np.ndarray, times: np.ndarray) -> np.ndarray:

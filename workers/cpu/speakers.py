@@ -284,5 +284,6 @@ def _checkpoint(path: Path) -> dict[str, np.ndarray]:
 def _weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")  # finds the package without running its __init__ (librosa, webrtcvad)
     if spec is None or not spec.submodule_search_locations:
-        raise MurmurError("speaker labels need the resemblyzer package (pip install resemblyzer)")
+        raise MurmurError("--diarize needs the speaker encoder's weights, which the resemblyzer wheel carries: "
+                          "pip install --no-deps resemblyzer==0.1.4 (or murmur[speakers]) where the CPU workers run")
     return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import ctranslate2
 
+from murmur.workers.cores import usable_cores
 from murmur.workers.errors import Failure, ModelError
 from murmur.workers.gpu.tokenizer import Tokenizer
 from murmur.workers.options import DEFAULT_MODEL
@@ -128,7 +129,7 @@ _LOADING = threading.Lock()
 
 
 def _cpu_threads(threads: int) -> int:
-    return threads or os.cpu_count() or 1  # 0: every core
+    return threads or usable_cores()  # 0: every core the process may use
 
 
 def decoders(device: str, threads: int = 0) -> int:

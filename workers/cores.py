@@ -1,0 +1,51 @@
+"""Sharing the machine: how many cores a process may use, and how its waiting threads behave.
+
+CTranslate2 runs its CPU threads under GNU OpenMP, whose threads spin while they
+wait for the next parallel region. On an idle machine that saves a wake-up; on
+a busy one (a Kubernetes node, a host running a CPU worker beside GPU-queue
+workers) the spinning threads take the cores the working ones need: with two
+other CPU-bound processes on 2 cores, the 11 s JFK clip took 67-86 s wall and
+37-43 s of CPU, against 5.9 s with the threads told to sleep while they wait.
+And "every core" must mean the cores the process may run on (its affinity and
+its cgroup's CPU quota: a pod's CPU limit), not the machine's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+# what the operator set wins: any of these and the OpenMP runtime is left as they configured it
+_OPENMP_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+
+
+def wait_without_spinning() -> None:
+    """OpenMP threads sleep while they wait; before CTranslate2 is imported (the runtime reads it once)."""
+    if not any(knob in os.environ for knob in _OPENMP_KNOBS):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (rounded up)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = cgroup_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 `cpu.max`, or v1's CFS quota); None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
