@@ -274,9 +274,10 @@ def replace_segments(
         return True
 
 
-def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
+def get_segments(db: sessionmaker[Session], job_id: str, chunks: range | None = None) -> list[Segment]:
+    """The job's segments in order; with `chunks`, those of these chunks only (a stretch released as it is decoded)."""
     with db() as s:
-        return _segments(s, job_id)
+        return _segments(s, job_id, chunks)
 
 
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
@@ -306,8 +307,11 @@ def save_turns(db: sessionmaker[Session], job_id: str, turns: Sequence[Turn]) ->
         s.execute(update(Voiceprint).where(Voiceprint.job_id == job_id).values(turns=[[t.start, t.end, t.speaker] for t in turns]))
 
 
-def _segments(s: Session, job_id: str) -> list[Segment]:
-    return list(s.scalars(select(Segment).where(Segment.job_id == job_id).order_by(Segment.chunk_idx, Segment.idx)))
+def _segments(s: Session, job_id: str, chunks: range | None = None) -> list[Segment]:
+    query = select(Segment).where(Segment.job_id == job_id)
+    if chunks is not None:
+        query = query.where(Segment.chunk_idx >= chunks.start, Segment.chunk_idx < chunks.stop)
+    return list(s.scalars(query.order_by(Segment.chunk_idx, Segment.idx)))
 
 
 def prune(db: sessionmaker[Session], older_than: timedelta, limit: int = 1000) -> list[tuple[str, str]]:

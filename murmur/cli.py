@@ -19,7 +19,7 @@ import threading
 from dataclasses import fields
 from typing import NoReturn
 
-from murmur.tasks.outputs.formats import FORMATS, render
+from murmur.tasks.outputs.formats import FORMATS, Lines, render
 from murmur.workers import cores, memory
 from murmur.workers.errors import MurmurError
 from murmur.workers.options import JobOptions, field_types, is_list, option_type
@@ -173,10 +173,17 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     submission = jobs.check(os.path.abspath(args.file), given, settings)
 
+    lines = None if args.format == "json" else Lines(args.format)  # json is one object, printed at the end
+
+    def release(segments) -> None:  # txt, srt and vtt are printed as the transcript is released, in order
+        for line in lines.feed(segments):
+            _say(line)
+
     with _progress() as on_progress:
         transcript = run_submission(submission, device=args.device, compute_type=args.compute_type, threads=args.threads,
-                                    on_progress=on_progress)
-    print(render(transcript, args.format))
+                                    on_progress=on_progress, on_release=release if lines else None)
+    for line in lines.finish() if lines else [render(transcript, args.format)]:
+        print(line)
     return 0
 
 
@@ -406,6 +413,17 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _say(line: str) -> None:
+    """A line on stdout now; with a progress bar on the terminal, above it (the bar is drawn again below)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    else:
+        print(line, flush=True)
 
 
 def _terminal_size() -> tuple[int, int]:

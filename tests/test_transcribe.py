@@ -333,3 +333,48 @@ def test_a_job_of_several_batches_loads_one_model_in_one_shape(ctx, base_model):
         assert queries.get_job(ctx.db, result.job_id).n_chunks >= 2 and result.language == "de"
     assert load_model.cache_info().currsize == 1
     assert load_model.cache_info().misses == 1
+
+
+@pytest.mark.weights
+def test_the_transcript_is_released_in_order_stretch_by_stretch_before_the_job_ends(ctx, base_model):
+    released: list[list] = []
+    # a batch of one chunk per decoder: four rounds of batches, so the transcript comes in several stretches
+    job_id = embedded.jobs.create(ctx.db, embedded.jobs.Submission(str(DATA / "en_de_codeswitch.flac"), JobOptions(batch_size=2)))
+    transcript = embedded.run_job(ctx, job_id, on_release=released.append)
+    assert len(released) >= 2  # stretch by stretch, not all at the end
+    stretches = [[(s.chunk_idx, s.idx, s.start, s.text) for s in stretch] for stretch in released]
+    assert [item for stretch in stretches for item in stretch] == [(s.chunk_idx, s.idx, s.start, s.text)
+                                                                    for s in transcript.segments]
+    chunks = [[chunk for chunk, *_ in stretch] for stretch in stretches if stretch]
+    assert all(a[-1] < b[0] for a, b in zip(chunks, chunks[1:]))  # each stretch after the one before
+
+
+def test_lines_printed_as_released_are_the_rendering_of_the_whole_transcript():
+    """However the transcript is cut into stretches, the lines joined are `render`'s text, byte for byte."""
+    from murmur.tasks.outputs.formats import Lines
+    from murmur.workers.transcript import Segment, Transcript
+
+    segments = [Segment(i // 3, i % 3, i * 2.0, i * 2.0 + 2.5, f"Line {i} <b>&", "en", -0.1, 0.0, 1.0,
+                        speaker=None if i < 4 else f"S{1 + i % 2}") for i in range(8)]
+    for fmt in ("txt", "srt", "vtt"):
+        for shown in (segments, segments[:1], []):
+            for cut in (1, 3, 8):
+                lines = Lines(fmt)
+                printed = [line for k in range(0, len(shown), cut) for line in lines.feed(shown[k:k + cut])]
+                printed += lines.finish()
+                assert "\n".join(printed) == render(Transcript("j", "en", 1.0, 20.0, shown), fmt), (fmt, len(shown), cut)
+
+
+@pytest.mark.weights
+def test_a_stream_that_ends_in_a_failed_job_raises_its_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.delenv("MURMUR_DATABASE_URL", raising=False)
+    embedded.get_settings.cache_clear()
+    (tmp_path / "notes.wav").write_bytes(b"this is not audio" * 50)
+    try:
+        with pytest.raises(MurmurError, match="not a readable audio file"):
+            list(embedded.transcribe_stream(str(tmp_path / "notes.wav")))
+        streamed = list(embedded.transcribe_stream(str(DATA / "jfk_inaugural_1961.flac"), language="en"))
+        assert {"fellow", "americans", "country"} <= set(words(" ".join(s.text for s in streamed)))
+    finally:
+        embedded.get_settings.cache_clear()

@@ -10,9 +10,10 @@ its own.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 from murmur.db import queries
@@ -26,9 +27,10 @@ from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import encode, joined
 from murmur.workers.gpu.language import needs_vote, top_languages, vote
 from murmur.workers.options import JobOptions
-from murmur.workers.transcript import Transcript
+from murmur.workers.transcript import Segment, Transcript
 
 Progress = Callable[[int, int], None]
+Release = Callable[[list[Segment]], None]  # the next stretch of a job's transcript, in source order
 
 
 def transcribe(
@@ -51,15 +53,40 @@ def transcribe(
     return run_submission(submission, device=device, compute_type=compute_type, threads=threads, on_progress=on_progress)
 
 
+def transcribe_stream(source: str, *, device: str | None = None, compute_type: str | None = None, threads: int = 0,
+                      **options) -> Iterator[Segment]:
+    """`transcribe`, its segments yielded in source order as soon as every earlier chunk is decoded.
+
+    A diarized job's segments come at the end, with their speakers (assembly tells
+    the speakers apart). A failure is raised where the stream stops.
+    """
+    settings = get_settings()
+    submission = jobs.check(os.path.abspath(source), options, settings)
+    released: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            run_submission(submission, device=device, compute_type=compute_type, threads=threads, on_release=released.put)
+            released.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            released.put(exc)
+
+    threading.Thread(target=run, name="murmur-transcribe", daemon=True).start()
+    while (item := released.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield from item
+
+
 def run_submission(submission: jobs.Submission, *, device: str | None = None, compute_type: str | None = None,
-                   threads: int = 0, on_progress: Progress | None = None) -> Transcript:
+                   threads: int = 0, on_progress: Progress | None = None, on_release: Release | None = None) -> Transcript:
     """A checked request (`jobs.check`) run to its end on the embedded database: `murmur transcribe`."""
     settings = get_settings()
     url = settings.embedded_database_url
     upgrade(url)
     ctx = Context.from_settings(settings, sessions(url), device=device or settings.device,
                                 compute_type=compute_type or settings.compute_type, threads=threads)
-    return run_job(ctx, jobs.create(ctx.db, submission), on_progress)
+    return run_job(ctx, jobs.create(ctx.db, submission), on_progress, on_release)
 
 
 def run(ctx: Context, source: str, options: JobOptions, on_progress: Progress | None = None) -> Transcript:
@@ -67,9 +94,11 @@ def run(ctx: Context, source: str, options: JobOptions, on_progress: Progress | 
     return run_job(ctx, jobs.create(ctx.db, jobs.Submission(str(source), options)), on_progress)
 
 
-def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None) -> Transcript:
+def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_release: Release | None = None) -> Transcript:
     """Run a queued job of `ctx.db` to its end; the HTTP API's embedded mode queues them.
 
+    `on_release` is handed the transcript in order, a stretch at a time, as soon as
+    every earlier chunk is decoded (a diarized job's all at once, labelled, at the end).
     On any failure the job is marked failed with a readable reason and the
     error is raised again, carrying the job id.
     """
@@ -107,22 +136,46 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None) -> T
                                    lent.get(i), borrowed.get(i), voters): b
                        for i, b in enumerate(batches)}
             done = 0
+            release = _Release(ctx, job_id, on_release if on_release and not options.diarize else None)
             if on_progress:
                 on_progress(done, len(refs))
             for future in as_completed(futures):
                 future.result()
                 done += len(refs[futures[future]])
+                release.decoded(ref.chunk_idx for ref in refs[futures[future]])
                 if on_progress:
                     on_progress(done, len(refs))
         if not stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
             raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
-        return queries.get_transcript(ctx.db, job_id)
+        transcript = queries.get_transcript(ctx.db, job_id)
+        if on_release and options.diarize:
+            on_release(transcript.segments)
+        return transcript
     except BaseException as exc:
         queries.fail_job(ctx.db, job_id, *failure_of(exc))
         if isinstance(exc, MurmurError):
             exc.job_id = job_id
         raise
+
+
+class _Release:
+    """Hands on each stretch of the transcript whose chunks, and every chunk before them, are decoded."""
+
+    def __init__(self, ctx: Context, job_id: str, to: Release | None) -> None:
+        self._ctx, self._job_id, self._to = ctx, job_id, to
+        self._decoded: set[int] = set()
+        self._next = 0  # the first chunk not released
+
+    def decoded(self, chunks: Iterable[int]) -> None:
+        if self._to is None:
+            return
+        self._decoded.update(chunks)
+        first = self._next
+        while self._next in self._decoded:
+            self._next += 1
+        if self._next > first:
+            self._to(queries.get_segments(self._ctx.db, self._job_id, range(first, self._next)))
 
 
 def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool:
