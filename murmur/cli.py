@@ -149,7 +149,7 @@ def entry() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     memory.one_arena()  # before any thread starts
-    cores.wait_without_spinning()  # before CTranslate2's OpenMP runtime loads
+    cores.choose_waiting()  # before CTranslate2's OpenMP runtime loads
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

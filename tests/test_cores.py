@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from murmur.workers.cores import cgroup_quota, usable_cores, wait_without_spinning
+from murmur.workers import cores
+from murmur.workers.cores import cgroup_quota, choose_waiting, machine_is_busy, usable_cores
 
 
 def test_a_cgroup_quota_is_read_from_v2_or_v1_and_unlimited_reads_as_none(tmp_path):
@@ -33,15 +34,48 @@ def test_every_core_means_the_cores_this_process_may_run_on():
     assert pinned.stdout.strip() == "1"
 
 
-def test_threads_are_told_to_sleep_unless_the_operator_said_otherwise(monkeypatch):
+def test_a_machine_is_busy_when_others_run_on_its_cores_now(tmp_path, monkeypatch):
+    monkeypatch.setattr(cores, "cgroup_quota", lambda root=None: None)
+    loadavg = tmp_path / "loadavg"
+    spare = (os.cpu_count() or 1) - usable_cores() + 1  # others runnable that leave this process no core of its own
+    loadavg.write_text("0.50 0.40 0.30 1/300 4242\n")  # this process alone
+    assert not machine_is_busy(loadavg)
+    loadavg.write_text(f"2.10 1.90 1.50 {1 + max(1, spare)}/300 4242\n")
+    assert machine_is_busy(loadavg)
+    monkeypatch.setattr(cores, "cgroup_quota", lambda root=None: 2.0)
+    loadavg.write_text("0.50 0.40 0.30 1/300 4242\n")
+    assert machine_is_busy(loadavg)  # a CPU limit: spinning would spend the quota
+
+
+def test_threads_sleep_on_a_busy_machine_unless_the_operator_said_otherwise(monkeypatch):
     for knob in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         monkeypatch.delenv(knob, raising=False)
-    wait_without_spinning()
+    monkeypatch.setattr(cores, "machine_is_busy", lambda: False)
+    choose_waiting()
+    assert "OMP_WAIT_POLICY" not in os.environ  # idle: spinning is faster
+    monkeypatch.setattr(cores, "machine_is_busy", lambda: True)
+    choose_waiting()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    wait_without_spinning()
+    choose_waiting()
     assert "OMP_WAIT_POLICY" not in os.environ
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    wait_without_spinning()
+    choose_waiting()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_a_process_started_beside_busy_loops_sees_a_busy_machine():
+    """The real kernel count: beside as many busy loops as there are cores, a new process finds it busy."""
+    probe = [sys.executable, "-c", "from murmur.workers.cores import machine_is_busy; print(machine_is_busy())"]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        seen = [subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip() for _ in range(3)]
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert "True" in seen

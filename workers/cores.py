@@ -20,10 +20,23 @@ from pathlib import Path
 _OPENMP_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 
 
-def wait_without_spinning() -> None:
-    """OpenMP threads sleep while they wait; before CTranslate2 is imported (the runtime reads it once)."""
-    if not any(knob in os.environ for knob in _OPENMP_KNOBS):
+def choose_waiting() -> None:
+    """On a busy machine, OpenMP threads sleep while they wait; before CTranslate2 is imported (the
+    runtime reads it once). What the operator set is left alone."""
+    if not any(knob in os.environ for knob in _OPENMP_KNOBS) and machine_is_busy():
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def machine_is_busy(loadavg: Path = Path("/proc/loadavg")) -> bool:
+    """Other processes are running now on the cores this one would use, or a CPU quota caps it (spinning
+    would spend the quota). The kernel's count of runnable tasks, read once: no sampling delay."""
+    if cgroup_quota() is not None:
+        return True
+    try:
+        runnable = int(loadavg.read_text().split()[3].split("/")[0]) - 1  # not counting this process
+    except (OSError, ValueError, IndexError):
+        return False
+    return runnable >= max(1, (os.cpu_count() or 1) - usable_cores() + 1)
 
 
 def usable_cores() -> int:
