@@ -4,10 +4,10 @@ The encoder is GE2E's (a 3-layer LSTM over 40 mel bands, 256-d output), with the
 weights that the `resemblyzer` wheel carries: they install from PyPI and load
 with no network. Only the weights file is read; its package (and the librosa it
 imports) is never imported, nor is torch. A slice is 1.5 s of speech every
-0.75 s inside the VAD's spans, so a turn of a second or more is seen whole at least once; a span
-shorter than a slice is one slice of its own length. The prints are small
-(256 half floats per slice: about 2.5 MB per hour of speech) and go to the database
-with the job; `diarization` clusters them at assembly.
+0.75 s inside the VAD's spans, so a turn of 2.25 s or more holds a slice of its
+own; a span shorter than a slice is one slice of its own length. The prints are
+small (256 half floats per slice: about 2.5 MB per hour of speech) and go to the
+database with the job; `diarization` clusters them at assembly.
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ def listen(chunks: Sequence, pieces: Iterable[np.ndarray], into: list[tuple[floa
 
 
 def voiceprints(found: Sequence[tuple[float, float, np.ndarray]], known: dict[str, np.ndarray] | None = None) -> Voiceprints:
+    """What `listen` found, with the known speakers' prints, as the job stores them."""
     if not found:
         return Voiceprints(*_nothing(), dict(known or {}))
     return Voiceprints(np.array([(s, e) for s, e, _ in found], np.float32), np.stack([v for *_, v in found]), dict(known or {}))
