@@ -297,7 +297,8 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
                        ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
 
     @api.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses={
-        200: {"description": "server-sent events: `progress` on each change, then `done` or `failed`; the data is the job",
+        200: {"description": "server-sent events: `segment` for each segment as it is released (in order), `progress` on "
+                             "each change, then `done` or `failed` with the job",
               "content": {"text/event-stream": {"schema": schemas.EVENT}}}, **documented(404)})
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Progress as server-sent events until the job ends; a key holds a few streams at once."""
@@ -332,12 +333,16 @@ async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Req
     """The job read once a second, and at once when the watcher hears it ended; the stream's slot is given
     back however the stream ends."""
     try:
-        last = None
+        last, released = None, 0
         while True:
             job = await blocking(queries.get_job, runner.db, job_id)
             view = _job_view(job).model_dump(mode="json") if job else None
             if view != last:
                 event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
+                if job is not None and job.status != JobState.failed:
+                    segments, released = await blocking(_released, runner.db, job, released)
+                    for segment in segments:
+                        yield f"event: segment\ndata: {json.dumps(segment.to_json(), ensure_ascii=False)}\n\n".encode()
                 yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
                 if event != "progress":
                     return
@@ -499,6 +504,15 @@ def _job_error(job) -> ApiError:
     if job.failure == Failure.internal:
         return ApiError(500, _shown_error(job), "server_error", "job_failed")
     return bad_request(job.error or "the job failed", "job_failed")
+
+
+def _released(db, job, released: int) -> tuple[list, int]:
+    """The segments released since chunk `released` (every earlier chunk decoded), and how far that reaches;
+    a diarized job's all at once when it is done, labelled."""
+    if job.job_options().diarize:
+        return (queries.get_transcript(db, job.id).segments, job.n_chunks or 0) if job.status == JobState.done else ([], 0)
+    upto = queries.released_chunks(db, job.id)
+    return (queries.get_segments(db, job.id, range(released, upto)), upto) if upto > released else ([], released)
 
 
 def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:

@@ -172,8 +172,10 @@ _JOB_FORM = {
 
 
 EVENT = {"type": "object", "required": ["event", "data"], "properties": {
-    "event": {"type": "string", "enum": ["progress", "done", "failed", "deleted"]},
-    "data": {"type": "string", "description": "the job as GET /v1/jobs/{id} gives it, as JSON (null once deleted)"}}}
+    "event": {"type": "string", "enum": ["segment", "progress", "done", "failed", "deleted"]},
+    "data": {"type": "string", "description": "segment: one segment of the transcript, in order, as soon as every earlier "
+                                              "chunk is decoded (README's JSON segment); the others: the job as GET "
+                                              "/v1/jobs/{id} gives it, as JSON (null once deleted)"}}}
 
 
 def multipart_body(form: dict, required: tuple[str, ...] = ("file",)) -> dict:

@@ -280,6 +280,17 @@ def get_segments(db: sessionmaker[Session], job_id: str, chunks: range | None = 
         return _segments(s, job_id, chunks)
 
 
+def released_chunks(db: sessionmaker[Session], job_id: str) -> int:
+    """How many of the job's chunks, from the first, are decoded: their segments are final, and may be read
+    before the job ends (a stretch of the transcript released in order)."""
+    with db() as s:
+        total = s.scalar(select(Job.n_chunks).where(Job.id == job_id))
+        if total is None:
+            return 0
+        pending = s.scalar(select(func.min(ChunkRow.idx)).where(ChunkRow.job_id == job_id, ChunkRow.status != ChunkState.decoded))
+        return total if pending is None else pending
+
+
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
     """The job and its segments from one session: under load every connection checkout and transaction waits its turn.
 

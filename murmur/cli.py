@@ -213,15 +213,24 @@ def _load_model_early(args: argparse.Namespace, model: str) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     from murmur.tasks.fleet.client import Client
+    from murmur.workers.transcript import Segment
 
     client = Client()
     job_id = client.submit(args.source, callback_url=args.callback_url, priority=args.priority, **_job_options(args))
     if not args.wait:
         print(job_id)
         return 0
-    with _progress() as on_progress:
-        client.wait(job_id, on_progress=on_progress)
-    print(render(client.result(job_id), args.format))
+    if args.format == "json":  # one object, at the end
+        with _progress() as on_progress:
+            client.wait(job_id, on_progress=on_progress)
+        print(render(client.result(job_id), args.format))
+        return 0
+    lines = Lines(args.format)
+    for item in client.stream(job_id):  # the segments as they are released, then the whole transcript
+        for line in lines.feed([item]) if isinstance(item, Segment) else []:
+            _say(line)
+    for line in lines.finish():
+        print(line)
     return 0
 
 

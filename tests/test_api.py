@@ -189,12 +189,17 @@ def test_a_job_belongs_to_its_key(api):
         wrong = anonymous.get(f"/v1/jobs/{job_id}", headers={"authorization": "Bearer mm-not-a-key"})
         assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
 
-        events = []
+        events, segments = [], []
         with alice.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
             for line in stream.iter_lines():
                 if line.startswith("event: "):
                     events.append(line.removeprefix("event: "))
-        assert events[-1] == "done" and set(events[:-1]) <= {"progress"}
+                elif line.startswith("data: ") and events[-1] == "segment":
+                    segments.append(json.loads(line.removeprefix("data: ")))
+        assert events[-1] == "done" and set(events[:-1]) <= {"progress", "segment"}
+        assert events.index("done") > max(i for i, e in enumerate(events) if e == "segment")  # the text before the end
+        final = alice.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()["segments"]
+        assert [(s["start"], s["text"]) for s in segments] == [(s["start"], s["text"]) for s in final]
         job = alice.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "done" and job["chunks_done"] == job["chunks_total"] == 1 and job["language"] == "en"
         assert job_id in [j["id"] for j in alice.get("/v1/jobs").json()["data"]]

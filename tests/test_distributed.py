@@ -36,7 +36,7 @@ from murmur.tasks.fleet.queues import GPU_QUEUE
 from murmur.workers.options import JobOptions
 from tests.conftest import DATA, fresh_postgres, run_cli, word_error_rate, words
 from murmur.workers.errors import MurmurError
-from murmur.workers.transcript import Segment
+from murmur.workers.transcript import Segment, Transcript
 
 pytestmark = [pytest.mark.services, pytest.mark.weights]
 STORE_URL = os.environ.get("MURMUR_TEST_BROKER_URL", "redis://127.0.0.1:6379/9")  # Redis: tensors, results
@@ -178,6 +178,9 @@ def test_submit_wait_prints_the_transcript_of_a_real_clip(fleet):
     assert status.stdout.startswith(f"{result['job_id']} done 1/1 chunks language=en")
     srt = run_cli("result", result["job_id"], "--format", "srt", env=fleet.env)
     assert srt.returncode == 0 and srt.stdout.startswith("1\n00:00:00,")
+    streamed = run_cli("submit", str(DATA / "jfk_inaugural_1961.flac"), "--wait", "--format", "srt", "--language", "en",
+                       env=fleet.env)  # printed as the segments are released: the same text as `result`
+    assert streamed.returncode == 0 and streamed.stdout == srt.stdout, (streamed.stdout, srt.stdout)
     job = queries.get_job(fleet.client.db, result["job_id"])
     assert job.prepare_seconds > 0 and job.detect_seconds > 0 and job.decode_seconds > 0
 
@@ -212,6 +215,20 @@ def test_the_fleet_labels_speakers_as_the_embedded_run_does_and_a_redelivered_as
     fleet.client.app.send_task("murmur.assemble", args=[job_id], queue="murmur.cpu")
     time.sleep(3)
     assert [(s.speaker, s.text) for s in client.result(job_id).segments] == labelled
+
+
+def test_a_fleet_job_streams_its_segments_in_order_then_its_transcript_and_a_failed_one_says_why(fleet, tmp_path):
+    client = fleet.client
+    job_id = client.submit(str(DATA / "en_de_codeswitch.flac"), multilingual=True)  # a chunk per stretch of speech
+    items = list(client.stream(job_id, timeout=300))
+    *segments, transcript = items
+    assert isinstance(transcript, Transcript) and len(transcript.segments) >= 4
+    assert [(s.chunk_idx, s.idx, s.text) for s in segments] == [(s.chunk_idx, s.idx, s.text) for s in transcript.segments]
+    bad = fleet.inputs / "not-audio.wav"
+    bad.write_bytes(b"plain text, not a recording" * 40)
+    failing = client.submit(str(bad))
+    with pytest.raises(JobFailed, match="not a readable audio file"):
+        list(client.stream(failing, timeout=120))
 
 
 CLIPS = {  # mixed lengths: 4, 5, 11, 15 and 68 seconds

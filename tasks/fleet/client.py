@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,7 +31,7 @@ from murmur.tasks.fleet import deliveries
 from murmur.tasks.fleet.queues import QUEUE_OF_STEP, message_priority
 from murmur.tasks.outputs.webhook import redact
 from murmur.workers.errors import MurmurError, ServiceUnavailable
-from murmur.workers.transcript import Transcript
+from murmur.workers.transcript import Segment, Transcript
 
 
 class JobFailed(MurmurError):
@@ -134,6 +134,32 @@ class Client:
                 raise JobFailed(job_id, status.error)
             if status.status == JobState.done:
                 return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {status.status} after {timeout} s")
+            time.sleep(poll_seconds)
+
+    def stream(self, job_id: str, timeout: float | None = None, poll_seconds: float = 0.1) -> Iterator[Segment | Transcript]:
+        """The job's segments in source order as soon as every earlier chunk is decoded, then the whole
+        transcript once it is done; raises JobFailed where the job failed. A diarized job's segments come
+        when it is done, with their speakers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        released = 0
+        while True:
+            status = self.status(job_id)
+            if status.status == JobState.failed:
+                raise JobFailed(job_id, status.error)
+            diarized = queries.get_job(self.db, job_id).job_options().diarize
+            if not diarized:
+                upto = queries.released_chunks(self.db, job_id)
+                if upto > released:
+                    yield from queries.get_segments(self.db, job_id, range(released, upto))
+                    released = upto
+            if status.status == JobState.done:
+                transcript = queries.get_transcript(self.db, job_id)
+                if diarized:
+                    yield from transcript.segments
+                yield transcript
+                return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {status.status} after {timeout} s")
             time.sleep(poll_seconds)
