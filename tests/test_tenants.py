@@ -86,12 +86,17 @@ def _stalled_upload(url: str, headers: dict | None = None, declared: int = 50_00
 
 
 def _answer(conn: socket.socket, timeout: float) -> tuple[int, bytes]:
+    """The answer's status and its whole body: the body may come in a segment of its own, after the head."""
     conn.settimeout(timeout)
     data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(4096)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), rest
+    while b"\r\n\r\n" not in data and (received := conn.recv(4096)):
+        data += received
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.partition(b":")[2]) for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (received := conn.recv(4096)):
+        body += received
+    return int(head.split()[1]), body
 
 
 def test_a_stalled_upload_is_cut_off_and_its_file_removed_and_an_oversized_one_refused_unread(keyless):
