@@ -185,11 +185,16 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         marks.append(time.perf_counter())
         try:
             fmt, granularities, options = _openai_options(form, task, settings)
+            stream = _stream(form, fmt, task)
             _store_references(options, settings, job_id)
         except ApiError:
             discard_uploads(settings, [str(form.file)])
             raise
         job_id = await start_job(who, form, str(form.file), options, None, who.top_priority, job_id, key)
+        if stream:
+            deltas = _text_deltas(runner, watcher, job_id, lambda: discard_uploads(settings, [str(form.file)]))
+            return StreamingResponse(deltas, media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-murmur-job": job_id})
         return await answer(job_id, form, fmt, task, granularities, marks)
 
     async def answer(job_id: str, form: Form | None, fmt: str, task: str, granularities: tuple[str, ...],
@@ -339,8 +344,8 @@ async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Req
             view = _job_view(job).model_dump(mode="json") if job else None
             if view != last:
                 event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
-                if job is not None and job.status != JobState.failed:
-                    segments, released = await blocking(_released, runner.db, job, released)
+                if job is not None:
+                    segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
                     for segment in segments:
                         yield f"event: segment\ndata: {json.dumps(segment.to_json(), ensure_ascii=False)}\n\n".encode()
                 yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
@@ -352,6 +357,34 @@ async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Req
             await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
     finally:
         give_back()
+
+
+async def _text_deltas(runner: Runner, watcher: JobWatcher, job_id: str, end: Callable[[], None]) -> AsyncIterator[bytes]:
+    """OpenAI's transcription stream: each released segment's text as a `transcript.text.delta` (the deltas
+    joined are the text), then `transcript.text.done` with the whole text; a job that fails ends the stream
+    with an error event, as OpenAI's do. `end` runs however the stream ends (the upload goes)."""
+    try:
+        released, said = 0, False
+        while True:
+            job = await blocking(queries.get_job, runner.db, job_id)
+            segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
+            for segment in segments:
+                yield _data({"type": "transcript.text.delta", "delta": (" " if said else "") + segment.text})
+                said = True
+            if job is None or job.status in ENDED:
+                if job is not None and job.status == JobState.done:
+                    transcript = await blocking(queries.get_transcript, runner.db, job_id)
+                    yield _data({"type": "transcript.text.done", "text": transcript.text})
+                else:
+                    yield _data(_job_error(job).body())
+                return
+            await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
+    finally:
+        end()
+
+
+def _data(event: dict) -> bytes:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -389,7 +422,7 @@ def _model(name: str, settings: Settings) -> str:
 
 def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tuple[str, ...], dict]:
     """OpenAI's form fields as the job's options; what murmur cannot honour is refused, never ignored."""
-    known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
+    known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream",
              "timestamp_granularities", *SPEAKER_OPTIONS, *(f"{name}[]" for name in SPEAKER_OPTIONS if is_list(name))}
     unknown = sorted(set(form.fields) - known)
     if unknown:
@@ -427,6 +460,20 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
             raise bad_request("response_format diarized_json is for transcriptions")
         options["diarize"] = True
     return fmt, granularities or ("segment",), options
+
+
+def _stream(form: Form, fmt: str, task: str) -> bool:
+    """OpenAI's `stream` field: the text as server-sent events while the job runs (json or text answers only)."""
+    value = (form.get("stream") or "false").lower()
+    if value not in ("true", "false"):
+        raise bad_request(f"stream must be true or false, not {value[:20]!r}")
+    if value == "false":
+        return False
+    if task == "translate":
+        raise bad_request("stream is for transcriptions", "unsupported_parameter")
+    if fmt not in ("json", "text"):
+        raise bad_request(f"stream=true answers with text events: response_format must be json or text, not {fmt}")
+    return True
 
 
 def _form_job(form: Form, names: Sequence[str] | None = None) -> dict:
@@ -504,15 +551,6 @@ def _job_error(job) -> ApiError:
     if job.failure == Failure.internal:
         return ApiError(500, _shown_error(job), "server_error", "job_failed")
     return bad_request(job.error or "the job failed", "job_failed")
-
-
-def _released(db, job, released: int) -> tuple[list, int]:
-    """The segments released since chunk `released` (every earlier chunk decoded), and how far that reaches;
-    a diarized job's all at once when it is done, labelled."""
-    if job.job_options().diarize:
-        return (queries.get_transcript(db, job.id).segments, job.n_chunks or 0) if job.status == JobState.done else ([], 0)
-    upto = queries.released_chunks(db, job.id)
-    return (queries.get_segments(db, job.id, range(released, upto)), upto) if upto > released else ([], released)
 
 
 def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:

@@ -148,6 +148,9 @@ _AUDIO_FORM = {
     "prompt": {**_TEXT, "description": "refused: murmur does not condition the decoder on a prompt"},
     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
     "temperature": {"type": "number", "description": "0 only (murmur decodes with beam search at temperature 0)"},
+    "stream": {"type": "boolean", "default": False,
+               "description": "transcriptions with json or text: server-sent events, a transcript.text.delta for each "
+                              "segment in order as soon as it is decoded, then transcript.text.done with the whole text"},
     "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
                                   "description": "with verbose_json: segment (default) and/or word"},
     "diarize": {"type": "boolean", "description": "label who spoke when (diarized_json implies it)"},

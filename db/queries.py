@@ -274,21 +274,32 @@ def replace_segments(
         return True
 
 
-def get_segments(db: sessionmaker[Session], job_id: str, chunks: range | None = None) -> list[Segment]:
-    """The job's segments in order; with `chunks`, those of these chunks only (a stretch released as it is decoded)."""
+def get_segments(db: sessionmaker[Session], job_id: str) -> list[Segment]:
+    """The job's segments in order, as decoded (a diarized job's unlabelled: `get_transcript` labels them)."""
     with db() as s:
-        return _segments(s, job_id, chunks)
+        return _segments(s, job_id)
 
 
-def released_chunks(db: sessionmaker[Session], job_id: str) -> int:
-    """How many of the job's chunks, from the first, are decoded: their segments are final, and may be read
-    before the job ends (a stretch of the transcript released in order)."""
+def released_segments(db: sessionmaker[Session], job_id: str, since: int = 0) -> tuple[list[Segment], int]:
+    """The segments released after the first `since` chunks, and how many chunks are released now.
+
+    A chunk is released once it and every chunk before it are decoded: its segments are final and
+    may be read before the job ends, in source order. A diarized job's segments are released all at
+    once when it is done, labelled with their speakers (assembly tells the speakers apart); a failed
+    job releases nothing more. Every door that streams a job (the embedded runner, Client.stream,
+    the API's events) reads this one rule.
+    """
     with db() as s:
-        total = s.scalar(select(Job.n_chunks).where(Job.id == job_id))
-        if total is None:
-            return 0
+        job = s.get(Job, job_id)
+        if job is None or job.n_chunks is None or job.status == JobState.failed or since >= job.n_chunks:
+            return [], since
+        if job.job_options().diarize:
+            if job.status != JobState.done:
+                return [], since
+            return _labelled(s, job, _segments(s, job_id)), job.n_chunks
         pending = s.scalar(select(func.min(ChunkRow.idx)).where(ChunkRow.job_id == job_id, ChunkRow.status != ChunkState.decoded))
-        return total if pending is None else pending
+        upto = job.n_chunks if pending is None else pending
+        return (_segments(s, job_id, range(since, upto)), upto) if upto > since else ([], since)
 
 
 def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
@@ -298,13 +309,16 @@ def get_transcript(db: sessionmaker[Session], job_id: str) -> Transcript:
     has made its turns; its words are shown only if the job asked for them."""
     with db() as s:
         job = s.get(Job, job_id)
-        segments = _segments(s, job_id)
-        options = job.job_options()
-        if options.diarize:
-            turns = s.scalar(select(Voiceprint.turns).where(Voiceprint.job_id == job_id))
-            if turns is not None:
-                segments = label_segments(segments, [Turn(*t) for t in turns], keep_words=options.word_timestamps)
-        return Transcript(job.id, job.language, job.language_probability, job.duration, segments)
+        return Transcript(job.id, job.language, job.language_probability, job.duration, _labelled(s, job, _segments(s, job_id)))
+
+
+def _labelled(s: Session, job: Job, segments: list[Segment]) -> list[Segment]:
+    """A diarized job's segments with their speakers, once assembly has made its turns; the others as they are."""
+    options = job.job_options()
+    if not options.diarize:
+        return segments
+    turns = s.scalar(select(Voiceprint.turns).where(Voiceprint.job_id == job.id))
+    return segments if turns is None else label_segments(segments, [Turn(*t) for t in turns], keep_words=options.word_timestamps)
 
 
 def get_voiceprints(db: sessionmaker[Session], job_id: str) -> bytes | None:

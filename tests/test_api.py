@@ -154,6 +154,27 @@ def test_translations_give_english_text(api):
     assert word_error_rate(spanish, english.text) > 0.5  # not the Spanish transcript
 
 
+def test_stream_true_gives_the_official_client_the_text_in_order_then_all_of_it(api):
+    """OpenAI's `stream=true`: a delta for each segment as it is released, whose concatenation is the done
+    event's text; a job that fails ends its stream with the reason; what cannot stream is refused first."""
+    client = _client(api)
+    german = DATA / "librivox_grimmelshausen_simplicissimus_title.mp3"  # 68 s: three chunks, decoded two at a time
+    with german.open("rb") as f:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=f, language="de", stream=True))
+    assert [e.type for e in events] == ["transcript.text.delta"] * (len(events) - 1) + ["transcript.text.done"]
+    deltas, done = [e.delta for e in events[:-1]], events[-1]
+    assert len(deltas) >= 3 and "".join(deltas) == done.text
+    assert word_error_rate(german.with_suffix(".txt").read_text(), done.text) <= 0.35
+    with pytest.raises(openai.APIError) as raised:
+        list(client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"not audio at all" * 40), stream=True))
+    assert "audio" in raised.value.message.lower()
+    for kwargs in ({"response_format": "srt"}, {"response_format": "verbose_json"}):
+        with JFK.open("rb") as f, pytest.raises(openai.BadRequestError) as refused:
+            client.audio.transcriptions.create(model="whisper-1", file=f, stream=True, **kwargs)
+        assert "stream" in refused.value.body["message"]
+    assert list(api.uploads.iterdir()) == []  # each stream's upload went when it ended
+
+
 def test_models_lists_what_the_workers_can_load(api):
     ids = [m.id for m in _client(api).models.list()]
     assert ids[:3] == ["whisper-1", "base", "tiny.en"]

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 from murmur.db import queries
@@ -135,23 +135,22 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_r
                                    picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
                                    lent.get(i), borrowed.get(i), voters): b
                        for i, b in enumerate(batches)}
-            done = 0
-            release = _Release(ctx, job_id, on_release if on_release and not options.diarize else None)
+            done, released = 0, 0
             if on_progress:
                 on_progress(done, len(refs))
             for future in as_completed(futures):
                 future.result()
                 done += len(refs[futures[future]])
-                release.decoded(ref.chunk_idx for ref in refs[futures[future]])
+                if on_release:
+                    released = _release(ctx, job_id, released, on_release)
                 if on_progress:
                     on_progress(done, len(refs))
         if not stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
             raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
-        transcript = queries.get_transcript(ctx.db, job_id)
-        if on_release and options.diarize:
-            on_release(transcript.segments)
-        return transcript
+        if on_release:
+            _release(ctx, job_id, released, on_release)  # a diarized job's segments, labelled
+        return queries.get_transcript(ctx.db, job_id)
     except BaseException as exc:
         queries.fail_job(ctx.db, job_id, *failure_of(exc))
         if isinstance(exc, MurmurError):
@@ -159,23 +158,12 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_r
         raise
 
 
-class _Release:
-    """Hands on each stretch of the transcript whose chunks, and every chunk before them, are decoded."""
-
-    def __init__(self, ctx: Context, job_id: str, to: Release | None) -> None:
-        self._ctx, self._job_id, self._to = ctx, job_id, to
-        self._decoded: set[int] = set()
-        self._next = 0  # the first chunk not released
-
-    def decoded(self, chunks: Iterable[int]) -> None:
-        if self._to is None:
-            return
-        self._decoded.update(chunks)
-        first = self._next
-        while self._next in self._decoded:
-            self._next += 1
-        if self._next > first:
-            self._to(queries.get_segments(self._ctx.db, self._job_id, range(first, self._next)))
+def _release(ctx: Context, job_id: str, since: int, to: Release) -> int:
+    """Hand `to` what was released after the first `since` chunks (`queries.released_segments`); how far that reaches."""
+    segments, upto = queries.released_segments(ctx.db, job_id, since)
+    if segments:
+        to(segments)
+    return upto
 
 
 def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool:

@@ -148,17 +148,10 @@ class Client:
             status = self.status(job_id)
             if status.status == JobState.failed:
                 raise JobFailed(job_id, status.error)
-            diarized = queries.get_job(self.db, job_id).job_options().diarize
-            if not diarized:
-                upto = queries.released_chunks(self.db, job_id)
-                if upto > released:
-                    yield from queries.get_segments(self.db, job_id, range(released, upto))
-                    released = upto
+            segments, released = queries.released_segments(self.db, job_id, released)
+            yield from segments
             if status.status == JobState.done:
-                transcript = queries.get_transcript(self.db, job_id)
-                if diarized:
-                    yield from transcript.segments
-                yield transcript
+                yield queries.get_transcript(self.db, job_id)
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {status.status} after {timeout} s")
