@@ -349,6 +349,20 @@ def test_the_transcript_is_released_in_order_stretch_by_stretch_before_the_job_e
     assert all(a[-1] < b[0] for a, b in zip(chunks, chunks[1:]))  # each stretch after the one before
 
 
+def test_the_batch_with_the_first_chunk_decodes_it_alone_first():
+    """So the first lines come after one window's decode on CPU; other batches stay whole."""
+    from murmur.tasks.embedded.runner import _lead_first
+    from murmur.tasks.tensors.store import TensorRef, feature_key
+
+    def refs(*chunks: int) -> list:
+        return [TensorRef(feature_key("j", c), (80, 3000), "float16") for c in chunks]
+
+    assert _lead_first(refs(0, 8, 17)) == [refs(0), refs(8, 17)]
+    assert _lead_first(refs(4, 13, 0)) == [refs(0), refs(4, 13)]
+    assert _lead_first(refs(4, 13, 1)) == [refs(4, 13, 1)]
+    assert _lead_first(refs(0)) == [refs(0)]
+
+
 def test_lines_printed_as_released_are_the_rendering_of_the_whole_transcript():
     """However the transcript is cut into stretches, the lines joined are `render`'s text, byte for byte."""
     from murmur.tasks.outputs.formats import Lines

@@ -26,6 +26,7 @@ from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import encode, joined
 from murmur.workers.gpu.language import needs_vote, top_languages, vote
+from murmur.workers.gpu.model import resolve_device
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Transcript
 
@@ -81,12 +82,17 @@ def transcribe_stream(source: str, *, device: str | None = None, compute_type: s
 def run_submission(submission: jobs.Submission, *, device: str | None = None, compute_type: str | None = None,
                    threads: int = 0, on_progress: Progress | None = None, on_release: Release | None = None) -> Transcript:
     """A checked request (`jobs.check`) run to its end on the embedded database: `murmur transcribe`."""
+    ctx = embedded_context(device, compute_type, threads)
+    return run_job(ctx, jobs.create(ctx.db, submission), on_progress, on_release)
+
+
+def embedded_context(device: str | None = None, compute_type: str | None = None, threads: int = 0) -> Context:
+    """A context on the embedded database (MURMUR_DATABASE_URL, or a local SQLite file), its schema current."""
     settings = get_settings()
     url = settings.embedded_database_url
     upgrade(url)
-    ctx = Context.from_settings(settings, sessions(url), device=device or settings.device,
-                                compute_type=compute_type or settings.compute_type, threads=threads)
-    return run_job(ctx, jobs.create(ctx.db, submission), on_progress, on_release)
+    return Context.from_settings(settings, sessions(url), device=device or settings.device,
+                                 compute_type=compute_type or settings.compute_type, threads=threads)
 
 
 def run(ctx: Context, source: str, options: JobOptions, on_progress: Progress | None = None) -> Transcript:
@@ -131,25 +137,23 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_r
             for borrower, (lender, ref) in lending(refs, batches[:concurrent], picks).items():
                 lent[lender] = (ref, Future())
                 borrowed[borrower] = lent[lender][1]
+            release = _Release(ctx, job_id, on_release)
             futures = {pool.submit(_run_batch, ctx, job_id, refs[b], concurrent, ballot,
                                    picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
-                                   lent.get(i), borrowed.get(i), voters): b
+                                   lent.get(i), borrowed.get(i), voters, release): b
                        for i, b in enumerate(batches)}
-            done, released = 0, 0
+            done = 0
             if on_progress:
                 on_progress(done, len(refs))
             for future in as_completed(futures):
                 future.result()
                 done += len(refs[futures[future]])
-                if on_release:
-                    released = _release(ctx, job_id, released, on_release)
                 if on_progress:
                     on_progress(done, len(refs))
         if not stages.assemble(ctx, job_id):
             job = queries.get_job(ctx.db, job_id)
             raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
-        if on_release:
-            _release(ctx, job_id, released, on_release)  # a diarized job's segments, labelled
+        release()  # a diarized job's segments, labelled
         return queries.get_transcript(ctx.db, job_id)
     except BaseException as exc:
         queries.fail_job(ctx.db, job_id, *failure_of(exc))
@@ -158,12 +162,22 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_r
         raise
 
 
-def _release(ctx: Context, job_id: str, since: int, to: Release) -> int:
-    """Hand `to` what was released after the first `since` chunks (`queries.released_segments`); how far that reaches."""
-    segments, upto = queries.released_segments(ctx.db, job_id, since)
-    if segments:
-        to(segments)
-    return upto
+class _Release:
+    """Hands `to` what the job has released since the last call (`queries.released_segments`), in order;
+    called by each decoder as it stores a part of its batch."""
+
+    def __init__(self, ctx: Context, job_id: str, to: Release | None) -> None:
+        self._ctx, self._job_id, self._to = ctx, job_id, to
+        self._since = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self._to is None:
+            return
+        with self._lock:
+            segments, self._since = queries.released_segments(self._ctx.db, self._job_id, self._since)
+            if segments:
+                self._to(segments)
 
 
 def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool:
@@ -174,12 +188,13 @@ def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool
 
 def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
                picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None,
-               voters: stages.Encoded | None = None) -> None:
+               voters: stages.Encoded | None = None, release: Callable[[], None] = lambda: None) -> None:
     """One batch. A batch of the first round (`picks` given) encodes before it decodes: with a ballot it
     casts its votes first, and every batch of a job whose language is voted waits for the count before it
     generates. `lend`: a chunk of another first-round batch that this one encodes first, for that batch;
     `borrow`: this batch's last chunk, so encoded. `voters`: the chunks a vote before decode encoded
-    (multilingual, or too many voters for the first batches), reused where this batch holds them."""
+    (multilingual, or too many voters for the first batches), reused where this batch holds them.
+    `release` is called as each part of the batch is stored."""
     encoded = None
     try:
         if lend is not None:
@@ -196,7 +211,19 @@ def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int
         if lend is not None and not lend[1].done():
             lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
-    stages.decode_chunks(ctx, [(job_id, r) for r in refs], concurrent, [e for e in (encoded, voters) if e is not None])
+    held = [e for e in (encoded, voters) if e is not None]
+    for part in _lead_first(refs) if resolve_device(ctx.device) == "cpu" else [refs]:
+        stages.decode_chunks(ctx, [(job_id, r) for r in part], concurrent, held)
+        release()
+
+
+def _lead_first(refs: list[TensorRef]) -> list[list[TensorRef]]:
+    """On CPU, the batch that holds the job's first chunk generates that chunk on its own first, then the
+    rest: a CPU's decode time grows with the batch, so the first lines are released after one window's
+    decode rather than a batch's. Only that one batch is split. (A GPU decodes a batch in about the time
+    of one window: nothing to gain there.)"""
+    first = [r for r in refs if r.chunk_idx == 0]
+    return [first, [r for r in refs if r.chunk_idx != 0]] if first and len(refs) > 1 else [refs]
 
 
 def _encode_batch(
