@@ -30,6 +30,7 @@ _EXPORTS = {
     "Word": "murmur.workers.transcript",
     "render": "murmur.tasks.outputs.formats",
     "transcribe": "murmur.tasks.embedded.runner",
+    "transcribe_files": "murmur.tasks.embedded.files",
     "transcribe_stream": "murmur.tasks.embedded.runner",
 }
 __all__ = sorted(_EXPORTS)

@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="murmur", description="Batched Whisper transcription, in one process or on a Celery worker fleet.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("transcribe", help="transcribe a file in this process (no Redis, no Postgres)")
-    run.add_argument("file")
+    run = commands.add_parser("transcribe", help="transcribe files in this process (no Redis, no Postgres)")
+    run.add_argument("file", nargs="+", help="audio or video files, or folders of them; several are transcribed "
+                                             "together, one model, their chunks in shared batches (needs --output-dir)")
     _add_job_options(run, "transcribe")
-    run.add_argument("--format", choices=FORMATS, default="txt")
+    run.add_argument("--format", choices=(*FORMATS, "all"), default="txt", help="all: txt, srt, vtt and json (with --output-dir)")
+    run.add_argument("--output-dir", help="write each file's transcript to DIR/<its name>.<format> instead of stdout")
     run.add_argument("--device", help="auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
     run.add_argument("--compute-type", help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all (0: every core); on CPU each thread decodes its own batch")
@@ -165,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     from murmur.settings import get_settings
 
+    files = _media_files(args.file)
+    if args.output_dir or len(files) > 1:
+        return _transcribe_files(args, files)
+    if args.format == "all":
+        raise MurmurError("--format all writes several files: give --output-dir")
+    args.file = files[0]
     settings = get_settings()
     given = _job_options(args)
     _load_model_early(args, given.get("model") or settings.model)  # before the imports below (a bad request ends the process)
@@ -185,6 +193,69 @@ def _transcribe(args: argparse.Namespace) -> int:
     for line in lines.finish() if lines else [render(transcript, args.format)]:
         print(line)
     return 0
+
+
+MEDIA_SUFFIXES = {".aac", ".aif", ".aiff", ".amr", ".avi", ".flac", ".m4a", ".m4v", ".mka", ".mkv", ".mov", ".mp3",
+                  ".mp4", ".mpeg", ".oga", ".ogg", ".opus", ".wav", ".webm", ".wma"}  # what a folder given is read for
+
+
+def _media_files(names: list[str]) -> list[str]:
+    """The files named, a folder's audio and video files (by suffix, sorted, not its subfolders) in its place."""
+    files = []
+    for name in names:
+        if os.path.isdir(name):
+            found = sorted(os.path.join(name, entry) for entry in os.listdir(name)
+                           if os.path.splitext(entry)[1].lower() in MEDIA_SUFFIXES and os.path.isfile(os.path.join(name, entry)))
+            if not found:
+                raise MurmurError(f"{name}: no audio or video files in this folder")
+            files += found
+        else:
+            files.append(name)
+    return list(dict.fromkeys(files))
+
+
+def _transcribe_files(args: argparse.Namespace, files: list[str]) -> int:
+    """Several files in one process (`murmur.transcribe_files`), each transcript written to --output-dir as
+    it is done; a file that fails is told on stderr and the others go on. The exit status is how many failed."""
+    if not args.output_dir:
+        raise MurmurError(f"{len(files)} files: give --output-dir for their transcripts")
+    formats = FORMATS if args.format == "all" else (args.format,)
+    outputs = {name: [os.path.join(args.output_dir, os.path.splitext(os.path.basename(name))[0] + "." + fmt)
+                      for fmt in formats] for name in files}
+    clash = _first_clash(outputs)
+    if clash:
+        raise MurmurError(f"{clash[0]} and {clash[1]} would both be written to {clash[2]}: give them different names")
+    os.makedirs(args.output_dir, exist_ok=True)
+    from murmur.tasks.embedded.files import transcribe_files
+
+    failed = 0
+    with _progress("file", "transcribing") as on_progress:
+        if on_progress:
+            on_progress(0, len(files))
+        results = transcribe_files(files, device=args.device, compute_type=args.compute_type, threads=args.threads,
+                                   **_job_options(args))
+        for done, (name, result) in enumerate(results, 1):
+            if isinstance(result, MurmurError):
+                failed += 1
+                _say(f"murmur: error: {name}: {result}", sys.stderr)
+            else:
+                for path, fmt in zip(outputs[name], formats):
+                    with open(path, "w", encoding="utf-8") as out:
+                        out.write(render(result, fmt) + "\n")
+            if on_progress:
+                on_progress(done, len(files))
+    return min(failed, 100)
+
+
+def _first_clash(outputs: dict[str, list[str]]) -> tuple[str, str, str] | None:
+    """Two inputs whose outputs would have the same name (a/talk.wav and b/talk.mp3): (one, other, path)."""
+    seen: dict[str, str] = {}
+    for name, paths in outputs.items():
+        for path in paths:
+            if path in seen:
+                return seen[path], name, path
+            seen[path] = name
+    return None
 
 
 def _load_model_early(args: argparse.Namespace, model: str) -> None:
@@ -404,7 +475,10 @@ _COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "r
 
 
 class _progress:
-    """A chunk progress bar on stderr when it is a terminal; silent otherwise."""
+    """A progress bar (of chunks, or of files) on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, unit: str = "chunk", desc: str = "decoding") -> None:
+        self._unit, self._desc = unit, desc
 
     def __enter__(self):
         self._bar = None
@@ -415,7 +489,8 @@ class _progress:
             from tqdm import tqdm
 
             columns, lines = _terminal_size()
-            self._bar = tqdm(total=total, unit="chunk", desc="decoding", file=sys.stderr, leave=False, ncols=columns, nrows=lines)
+            self._bar = tqdm(total=total, unit=self._unit, desc=self._desc, file=sys.stderr, leave=False, ncols=columns,
+                             nrows=lines)
         self._bar.n = done
         self._bar.refresh()
 
@@ -424,15 +499,16 @@ class _progress:
             self._bar.close()
 
 
-def _say(line: str) -> None:
-    """A line on stdout now; with a progress bar on the terminal, above it (the bar is drawn again below)."""
+def _say(line: str, to=None) -> None:
+    """A line on stdout (or `to`) now; with a progress bar on the terminal, above it (the bar is drawn again below)."""
+    to = to or sys.stdout
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        tqdm.write(line, file=sys.stdout)
-        sys.stdout.flush()
+        tqdm.write(line, file=to)
+        to.flush()
     else:
-        print(line, flush=True)
+        print(line, file=to, flush=True)
 
 
 def _terminal_size() -> tuple[int, int]:

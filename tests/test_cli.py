@@ -50,7 +50,6 @@ def test_bad_input_is_one_line_and_a_failed_job(env, tmp_path):
     (tmp_path / "cut.mp3").write_bytes(mp3[:100_000])
     cases = [
         ([str(tmp_path / "missing.wav")], "no such file"),
-        ([str(tmp_path)], "is a directory"),
         ([str(tmp_path / "empty.mp3")], "file is empty"),
         ([str(tmp_path / "fake.flac")], "not a readable audio file"),
         ([str(tmp_path / "cut.mp3")], "truncated"),
@@ -64,6 +63,60 @@ def test_bad_input_is_one_line_and_a_failed_job(env, tmp_path):
         job_id = lines[0].rsplit("(job ", 1)[1].rstrip(")")
         status, error = _job(env, job_id)
         assert status == "failed" and message in error
+
+
+def test_many_files_in_one_command_each_get_their_own_transcript(env, tmp_path):
+    """Short clips of different voices and languages in one process, their chunks batched and packed
+    together: each output is named after its input and holds its own words and no other clip's; a bad
+    file is told on stderr, the others go on, and the exit status counts the failures."""
+    clips = {"jfk_inaugural_1961.flac": ("fellow", "americans", "country"), "pocketsphinx_goforward.wav": ("forward", "meters"),
+             "mfa_thoughts.flac": ("thousand", "thoughts"), "librispeech_61-70968-0000.flac": ("wizard", "curtain"),
+             "librivox_sense_sensibility_0890.wav": ("selfish", "disposed"),
+             "mls_spanish_13697_11991_000000.opus": ("sorpresa", "disgusto"), "nst_quiet_room_4s.wav": ()}
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in clips:
+        (folder / name).write_bytes((DATA / name).read_bytes())
+    (folder / "notes.txt").write_text("not a recording: a folder is read for its audio and video files")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF this is not audio" * 50)
+    out = tmp_path / "out"
+    done = run_cli("transcribe", str(folder), str(tmp_path / "broken.wav"), "--output-dir", str(out), "--format", "all", env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [line for line in done.stderr.strip().splitlines() if "broken.wav" in line]
+    assert "not a readable audio file" in done.stderr
+    stems = [name.rsplit(".", 1)[0] for name in clips]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{stem}.{fmt}" for stem in stems for fmt in ("txt", "srt", "vtt", "json"))
+    for name, own in clips.items():
+        stem = name.rsplit(".", 1)[0]
+        heard = set(words((out / f"{stem}.txt").read_text()))
+        assert set(own) <= heard, (name, heard)
+        others = {w for other, theirs in clips.items() if other != name for w in theirs}
+        assert not heard & others, (name, heard & others)
+        result = json.loads((out / f"{stem}.json").read_text())
+        assert _job(env, result["job_id"]).status == "done"
+        assert result["language"] == ("es" if "spanish" in name else None if not own else "en")
+    assert (out / "mfa_thoughts.srt").read_text().startswith("1\n00:00:0")
+    # the language given, nothing is encoded before decode: short clips share windows, and still keep their own words
+    english = [str(folder / name) for name, own in clips.items() if own and "spanish" not in name]
+    packed = run_cli("transcribe", *english, "--language", "en", "--output-dir", str(tmp_path / "packed"), env=env)
+    assert packed.returncode == 0, packed.stderr
+    for path in english:
+        stem = path.rsplit("/", 1)[1].rsplit(".", 1)[0]
+        own = set(clips[path.rsplit("/", 1)[1]])
+        heard = set(words((tmp_path / "packed" / f"{stem}.txt").read_text()))
+        others = {w for other, theirs in clips.items() if not path.endswith(other) for w in theirs}
+        assert own <= heard and not heard & others, (stem, heard)
+    several = run_cli("transcribe", str(DATA / "mfa_thoughts.flac"), str(DATA / "pocketsphinx_goforward.wav"), env=env)
+    assert several.returncode == 1 and "give --output-dir" in several.stderr
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "mfa_thoughts.wav").write_bytes((DATA / "pocketsphinx_goforward.wav").read_bytes())
+    clash = run_cli("transcribe", str(DATA / "mfa_thoughts.flac"), str(tmp_path / "again" / "mfa_thoughts.wav"),
+                    "--output-dir", str(out), env=env)
+    assert clash.returncode == 1 and "would both be written to" in clash.stderr
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("no recordings here")
+    empty = run_cli("transcribe", str(tmp_path / "docs"), "--output-dir", str(out), env=env)
+    assert empty.returncode == 1 and "no audio or video files" in empty.stderr
 
 
 @pytest.mark.parametrize(
