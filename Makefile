@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-files soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-files bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
 
 # pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
@@ -76,6 +76,15 @@ bench-streaming: setup
 # many files, one command: 24 short real clips in one process beside faster-whisper's loop (~5 min)
 bench-files: setup
 	$(PY) bench/bench_files.py
+
+# on a CUDA machine: murmur embedded and cross-job batching beside faster-whisper batched, base float16, batch 16
+# and 32; on a lent bare GPU machine run it through bench/gpu/carry.sh and device.sh (see carry.sh)
+bench-gpu: setup
+	$(PY) bench/bench_gpu.py
+
+# the same script on this CPU with small sizes: checks it before a GPU is lent (~1 min)
+bench-gpu-dry: setup
+	$(PY) bench/bench_gpu.py --dry-run
 
 # a fleet hurt on purpose (SIGKILLs, a Redis restart, a database outage); needs Postgres and ../shared/audio
 soak: setup
