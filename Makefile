@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 # what the tests need beyond Python, from Debian's packages: podman renders deploy/compose.yaml and
-# builds the images, kubectl's kustomize builds deploy/k8s
-TOOLS_APT := podman runc uidmap kubectl
+# builds the images, kubectl's kustomize builds deploy/k8s, chromium runs the page's tests (Playwright
+# drives it; it cannot download a browser of its own here)
+TOOLS_APT := podman runc uidmap kubectl chromium
 tools:
-	@command -v podman >/dev/null && command -v kubectl >/dev/null || { \
+	@command -v podman >/dev/null && command -v kubectl >/dev/null && command -v chromium >/dev/null || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get install -y -qq $(TOOLS_APT) >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq $(TOOLS_APT) >/dev/null; }; }

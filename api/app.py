@@ -13,7 +13,9 @@ import base64
 import functools
 import json
 import logging
+import mimetypes
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +37,7 @@ from murmur.api.admission import MAX_STREAMS, Slots, check_origin, check_room, j
 from murmur.api.auth import Caller, Callers
 from murmur.api.errors import ApiError, bad_request, documented, not_found
 from murmur.api.multipart import MAX_FORM_OVERHEAD, Form, read_form
+from murmur.api.page import add_page
 from murmur.api.runners import Runner
 from murmur.api.watcher import JobWatcher
 from murmur.db import queries
@@ -43,9 +46,10 @@ from murmur.settings import Settings
 from murmur.tasks import jobs
 from murmur.tasks.outputs import retention
 from murmur.tasks.outputs.formats import render
-from murmur.tasks.outputs.uploads import discard_uploads, reference_path, upload_path
+from murmur.tasks.outputs.uploads import discard_uploads, reference_path, uploaded_file, upload_path
 from murmur.workers.errors import Failure, MurmurError, ServiceUnavailable
 from murmur.workers.options import SPEAKER_OPTIONS, is_list
+from murmur.workers.labels import renamed
 from murmur.workers.transcript import Transcript
 
 log = logging.getLogger("murmur")
@@ -291,15 +295,37 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     @api.get("/v1/jobs/{job_id}/transcript", tags=["jobs"], responses={**schemas.transcript_responses(),
                                                                        **documented(404, 409)})
     async def get_transcript(request: Request, job_id: str,
-                             format: str = Query("json", pattern=f"^({'|'.join(schemas.TRANSCRIPT_FORMATS)})$")) -> Response:
+                             format: str = Query("json", pattern=f"^({'|'.join(schemas.TRANSCRIPT_FORMATS)})$"),
+                             rename: list[str] = Query([], description="LABEL:NAME, e.g. S1:Ann: a speaker shown by name")
+                             ) -> Response:
         """A done job's transcript; 409 while it runs, or with its reason when it failed."""
         job = await own_job(request, job_id)
+        names = _speaker_names(rename)
         if job.status != JobState.done:
             reason = f"the job failed: {job.error}" if job.status == JobState.failed else f"the job is {job.status}"
             raise ApiError(409, reason, code="job_not_done")
-        transcript = await blocking(queries.get_transcript, runner.db, job_id)
+        transcript = renamed(await blocking(queries.get_transcript, runner.db, job_id), names)
         return _render(transcript, "text" if format == "txt" else format, job.job_options().task,
                        ("segment", "word") if job.job_options().word_timestamps else ("segment",), {})
+
+    @api.get("/v1/jobs/{job_id}/audio", tags=["jobs"], responses={
+        200: {"description": "the job's uploaded file, as it was sent",
+              "content": {"audio/*": {}, "video/*": {}, "application/octet-stream": {}}},
+        **documented(404)})
+    async def get_audio(request: Request, job_id: str) -> Response:
+        """The file uploaded for the job (to play beside its transcript); 404 for a job whose source is no upload.
+
+        Whatever was uploaded, it is served as audio, video or bytes, as an attachment in a sandbox: an
+        upload named `.html` must never run as a page of this server."""
+        job = await own_job(request, job_id)
+        path = uploaded_file(settings, job.source)
+        if path is None:
+            raise not_found(f"upload for job {job_id}")
+        guessed = mimetypes.guess_type(path.name)[0] or ""
+        media_type = guessed if guessed.startswith(("audio/", "video/")) else "application/octet-stream"
+        return FileResponse(path, media_type=media_type, filename=path.name, headers={
+            "cache-control": "private, no-store", "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; sandbox"})
 
     @api.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses={
         200: {"description": "server-sent events: `segment` for each segment as it is released (in order), `progress` on "
@@ -329,6 +355,7 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
         await blocking(queries.job_states, runner.db, [])
         return {"status": "ok"}
 
+    add_page(api)
     api.openapi = lambda: _openapi(api)
     return api
 
@@ -551,6 +578,22 @@ def _job_error(job) -> ApiError:
     if job.failure == Failure.internal:
         return ApiError(500, _shown_error(job), "server_error", "job_failed")
     return bad_request(job.error or "the job failed", "job_failed")
+
+
+SPEAKER_NAME = re.compile(r"[^\x00-\x1f\x7f<>&:]{1,40}")  # shown in VTT voice tags and "Name: " lines
+
+
+def _speaker_names(pairs: list[str]) -> dict[str, str]:
+    """`rename=S1:Ann` query values as {"S1": "Ann"}: a page's names for its downloads."""
+    names = {}
+    for pair in pairs:
+        label, _, name = pair.partition(":")
+        name = name.strip()
+        if not SPEAKER_NAME.fullmatch(label) or not SPEAKER_NAME.fullmatch(name):
+            raise bad_request(f"rename: {pair[:60]!r} is not LABEL:NAME (a speaker's label such as S1, and a name; "
+                              "each 1 to 40 characters without < > & : or control characters)")
+        names[label] = name
+    return names
 
 
 def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[str, ...], headers: dict) -> Response:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -422,5 +423,24 @@ def test_embedded_mode_answers_the_same_endpoints_with_no_broker(embedded_api):
     segments = diarized.json()["segments"]
     assert {s["speaker"] for s in segments} == {"Ann", "S2", "S3"}
     assert all(s["type"] == "transcript.text.segment" and s["id"].startswith("seg_") for s in segments)
+    # a page's names for the speakers, in its downloads
+    talk = diarized.headers["x-murmur-job"]
+    with _http(embedded_api) as anyone:
+        srt = anyone.get(f"/v1/jobs/{talk}/transcript", params={"format": "srt", "rename": ["S2:Bob", "S3:Cy", "Ann:Di"]}).text
+        vtt = anyone.get(f"/v1/jobs/{talk}/transcript", params={"format": "vtt", "rename": ["S2:Bob"]}).text
+        for bad in ("S2:<b>", "S2:", "S2", "S2:a\nb"):
+            refused = anyone.get(f"/v1/jobs/{talk}/transcript", params={"format": "srt", "rename": [bad]})
+            assert refused.status_code == 400 and "rename" in refused.json()["error"]["message"], bad
+        # the recording of a job made from an upload, to play beside its transcript; none for a request answered
+        audio = anyone.get(f"/v1/jobs/{job_id}/audio")
+        assert audio.status_code == 200 and audio.content == (DATA / "mls_spanish_13697_11991_000000.opus").read_bytes()
+        assert anyone.get(f"/v1/jobs/{talk}/audio").status_code == 404
+        page = anyone.post("/v1/jobs", files={"file": ("page.html", b"<script>alert(1)</script>")}).json()["id"]
+        served = anyone.get(f"/v1/jobs/{page}/audio")  # never as a page of this server, whatever its name says
+        assert served.headers["content-type"] == "application/octet-stream"
+        assert served.headers["content-disposition"].startswith("attachment") and "sandbox" in served.headers["content-security-policy"]
+        assert anyone.delete(f"/v1/jobs/{page}").status_code == 200
+    assert "Bob: " in srt and "Cy: " in srt and "Di: " in srt and not {"S2", "S3", "Ann"} & set(re.findall(r"\w+", srt))
+    assert "<v Bob>" in vtt and "<v S3>" in vtt
     # the answered requests' uploads are gone; the job's stays until the job is deleted
     assert [p.name for p in (embedded_api.home / "murmur" / "uploads").iterdir()] == [f"{job_id}.opus"]

@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from murmur.workers.transcript import Segment, Word
+from murmur.workers.transcript import Segment, Transcript, Word
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,14 @@ def _nearest_turn(turns: Sequence[Turn], starts: list[float], t: float) -> str |
     i = bisect.bisect_right(starts, t)
     near = [turns[j] for j in (i - 1, i) if 0 <= j < len(turns)]
     return min(near, key=lambda turn: max(turn.start - t, t - turn.end, 0.0)).speaker
+
+
+def renamed(transcript: Transcript, names: dict[str, str]) -> Transcript:
+    """The transcript with speakers shown by the names given ({"S1": "Ann"}): for downloads a person has labelled."""
+    if not names:
+        return transcript
+    segments = [replace(s, speaker=names.get(s.speaker, s.speaker),
+                        words=None if s.words is None else [replace(w, speaker=names.get(w.speaker, w.speaker))
+                                                            for w in s.words])
+                for s in transcript.segments]
+    return replace(transcript, segments=segments)

@@ -40,6 +40,12 @@ def is_upload(settings: Settings, source: str) -> bool:
     return path.is_absolute() and path.parent == settings.uploads
 
 
+def uploaded_file(settings: Settings, source: str) -> Path | None:
+    """The job's uploaded file, if its source is one that is still there (to play it back); else None."""
+    path = Path(source)
+    return path if is_upload(settings, source) and path.is_file() and not path.is_symlink() else None
+
+
 def discard_uploads(settings: Settings, sources: Iterable[str]) -> int:
     """Delete the sources that are uploads; how many files went."""
     removed = 0
