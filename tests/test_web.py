@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import create_engine, text
 
 from tests.conftest import DATA, run_cli, words
@@ -32,6 +33,7 @@ def browser():
     assert CHROMIUM.exists(), "make test installs Debian's chromium: run it, or apt-get install chromium"
     from playwright.sync_api import sync_playwright
 
+    expect.set_options(timeout=30_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), chromium_sandbox=False,
                                              args=["--autoplay-policy=no-user-gesture-required"])
@@ -100,12 +102,11 @@ def test_upload_watch_read_listen_and_download(browser, site):
     assert answer.headers["x-frame-options"] == "DENY"
     job_id = _upload(page, "jfk.flac", JFK.read_bytes(), "audio/flac")
     _wait_done(page)
-    shown = page.locator("#transcript").inner_text()
-    assert {"fellow", "americans", "country"} <= set(words(shown))
     with httpx.Client(base_url=site.url, timeout=60) as http:
         segments = http.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()["segments"]
         api_srt = http.get(f"/v1/jobs/{job_id}/transcript", params={"format": "srt"}).text
-    assert page.locator(".segment").count() == len(segments)
+    expect(page.locator(".segment")).to_have_count(len(segments))
+    assert {"fellow", "americans", "country"} <= set(words(page.locator("#transcript").inner_text()))
     # a sentence, then a word of it, seeks the player there
     last = page.locator(".segment").nth(len(segments) - 1)
     last.locator(".time").click()
@@ -140,7 +141,7 @@ def test_hostile_names_and_transcripts_render_as_text(browser, site):
     context, page = _open(browser, site)
     page.goto(site.url + "/")
     job_id = _upload(page, HOSTILE_NAME, (DATA / "pocketsphinx_goforward.wav").read_bytes(), "audio/wav")
-    assert page.locator("#job-title").inner_text() == HOSTILE_NAME
+    expect(page.locator("#job-title")).to_have_text(HOSTILE_NAME)
     _wait_done(page)
     # the stored transcript is made hostile behind the server's back, as a compromised model's output would be
     engine = create_engine(site.database)
