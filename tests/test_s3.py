@@ -30,12 +30,16 @@ DENIED_BROKER = "redis://127.0.0.1:6379/15"  # a fleet of its own, while the mod
 REGION = "us-east-1"
 # what the workers' key may do: read the audio bucket and one nobody may name (elsewhere), write, read
 # and delete in the outputs bucket; nothing else
+# (moto 5.2.6 checks a HeadObject call as s3:HeadObject, where AWS checks s3:GetObject: both are granted,
+# so the test holds on moto before and after that change)
 POLICY = {"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
+    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
      "Resource": ["arn:aws:s3:::audio", "arn:aws:s3:::audio/*", "arn:aws:s3:::elsewhere", "arn:aws:s3:::elsewhere/*"]},
-    {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], "Resource": ["arn:aws:s3:::outputs/*"]},
-    # moto checks a DeleteObjects call against the bucket's own ARN first (AWS, against each object's)
-    {"Effect": "Allow", "Action": ["s3:DeleteObject"], "Resource": ["arn:aws:s3:::outputs"]}]}
+    {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject", "s3:HeadObject", "s3:DeleteObject"],
+     "Resource": ["arn:aws:s3:::outputs/*"]},
+    # moto checks a DeleteObjects call against the bucket's own ARN (AWS, each object's s3:DeleteObject),
+    # as s3:DeleteObject before 5.2.6 and as s3:DeleteObjects since
+    {"Effect": "Allow", "Action": ["s3:DeleteObject", "s3:DeleteObjects"], "Resource": ["arn:aws:s3:::outputs"]}]}
 S3_ALLOW = "audio/talks/,private"  # the workers' own list: their key may read elsewhere/, jobs may not
 
 
