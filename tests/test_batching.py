@@ -116,3 +116,24 @@ def test_a_gpu_workers_batch_metrics_listen_where_they_are_told(tmp_path):
     if outward != "127.0.0.1":
         with pytest.raises(OSError):
             socket.create_connection((outward, port), timeout=2)
+
+
+def test_of_more_than_a_batch_waiting_those_first_by_order_go_first():
+    """A GPU worker orders by chunk index: a job's earlier chunks, whose segments are released first, go first."""
+    batches = []
+    release = threading.Event()
+
+    def run(items):
+        if items == [-1]:
+            release.wait(5)  # while this first batch runs, the rest pile up in the order they arrive
+        batches.append(list(items))
+        return items
+
+    batcher = Batcher(run, size=3, flush_seconds=0.05, order=lambda chunk: chunk)
+    first = batcher.submit(-1)
+    time.sleep(0.05)
+    rest = [batcher.submit(chunk) for chunk in (7, 2, 9, 0, 5, 1)]
+    time.sleep(0.05)
+    release.set()
+    assert first.result(5) == -1 and [f.result(5) for f in rest] == [7, 2, 9, 0, 5, 1]
+    assert batches == [[-1], [0, 1, 2], [5, 7, 9]]

@@ -2,7 +2,9 @@
 
 Each Celery thread submits its chunk and waits on the future; one thread takes
 up to `size` items, waiting at most `flush_seconds` for more and only while the
-broker still holds work (`backlog`), and runs them together. `BatchMetrics`
+broker still holds work (`backlog`), and runs them together; with more than a
+batch waiting, those first by `order` go first (a GPU worker's: the earlier
+chunks of their jobs, whose segments are released first). `BatchMetrics`
 serves their fill and time on MURMUR_METRICS_PORT.
 """
 
@@ -13,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,10 +31,12 @@ class Batcher(Generic[T, R]):
         size: int,
         flush_seconds: float = 0.05,
         backlog: Callable[[], int] = lambda: 0,
+        order: Callable[[T], Any] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("batch size must be at least 1")
         self._run = run
+        self._order = order
         self.size = size
         self.flush_seconds = flush_seconds
         self._backlog = backlog
@@ -74,6 +78,8 @@ class Batcher(Generic[T, R]):
             with self._cond:
                 self._cond.wait(timeout=max(0.0, min(0.005, deadline - time.monotonic())))
         with self._cond:
+            if self._order is not None:  # of more than a batch, those that come first by `order` go now
+                self._pending.sort(key=lambda pending: self._order(pending[0]))
             batch, self._pending = self._pending[: self.size], self._pending[self.size :]
         return batch
 

@@ -149,7 +149,9 @@ class WorkerState:
         with self._lock:
             if self._batcher is None:
                 backlog = queue_backlog(self.settings.broker_url, GPU_QUEUE)
-                self._batcher = Batcher(self._run_batch, self.config.batch_size, self.config.flush_seconds, backlog)
+                # a job's segments are released in order: its earlier chunks, waiting beside later ones, go first
+                self._batcher = Batcher(self._run_batch, self.config.batch_size, self.config.flush_seconds, backlog,
+                                        order=lambda item: item[1].chunk_idx)
             return self._batcher
 
     def _run_batch(self, items: list[tuple[str, TensorRef, stages.Encoded | None]]) -> list[bool]:
