@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,9 @@ def browser():
         browser.close()
 
 
-def _server(tmp_path_factory, name: str, keyed: bool):
+@contextmanager
+def _site(tmp_path_factory, name: str, keyed: bool):
+    """`murmur serve --embedded` on its own SQLite database; with `keyed`, a key made first (then it asks for one)."""
     home = tmp_path_factory.mktemp(name)
     database = f"sqlite:///{home / 'murmur.db'}"
     env = {**os.environ, "XDG_DATA_HOME": str(home), "MURMUR_DEVICE": "cpu", "MURMUR_DATABASE_URL": database}
@@ -52,25 +55,22 @@ def _server(tmp_path_factory, name: str, keyed: bool):
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip()
     server = Server(env, home / "serve.log", "--embedded")
-    return server, type("Site", (), {"url": server.url, "database": database, "key": key})
+    try:
+        yield type("Site", (), {"url": server.url, "database": database, "key": key})
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    server, site = _server(tmp_path_factory, "web", keyed=False)
-    try:
+    with _site(tmp_path_factory, "web", keyed=False) as site:
         yield site
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def keyed_site(tmp_path_factory):
-    server, site = _server(tmp_path_factory, "web-keyed", keyed=True)
-    try:
+    with _site(tmp_path_factory, "web-keyed", keyed=True) as site:
         yield site
-    finally:
-        server.stop()
 
 
 def _open(browser, site, width: int = 1200):

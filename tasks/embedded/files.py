@@ -13,8 +13,6 @@ alone. The same stages as every other runner.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -23,7 +21,7 @@ from murmur.settings import get_settings
 from murmur.tasks import jobs, stages
 from murmur.tasks.context import Context
 from murmur.tasks.embedded.planning import plan_batches
-from murmur.tasks.embedded.runner import embedded_context
+from murmur.tasks.embedded.runner import embedded_context, streamed
 from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.transcript import Transcript
@@ -48,20 +46,7 @@ def transcribe_files(sources: Sequence[str], *, device: str | None = None, compu
         return
     ctx = embedded_context(device, compute_type, threads)
     source_of = {jobs.create(ctx.db, submission): source for source, submission in checked}
-    finished: queue.Queue = queue.Queue()
-
-    def run() -> None:
-        try:
-            run_jobs(ctx, list(source_of), lambda job_id, transcript, error: finished.put((job_id, transcript, error)))
-            finished.put(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
-            finished.put(exc)
-
-    threading.Thread(target=run, name="murmur-transcribe-files", daemon=True).start()
-    while (item := finished.get()) is not None:
-        if isinstance(item, BaseException):
-            raise item
-        job_id, transcript, error = item
+    for job_id, transcript, error in streamed(lambda put: run_jobs(ctx, list(source_of), lambda *ended: put(ended))):
         yield source_of[job_id], transcript if transcript is not None else _as_murmur_error(error, job_id)
 
 

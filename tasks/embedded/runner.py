@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import TypeVar
 
 from murmur.db import queries
 from murmur.db.session import sessions, upgrade
@@ -30,6 +32,7 @@ from murmur.workers.gpu.model import resolve_device
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Transcript
 
+T = TypeVar("T")
 Progress = Callable[[int, int], None]
 Release = Callable[[list[Segment]], None]  # the next stretch of a job's transcript, in source order
 
@@ -61,22 +64,37 @@ def transcribe_stream(source: str, *, device: str | None = None, compute_type: s
     A diarized job's segments come at the end, with their speakers (assembly tells
     the speakers apart). A failure is raised where the stream stops.
     """
-    settings = get_settings()
-    submission = jobs.check(os.path.abspath(source), options, settings)
-    released: queue.Queue = queue.Queue()
+    submission = jobs.check(os.path.abspath(source), options, get_settings())
+    for stretch in streamed(lambda put: run_submission(submission, device=device, compute_type=compute_type,
+                                                       threads=threads, on_release=put)):
+        yield from stretch
+
+
+def streamed(produce: Callable[[Callable[[T], None]], object]) -> Iterator[T]:
+    """What `produce` hands to the callback it is given, yielded here as it comes while `produce` runs in a
+    thread of its own; what `produce` raises is raised here, where the items stop."""
+    items: queue.Queue = queue.Queue()
 
     def run() -> None:
         try:
-            run_submission(submission, device=device, compute_type=compute_type, threads=threads, on_release=released.put)
-            released.put(None)
+            produce(items.put)
+            items.put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
-            released.put(exc)
+            items.put(_Raised(exc))
 
-    threading.Thread(target=run, name="murmur-transcribe", daemon=True).start()
-    while (item := released.get()) is not None:
-        if isinstance(item, BaseException):
-            raise item
-        yield from item
+    threading.Thread(target=run, name="murmur-run", daemon=True).start()
+    while (item := items.get()) is not _END:
+        if isinstance(item, _Raised):
+            raise item.exc
+        yield item
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Raised:
+    exc: BaseException
 
 
 def run_submission(submission: jobs.Submission, *, device: str | None = None, compute_type: str | None = None,
