@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import jiwer
@@ -32,7 +30,7 @@ import soundfile as sf
 from whisper_normalizer.english import EnglishTextNormalizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_processes import AUDIO, BIN, ROOT  # noqa: E402
+from bench_processes import AUDIO, BIN, write_results  # noqa: E402
 
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio  # noqa: E402
 from murmur.workers.gpu.model import resolve_model  # noqa: E402
@@ -122,11 +120,8 @@ def main() -> None:
     for kind, times in walls.items():
         rows.append(f"| {kind} | {statistics.median(times):.1f} s ({', '.join(f'{t:.1f}' for t in times)}) "
                     f"| {', '.join(f'{b / t:.2f}x' for t, b in zip(times, baseline))} | {wers[kind]:.1f}% |")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    result = ROOT / "bench" / "results" / f"files-cpu-{stamp}.md"
-    result.write_text("\n".join([
-        f"# make bench-files, {stamp} UTC ({platform.machine()}, {os.cpu_count()} CPUs)",
-        "",
+    print("\n".join(rows))
+    write_results("make bench-files", "files", [
         f"{len(paths)} short real clips ({seconds:.0f} s in all; English, Spanish, French, German; 2.7–30 s), whole processes,",
         "base int8, every core, beam 5, language detected per file; the three alternate, repeat by repeat.",
         f"WER: pooled over the {sum(1 for r in references.values() if r)} English clips whose whole reference is known "
@@ -135,11 +130,7 @@ def main() -> None:
         "| command | wall, median (runs) | vs faster-whisper batched, run by run | WER |",
         "|---|---|---|---:|",
         *rows,
-        "",
-    ]))
-    print("\n".join(rows))
-    print(f"written: {result.relative_to(ROOT)}")
-
+    ])
 
 if __name__ == "__main__":
     main()

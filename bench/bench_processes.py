@@ -48,6 +48,15 @@ CASES = [  # (name, file, language given or "")
 TARGETS = {CASES[0][0]: 1.3, CASES[2][0]: 1.0}
 
 
+def write_results(command: str, kind: str, lines: list[str]) -> Path:
+    """A bench's text as bench/results/<kind>-cpu-<stamp>.md, under a heading naming the command and machine."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = ROOT / "bench" / "results" / f"{kind}-cpu-{stamp}.md"
+    path.write_text("\n".join([f"# {command}, {stamp} UTC ({platform.machine()}, {os.cpu_count()} CPUs)", "", *lines, ""]))
+    print(f"written: {path.relative_to(ROOT)}")
+    return path
+
+
 def timed(command: list[str], env: dict) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one process."""
     start = time.perf_counter()

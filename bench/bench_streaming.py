@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_processes import AUDIO, BIN, ROOT  # noqa: E402
+from bench_processes import AUDIO, BIN, write_results  # noqa: E402
 
 from murmur.workers.gpu.model import resolve_model  # noqa: E402
 
@@ -90,11 +88,8 @@ def main() -> None:
         rows.append(f"| {kind} | {statistics.median(f for f, _, _ in results):.1f} s | {statistics.median(t for _, t, _ in results):.1f} s "
                     f"({', '.join(f'{t:.1f}' for _, t, _ in results)}) | {', '.join(f'{s:.0%}' for s in shares)} "
                     f"| {', '.join(f'{v:.2f}x' for v in versus)} |")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "bench" / "results" / f"streaming-cpu-{stamp}.md"
-    out.write_text("\n".join([
-        f"# make bench-streaming, {stamp} UTC ({platform.machine()}, {os.cpu_count()} CPUs)",
-        "",
+    print("\n".join(rows))
+    write_results("make bench-streaming", "streaming", [
         "Whole processes on a 10-minute file (en_5min twice), base int8, every core, language detected; runs alternate.",
         "First line: seconds until the process printed its first line of text. Share: first line over the whole run, run by run.",
         "Ratio: faster-whisper batched's whole run over this command's, run by run (≥ 1: faster).",
@@ -102,11 +97,7 @@ def main() -> None:
         "| command | first line, median | whole run, median (runs) | first line's share | vs faster-whisper batched |",
         "|---|---:|---|---|---|",
         *rows,
-        "",
-    ]))
-    print("\n".join(rows))
-    print(f"written: {out.relative_to(ROOT)}")
-
+    ])
 
 if __name__ == "__main__":
     main()
