@@ -3,9 +3,9 @@
 A folder of short recordings run one process per file pays each file's start,
 model load and mostly empty 30 s windows alone. Here every file is its own job,
 prepared and its language voted on its own, and then all their chunks are
-decoded together as the fleet's GPU workers decode many jobs' chunks: in
-batches across jobs, short chunks of jobs with the same options and language
-packed side by side in one window (`workers.gpu.packing`). Each job is assembled,
+decoded together as the fleet's GPU workers decode many jobs' chunks, in
+batches across jobs (short chunks of jobs alike share windows where no encoder
+output is held for them: `workers.gpu.packing`). Each job is assembled,
 and handed on, as soon as its last chunk is decoded; a job that fails fails
 alone. The same stages as every other runner.
 """
@@ -53,8 +53,8 @@ def transcribe_files(sources: Sequence[str], *, device: str | None = None, compu
 def run_jobs(ctx: Context, job_ids: Sequence[str], on_finished: Finished) -> None:
     """Run queued jobs of `ctx.db` to their ends together; `on_finished` hears of each as it ends, once.
 
-    The jobs go in waves of a few batches' worth of chunks, so that a folder of
-    thousands holds only a wave's tensors at once. In a wave the decoders side by
+    The jobs go in waves of `WAVE_JOBS`, so that a folder of thousands holds only
+    a wave's tensors and encoder outputs at once. In a wave the decoders side by
     side first prepare a job each and vote on its language, keeping the voters'
     encoder output; then the wave's chunks are decoded in batches across jobs,
     `batch_size` chunks per decoder, jobs of the same options and language
@@ -133,15 +133,17 @@ def _prepared(ctx: Context, job_id: str, concurrent: int) -> tuple[list[TensorRe
 
 def _finish(ctx: Context, job_id: str, on_finished: Finished, error: BaseException | None = None) -> None:
     """Assemble a job whose chunks are all decoded, or mark it failed; then hand it on."""
-    try:
-        if error is None:
+    if error is None:
+        try:
             if not stages.assemble(ctx, job_id):
                 job = queries.get_job(ctx.db, job_id)
                 raise MurmurError(job.error or f"job ended as {job.status} before it was assembled")
-            on_finished(job_id, queries.get_transcript(ctx.db, job_id), None)
+            transcript = queries.get_transcript(ctx.db, job_id)
+        except Exception as exc:  # noqa: BLE001 - told to the caller, with the job
+            error = exc
+        else:
+            on_finished(job_id, transcript, None)  # outside the try: what the caller raises is not the job's failure
             return
-    except Exception as exc:  # noqa: BLE001 - told to the caller, with the job
-        error = exc
     queries.fail_job(ctx.db, job_id, *failure_of(error))
     if isinstance(error, MurmurError):
         error.job_id = job_id
