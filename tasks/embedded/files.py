@@ -76,18 +76,20 @@ WAVE_JOBS = 32  # jobs prepared, then decoded, together: 32 short clips' encoder
 
 
 def _run_wave(ctx: Context, pool: ThreadPoolExecutor, job_ids: list[str], concurrent: int, on_finished: Finished) -> None:
-    items: list[tuple[tuple, str, TensorRef]] = []
+    items: list[tuple[int, str, TensorRef]] = []
     held: dict[str, stages.Encoded] = {}
     groups: dict[tuple, int] = {}  # jobs that may share a batch (options and language), in order of appearance
     batch_size = 1
     futures = {pool.submit(_prepared, ctx, job_id, concurrent): job_id for job_id in job_ids}
+    prepared = {}
     for future in as_completed(futures):
         job_id = futures[future]
         try:
-            refs, voters = future.result()
+            prepared[job_id] = future.result()
         except Exception as exc:  # noqa: BLE001 - this job's own failure: the others go on
             _finish(ctx, job_id, on_finished, exc)
-            continue
+    for job_id in [j for j in job_ids if j in prepared]:  # in the order given: the same batches, run after run
+        refs, voters = prepared[job_id]
         if not refs:  # no speech: nothing to decode
             _finish(ctx, job_id, on_finished)
             continue
@@ -97,8 +99,8 @@ def _run_wave(ctx: Context, pool: ThreadPoolExecutor, job_ids: list[str], concur
         options = job.job_options()
         batch_size = max(batch_size, options.batch_size)
         group = groups.setdefault((options.batch_key(), job.language), len(groups))
-        items += [((group, job_ids.index(job_id)), job_id, ref) for ref in refs]
-    items.sort(key=lambda item: item[0])  # jobs alike side by side; a job's chunks in order
+        items += [(group, job_id, ref) for ref in refs]
+    items.sort(key=lambda item: item[0])  # stable: jobs alike side by side, in the order given; a job's chunks in order
     pairs = [(job_id, ref) for _, job_id, ref in items]
     left = {job_id: sum(1 for j, _ in pairs if j == job_id) for job_id in dict.fromkeys(j for j, _ in pairs)}
     batches = {}
