@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-files bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-fleet-stream bench-files bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
 
 # pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
@@ -73,6 +73,10 @@ bench-sharing: setup
 # results as they come: a 10-minute file's first printed line and whole run, beside faster-whisper batched (~4 min)
 bench-streaming: setup
 	$(PY) bench/bench_streaming.py
+
+# OpenAI's stream=true through the fleet: a 5-minute job's first delta and its end (Redis, Postgres, ~2 min)
+bench-fleet-stream: setup
+	$(PY) bench/bench_fleet_stream.py
 
 # many files, one command: 24 short real clips in one process beside faster-whisper's loop (~5 min)
 bench-files: setup
