@@ -51,12 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="murmur-bench-api-"))
-    env = {**os.environ, "MURMUR_BROKER_URL": args.broker_url, "MURMUR_DATABASE_URL": args.database_url,
-           "MURMUR_MODEL": "base", "MURMUR_DEVICE": "cpu", "MURMUR_COMPUTE_TYPE": "int8", "MURMUR_BATCH_SIZE": "8",
-           "MURMUR_UPLOAD_DIR": str(tmp / "uploads")}
-    env.pop("MURMUR_ALLOWED_ROOTS", None)
-    subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
-    redis.Redis.from_url(args.broker_url).flushdb()
+    env = server_env(args.broker_url, args.database_url, tmp)
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -192,6 +187,18 @@ def _server_timing(header: str) -> dict[str, float]:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_env(broker_url: str, database_url: str, tmp: Path) -> dict:
+    """The environment of a bench's `murmur serve` and workers (base int8 on CPU, batch 8), its database
+    upgraded and its broker's database emptied."""
+    env = {**os.environ, "MURMUR_BROKER_URL": broker_url, "MURMUR_DATABASE_URL": database_url, "MURMUR_MODEL": "base",
+           "MURMUR_DEVICE": "cpu", "MURMUR_COMPUTE_TYPE": "int8", "MURMUR_BATCH_SIZE": "8",
+           "MURMUR_UPLOAD_DIR": str(tmp / "uploads")}
+    env.pop("MURMUR_ALLOWED_ROOTS", None)
+    subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    redis.Redis.from_url(broker_url).flushdb()
+    return env
 
 
 def _free_port() -> int:

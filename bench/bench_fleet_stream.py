@@ -12,7 +12,6 @@ Target (issue 29): the first delta within 50% of the request's time.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -20,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api import _free_port, _wait_for  # noqa: E402
+from bench_api import _free_port, _wait_for, server_env  # noqa: E402
 from bench_distributed import AUDIO, BIN, Fleet  # noqa: E402
 from bench_processes import write_results  # noqa: E402
 
@@ -48,12 +45,7 @@ def main() -> None:
     import openai
 
     tmp = Path(tempfile.mkdtemp(prefix="murmur-bench-stream-"))
-    env = {**os.environ, "MURMUR_BROKER_URL": args.broker_url, "MURMUR_DATABASE_URL": args.database_url,
-           "MURMUR_MODEL": "base", "MURMUR_DEVICE": "cpu", "MURMUR_COMPUTE_TYPE": "int8", "MURMUR_BATCH_SIZE": "8",
-           "MURMUR_UPLOAD_DIR": str(tmp / "uploads")}
-    env.pop("MURMUR_ALLOWED_ROOTS", None)
-    subprocess.run([str(BIN / "murmur"), "db", "upgrade"], env=env, check=True, capture_output=True)
-    redis.Redis.from_url(args.broker_url).flushdb()
+    env = server_env(args.broker_url, args.database_url, tmp)
     fleet, port = Fleet(env, tmp), _free_port()
     server = subprocess.Popen([str(BIN / "murmur"), "serve", "--port", str(port), "--loglevel", "warning"], env=env,
                               stdout=(tmp / "serve.log").open("w"), stderr=subprocess.STDOUT)
