@@ -48,7 +48,7 @@ from murmur.tasks.outputs import retention
 from murmur.tasks.outputs.formats import render
 from murmur.tasks.outputs.uploads import discard_uploads, reference_path, uploaded_file, upload_path
 from murmur.workers.errors import Failure, MurmurError, ServiceUnavailable
-from murmur.workers.options import SPEAKER_OPTIONS, is_list
+from murmur.workers.options import PROMPT_OPTIONS, SPEAKER_OPTIONS, is_list
 from murmur.workers.labels import renamed
 from murmur.workers.transcript import Transcript
 
@@ -449,8 +449,9 @@ def _model(name: str, settings: Settings) -> str:
 
 def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tuple[str, ...], dict]:
     """OpenAI's form fields as the job's options; what murmur cannot honour is refused, never ignored."""
-    known = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "stream",
-             "timestamp_granularities", *SPEAKER_OPTIONS, *(f"{name}[]" for name in SPEAKER_OPTIONS if is_list(name))}
+    known = {"model", "language", "response_format", "temperature", "timestamp_granularities[]", "stream",
+             "timestamp_granularities", *PROMPT_OPTIONS, *SPEAKER_OPTIONS,
+             *(f"{name}[]" for name in SPEAKER_OPTIONS if is_list(name))}
     unknown = sorted(set(form.fields) - known)
     if unknown:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}", "unknown_parameter")
@@ -460,8 +461,6 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
     fmt = form.get("response_format") or "json"
     if fmt not in schemas.RESPONSE_FORMATS:
         raise bad_request(f"response_format {fmt[:40]!r} is not one of {', '.join(schemas.RESPONSE_FORMATS)}")
-    if form.get("prompt"):
-        raise bad_request("prompt is not supported: murmur does not condition the decoder on a prompt", "unsupported_parameter")
     temperature = form.get("temperature")
     if temperature not in (None, ""):
         try:
@@ -481,7 +480,7 @@ def _openai_options(form: Form, task: str, settings: Settings) -> tuple[str, tup
         options["language"] = language
     if "word" in granularities:
         options["word_timestamps"] = True
-    options |= _form_job(form, SPEAKER_OPTIONS)
+    options |= _form_job(form, (*PROMPT_OPTIONS, *SPEAKER_OPTIONS))
     if fmt == "diarized_json":
         if task == "translate":
             raise bad_request("response_format diarized_json is for transcriptions")
@@ -614,7 +613,7 @@ def _render(transcript: Transcript, fmt: str, task: str, granularities: tuple[st
                                                 speaker=s.speaker)
                              for i, s in enumerate(transcript.segments)]
         if "word" in granularities:
-            body.words = [schemas.WordOut(word=w.text, start=w.start, end=w.end, speaker=w.speaker)
+            body.words = [schemas.WordOut(word=w.text, start=w.start, end=w.end, probability=w.probability, speaker=w.speaker)
                           for s in transcript.segments for w in (s.words or ())]
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
     text = transcript.text if fmt == "text" else render(transcript, fmt)

@@ -38,6 +38,7 @@ class WordOut(BaseModel):
     word: str
     start: float
     end: float
+    probability: float = Field(description="the decoder's mean probability of the word's tokens: low where it is unsure")
     speaker: str | None = None
 
 
@@ -145,7 +146,9 @@ _AUDIO_FORM = {
     "file": {"type": "string", "format": "binary", "description": "the audio or video file"},
     "model": {**_TEXT, "minLength": 1, "description": "whisper-1 (the server's MURMUR_MODEL) or a name from GET /v1/models"},
     "language": {**_TEXT, "description": "ISO 639-1 code; default: detected"},
-    "prompt": {**_TEXT, "description": "refused: murmur does not condition the decoder on a prompt"},
+    "prompt": {**_TEXT, "description": "text the decoder reads before each window: the names and terms spoken, spelled "
+                                        "as they should be (at most 223 tokens with hotwords)"},
+    "hotwords": {**_TEXT, "description": "terms to favour, read before the prompt"},
     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
     "temperature": {"type": "number", "description": "0 only (murmur decodes with beam search at temperature 0)"},
     "stream": {"type": "boolean", "default": False,

@@ -32,6 +32,7 @@ from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
 from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
 from murmur.workers.gpu.model import LoadedModel
 from murmur.workers.options import JobOptions
+from murmur.workers.prompt import Prompt
 
 log = logging.getLogger("murmur")
 
@@ -164,6 +165,7 @@ def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurre
     rows = {key: row for job_id in jobs for key, row in _chunk_rows(ctx, job_id, [r for j, r in items if j == job_id]).items()}
     groups: dict[tuple, list[tuple[str, TensorRef, Chunk]]] = {}
     decoding: dict[tuple, tuple] = {}
+    prompts: dict[str, Prompt] = {}  # each job's, read per batch item
     stale: list[TensorRef] = []
     broken: set[str] = set()
     for job_id, ref in items:
@@ -183,6 +185,7 @@ def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurre
             stale.append(ref)
             continue
         decoding.setdefault(key, (options, job.language, candidates))
+        prompts[job_id] = options.prompting
         groups.setdefault(key, []).append((job_id, ref, chunk))
     counts: dict[str, int] = {}
     for key, group in groups.items():
@@ -190,7 +193,7 @@ def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurre
         if not group:
             continue
         options, language, candidates = decoding[key]
-        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent, encoded):
+        for part, results in _decode_isolated(ctx, group, options, language, candidates, concurrent, encoded, prompts):
             for (job_id, _, chunk, _), segments in zip(part, results):
                 chunk_language = segments[0].language if segments else None
                 if queries.replace_segments(ctx.db, job_id, chunk.idx, segments, chunk_language, ctx.worker):
@@ -204,15 +207,18 @@ def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurre
     return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
 
 
-def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded: Sequence[Encoded]):
+def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded: Sequence[Encoded],
+                     prompts: dict[str, Prompt]):
     """The group's results; should the batch raise, each job's chunks are decoded on their own and
-    only a job whose own chunks fail is failed, with its reason. Yields (items, their segments)."""
+    only a job whose own chunks fail is failed, with its reason (a prompt too long for the model's
+    vocabulary, say). Yields (items, their segments)."""
     model = ctx.model(options.model, concurrent)
     try:
         features = np.stack([f for *_, f in group])
         yield group, decode_batch(model, features, [chunk for _, _, chunk, _ in group], options, language, candidates,
                                   jobs=[job_id for job_id, *_ in group] if ctx.pack_windows else None,
-                                  encoded=_held_output(model, [ref for _, ref, _, _ in group], features, encoded))
+                                  encoded=_held_output(model, [ref for _, ref, _, _ in group], features, encoded),
+                                  prompts=[prompts[job_id] for job_id, *_ in group])
         return
     except Exception as exc:  # noqa: BLE001 - sorted out per job below
         jobs = list(dict.fromkeys(job_id for job_id, *_ in group))
@@ -224,7 +230,8 @@ def _decode_isolated(ctx: Context, group: list, options, language, candidates, c
         part = [item for item in group if item[0] == job_id]
         try:
             features = np.stack([f for *_, f in part])
-            results = decode_batch(model, features, [chunk for _, _, chunk, _ in part], options, language, candidates)
+            results = decode_batch(model, features, [chunk for _, _, chunk, _ in part], options, language, candidates,
+                                   prompts=[prompts[job_id]] * len(part))
         except Exception as exc:  # noqa: BLE001 - this job's own fault
             _fail_for(ctx, job_id, exc)
             continue

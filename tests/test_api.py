@@ -120,6 +120,7 @@ def _check_formats(client: openai.OpenAI) -> None:
     assert all(ends[i] <= s.start < s.end <= 11.0 for i, s in enumerate(verbose.segments))
     assert words(" ".join(w.word for w in verbose.words)) == words(verbose.text)
     assert all(0 <= w.start <= w.end <= 11.0 for w in verbose.words)
+    assert all(0.0 < w.probability <= 1.0 for w in verbose.words)  # each word's confidence, as faster-whisper gives it
     with JFK.open("rb") as f:
         segments_only = client.audio.transcriptions.create(model="base", file=f, response_format="verbose_json")
     assert segments_only.segments and not getattr(segments_only, "words", None)
@@ -144,6 +145,25 @@ def test_concurrent_requests_each_get_their_own_transcript(api):
         texts = list(pool.map(one, clips))
     assert all(word_error_rate(JFK_TEXT, t) <= 0.1 for t in texts[::2]), texts
     assert texts[1::2] == [""] * 4, texts
+
+
+def test_prompts_and_hotwords_reach_their_own_jobs_in_shared_batches(api):
+    """OpenAI's `prompt` and murmur's `hotwords`: the same clip sent three ways at once (the GPU worker
+    batches them together) comes back spelled as each request asked, and only as it asked."""
+    clip = DATA / "keyterms_celery_redis.flac"
+    asks = [{}, {"prompt": "PostgreSQL, Celery, CTranslate2, nginx, NumPy, Redis, PyTorch."},
+            {"extra_body": {"hotwords": "Celery, Redis, CTranslate2, PostgreSQL"}}]
+
+    def one(extra: dict) -> set[str]:
+        with clip.open("rb") as f:
+            return set(words(_client(api).audio.transcriptions.create(model="whisper-1", file=f, language="en", **extra).text))
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        plain, prompted, hot = pool.map(one, asks)
+    terms = {"celery", "redis", "ctranslate2", "postgresql"}
+    assert not terms & plain, plain
+    assert terms <= prompted and not {"nginx", "numpy", "pytorch"} & prompted, prompted
+    assert len(terms & hot) >= 3, hot
 
 
 def test_translations_give_english_text(api):
@@ -257,7 +277,7 @@ def _owners(api) -> list[str]:
 
 def test_bad_requests_get_openai_shaped_errors_and_bad_audio_fails_its_job(api):
     client = _client(api)
-    cases = [({"model": "whisper-1", "prompt": "Kennedy"}, "unsupported_parameter"),
+    cases = [({"model": "whisper-1", "prompt": "Kennedy " * 300}, "invalid_value"),
              ({"model": "whisper-1", "temperature": 0.4}, "unsupported_parameter"),
              ({"model": "large-v9"}, "model_not_found"),
              ({"model": "whisper-1", "language": "xx"}, "invalid_value"),

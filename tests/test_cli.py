@@ -122,7 +122,7 @@ def test_many_files_in_one_command_each_get_their_own_transcript(env, tmp_path):
 @pytest.mark.parametrize(
     "args",
     [["--beam-size", "0"], ["--task", "summarise"], ["--format", "docx"], ["--batch-size", "many"], ["--multilingual", "--language", "en"],
-     ["--language", "english"], ["--beam-size", "64"], ["--model", "/etc"]],
+     ["--language", "english"], ["--beam-size", "64"], ["--model", "/etc"], ["--prompt", "Kennedy " * 300]],
 )
 def test_invalid_options_are_one_line(env, args):
     done = run_cli("transcribe", str(DATA / "jfk_inaugural_1961.flac"), *args, env=env)

@@ -14,6 +14,7 @@ from functools import cache
 from typing import get_type_hints
 
 from murmur.workers.errors import MurmurError
+from murmur.workers.prompt import Prompt, check_budget, checked_text
 
 DEFAULT_MODEL = "base"
 DEFAULT_BATCH_SIZE = 8
@@ -22,6 +23,8 @@ MAX_BEAM_SIZE = 16  # Whisper's default is 5; a wider beam multiplies a worker's
 MAX_SPEAKERS = 20  # a count of speakers past this is no longer a conversation that clustering voices can tell apart
 MAX_KNOWN_SPEAKERS = 8
 # read at prepare and assembly, never by a decoder
+# read by the decoder per batch item: jobs with different prompts share a batch, never a window
+PROMPT_OPTIONS = ("prompt", "hotwords")
 SPEAKER_OPTIONS = ("diarize", "speakers", "min_speakers", "max_speakers", "known_speaker_names", "known_speaker_references")
 
 # The language codes Whisper models know (large-v3 adds Cantonese, yue); a test
@@ -67,6 +70,10 @@ class JobOptions:
                               commands=("transcribe",), range=(1, MAX_BATCH_SIZE))
     beam_size: int = _option(5, "beam width of the decoder", range=(1, MAX_BEAM_SIZE))
     word_timestamps: bool = _option(False, "include per-word times in json output")
+    prompt: str | None = _option(
+        None, "text the decoder reads before each window: the names and terms spoken, spelled as they should be, "
+              "or the text that came before the recording")
+    hotwords: str | None = _option(None, "terms to favour (names, products, jargon), read before the prompt")
     diarize: bool = _option(False, "label who spoke when: segments and words carry a speaker (S1, S2, ... in order of appearance)")
     speakers: int | None = _option(None, "with --diarize: exactly this many speakers", range=(1, MAX_SPEAKERS))
     min_speakers: int | None = _option(None, "with --diarize: at least this many speakers", range=(1, MAX_SPEAKERS))
@@ -82,6 +89,9 @@ class JobOptions:
             value = getattr(self, f.name)
             if f.name.startswith("known_speaker_"):
                 object.__setattr__(self, f.name, _texts(f.name, value))
+                continue
+            if f.name in PROMPT_OPTIONS:
+                object.__setattr__(self, f.name, checked_text(f.name, value))
                 continue
             choices = f.metadata["choices"]
             if choices is not None:
@@ -101,6 +111,8 @@ class JobOptions:
                 raise MurmurError(f"invalid {_words(f.name)} {value!r}: use a whole number from {bounds[0]} to {bounds[1]}")
         if self.language is not None and (not isinstance(self.language, str) or self.language not in LANGUAGES):
             raise MurmurError(f"invalid language {repr(self.language)[:40]}: use a Whisper language code such as en or de")
+        if self.prompting:
+            check_budget(self.prompting)
         if self.multilingual and self.language:
             raise MurmurError("--multilingual detects the language of each chunk: do not also give --language")
         counts = [name for name in ("speakers", "min_speakers", "max_speakers") if getattr(self, name) is not None]
@@ -128,12 +140,15 @@ class JobOptions:
         return cls(**data)
 
     def to_json(self) -> dict:
-        """Every option; those of a feature left off (the speaker options without `diarize`) are left out,
-        so a job row written before the feature existed reads back the same."""
+        """Every option; those of a feature left off (the speaker options without `diarize`, a prompt or
+        hotwords not given) are left out, so a job row written before the feature existed reads back the same."""
         out = {name: str(value) if isinstance(value, StrEnum) else list(value) if isinstance(value, tuple) else value
                for name, value in asdict(self).items()}
         if not self.diarize:
             for name in SPEAKER_OPTIONS:
+                del out[name]
+        for name in PROMPT_OPTIONS:
+            if out[name] is None:
                 del out[name]
         return out
 
@@ -142,9 +157,14 @@ class JobOptions:
         """Decode stores each segment's words: asked for, or needed to give each word its speaker."""
         return self.word_timestamps or self.diarize
 
+    @property
+    def prompting(self) -> Prompt:
+        return Prompt(self.prompt, self.hotwords)
+
     def batch_key(self) -> tuple:
-        """Jobs whose keys are equal can share a decode batch: what the decoder reads, and whether it keeps words."""
-        skip = {"batch_size", "word_timestamps", *SPEAKER_OPTIONS}
+        """Jobs whose keys are equal can share a decode batch: what the decoder reads for the whole batch,
+        and whether it keeps words (a prompt is read per batch item)."""
+        skip = {"batch_size", "word_timestamps", *SPEAKER_OPTIONS, *PROMPT_OPTIONS}
         return (*(getattr(self, f.name) for f in fields(self) if f.name not in skip), self.keeps_words)
 
 

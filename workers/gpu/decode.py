@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import ctranslate2
 import numpy as np
@@ -27,6 +27,7 @@ from murmur.workers.gpu.model import LoadedModel
 from murmur.workers.gpu.packing import Window, content_digest, pack_features, plan_windows
 from murmur.workers.gpu.segmentation import before_loop, sentences
 from murmur.workers.options import JobOptions, OutputLanguage, WhisperTask
+from murmur.workers.prompt import Prompt
 from murmur.workers.transcript import Segment, Word
 from murmur.workers.window import frames, place
 
@@ -39,6 +40,8 @@ MIN_PACKED_WORDS_PER_S = 0.5
 # speech after a chunk's last word that is decoded again: more than a breath or a word's tail
 REST_MIN_SPEECH_S = 1.5
 MAX_RESTS = 2
+# a window of speech whose text is not trusted is sampled again at these temperatures (Whisper's fallback)
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 log = logging.getLogger("murmur")
 
 
@@ -92,6 +95,7 @@ def decode_batch(
     jobs: Sequence[str] | None = None,
     rests: int = MAX_RESTS,
     encoded: ctranslate2.StorageView | None = None,
+    prompts: Sequence[Prompt] | None = None,
 ) -> list[list[Segment]]:
     """Segments for every chunk of the batch, hallucinations removed.
 
@@ -101,16 +105,19 @@ def decode_batch(
     read as a language nobody speaks in the file. `jobs` (each chunk's job)
     lets short chunks of different jobs share a window (see `packing`); a
     multilingual batch is never packed, as its languages are per window.
+    `prompts`: each chunk's job's prompt (default: `options.prompting` for all);
+    a window is decoded after its chunks' prompt.
     Speech left after a chunk's last heard word is decoded again, `rests` times at most.
     `encoded` is the encoder output of `features`, when the caller ran it already
     (to detect the language); the chunks then keep a window each.
     """
     ctranslate2.set_random_seed(options.seed)
     durations = [c.duration for c in chunks]
+    prompts = list(prompts) if prompts is not None else [options.prompting] * len(chunks)
     if jobs is None or options.multilingual or encoded is not None:
         windows = [Window((i,), ((0.0, d),)) for i, d in enumerate(durations)]
     else:
-        windows = plan_windows(durations, jobs, [content_digest(f, d) for f, d in zip(features, durations)])
+        windows = plan_windows(durations, jobs, [content_digest(f, d) for f, d in zip(features, durations)], prompts)
         if len(windows) < len(chunks):
             log.info("packed %d chunks of %d jobs into %d windows", len(chunks), len(set(jobs)), len(windows))
     if encoded is None:
@@ -119,54 +126,128 @@ def decode_batch(
     whisper_tasks = [_whisper_task(lang, options) for lang in languages]
     tok = model.tokenizer
     starts = [tok.start_sequence(lang, whisper_task) for lang, whisper_task in zip(languages, whisper_tasks)]
-    results = model.whisper.generate(
-        encoded,
-        [start + [tok.no_timestamps] for start in starts],
-        beam_size=options.beam_size,
-        max_length=MAX_LENGTH,
-        return_scores=True,
-        return_no_speech_prob=True,
-        suppress_blank=True,
-        suppress_tokens=[-1],
-    )
-    texts = [[t for t in r.sequences_ids[0] if t < tok.eot] for r in results]
-    # avg log-probability per token with the end token counted, as Whisper reports it
-    avg_logprobs = [r.scores[0] * max(len(t), 1) / (len(t) + 1) for r, t in zip(results, texts)]
-    # a loop keeps what came before it; the speech after that is decoded again below
-    texts = [tokens[: before_loop(tok.words(tokens, lang))] for tokens, lang in zip(texts, languages)]
-    kept = [
-        bool(tokens)
-        and not filters.is_silence(result.no_speech_prob, avg_logprob, heard=any(chunks[m].speech for m in window.members))
-        # a loop over the whole window: nothing in it can be trusted
-        and not filters.is_repetitive(tok.text(tokens))
-        for result, tokens, avg_logprob, window in zip(results, texts, avg_logprobs, windows)
-    ]
+    previous = _previous_texts(model, [prompts[w.members[0]] for w in windows])
+    heard = [any(chunks[m].speech for m in w.members) for w in windows]
+    decoded = _generate(model, encoded, [p + s for p, s in zip(previous, starts)], options, languages, heard)
+    lost = [i for i, (d, w) in enumerate(zip(decoded, windows)) if not d.kept and heard[i] and len(w.members) == 1]
+    if lost:  # a window of speech that looped from its start or was judged silent: decoded again
+        again = _decode_again(model, _rows(encoded, lost), [previous[i] for i in lost], [starts[i] for i in lost],
+                              options, [languages[i] for i in lost], [decoded[i] for i in lost])
+        for i, d in zip(lost, again):
+            decoded[i] = d
     lengths = [w.length for w in windows]
-    timings = _align(model, encoded, lengths, starts, [t if keep else [] for t, keep in zip(texts, kept)])
+    timings = _align(model, encoded, lengths, starts, [d.tokens if d.kept else [] for d in decoded])
     out: list[list[Segment]] = [[] for _ in chunks]
     unheard: list[int] = []
     for i, window in enumerate(windows):
-        if not kept[i]:
+        d = decoded[i]
+        if not d.kept:
             unheard.extend(window.members if len(window.members) > 1 else ())
             continue
-        words = _timed_words(model, lengths[i], texts[i], timings[i], languages[i])
+        words = _timed_words(model, lengths[i], d.tokens, timings[i], languages[i])
         for member, member_words in zip(window.members, _split_words(window, words, durations)):
             if len(window.members) == 1 or len(member_words) >= MIN_PACKED_WORDS_PER_S * _speech_seconds(chunks[member]):
-                out[member] = sentences(chunks[member], member_words, languages[i], avg_logprobs[i],
-                                         results[i].no_speech_prob, options.keeps_words)
+                out[member] = sentences(chunks[member], member_words, languages[i], d.avg_logprob,
+                                         d.no_speech_prob, options.keeps_words)
             else:
                 unheard.append(member)
     if unheard:  # Whisper skipped (part of) a packed chunk, or judged the window silent: each gets its own window
         alone = decode_batch(model, features[unheard], [chunks[m] for m in unheard], options, language, candidates,
-                             rests=0)
+                             rests=0, prompts=[prompts[m] for m in unheard])
         for member, segments in zip(unheard, alone):
             out[member] = segments
     if rests:
-        _decode_rests(model, features, chunks, out, options, language, candidates, rests)
+        _decode_rests(model, features, chunks, out, options, language, candidates, rests, prompts)
     return out
 
 
-def _decode_rests(model, features, chunks, out, options, language, candidates, rests: int) -> None:
+@dataclass
+class _Decoded:
+    """A window's text (cut before a loop), its scores, and whether it is trusted."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    kept: bool
+
+
+def _previous_texts(model: LoadedModel, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Each window's <|startofprev|> and prompt tokens (none without a prompt), counted against the budget."""
+    tok = model.tokenizer
+    ids = {prompt: [tok.previous, *prompt.token_ids(tok.encode)] for prompt in set(prompts) if prompt}
+    return [ids.get(prompt, []) for prompt in prompts]
+
+
+def _generate(model, encoded, prefixes, options: JobOptions, languages, heard, temperature: float = 0.0) -> list[_Decoded]:
+    """One decoder pass over a batch: beam search, or at a temperature one sampled reading each."""
+    tok = model.tokenizer
+    sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature else \
+        {"beam_size": options.beam_size}
+    # CTranslate2 needs <|startoftranscript|> at one position in a call: one call per length of previous text
+    calls: dict[int, list[int]] = defaultdict(list)
+    for i, prefix in enumerate(prefixes):
+        calls[prefix.index(tok.sot)].append(i)
+    results: list = [None] * len(prefixes)
+    for rows in calls.values():
+        part = encoded if len(calls) == 1 else _rows(encoded, rows)
+        for i, result in zip(rows, model.whisper.generate(
+            part,
+            [prefixes[i] + [tok.no_timestamps] for i in rows],
+            max_length=MAX_LENGTH,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            **sampling,
+        )):
+            results[i] = result
+    decoded = []
+    for result, lang, speech in zip(results, languages, heard):
+        tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
+        # avg log-probability per token with the end token counted, as Whisper reports it
+        avg_logprob = result.scores[0] * max(len(tokens), 1) / (len(tokens) + 1)
+        # a loop keeps what came before it; the speech after that is decoded again (`_decode_rests`)
+        tokens = tokens[: before_loop(tok.words(tokens, lang))]
+        kept = (bool(tokens)
+                and not filters.is_silence(result.no_speech_prob, avg_logprob, heard=speech)
+                # a loop over the whole window: nothing in it can be trusted
+                and not filters.is_repetitive(tok.text(tokens)))
+        decoded.append(_Decoded(tokens, avg_logprob, result.no_speech_prob, kept))
+    return decoded
+
+
+def _decode_again(model, encoded, previous, starts, options: JobOptions, languages, first: list[_Decoded]) -> list[_Decoded]:
+    """Windows the VAD heard speech in whose text came out empty, a loop from the start, or judged
+    silent, decoded again until their text is trusted or every try has failed (then they are noise).
+
+    Sampled at rising temperatures after its own prompt, as Whisper's fallback does, then, for a
+    window that had a prompt, by beam search without it (a prompt can start a loop).
+    A window's text is CPU- and seed-dependent: one machine's int8 kernels loop where another's do not.
+    """
+    best = list(first)
+    tries = [(t, True) for t in FALLBACK_TEMPERATURES] + ([(0.0, False)] if any(previous) else [])
+    for temperature, with_prompt in tries:
+        todo = [i for i, d in enumerate(best) if not d.kept]
+        if not todo:
+            break
+        log.info("decoding %d window(s) of speech again (%s, temperature %.1f)", len(todo),
+                 "with the prompt" if with_prompt else "without a prompt", temperature)
+        again = _generate(model, _rows(encoded, todo), [(previous[i] if with_prompt else []) + starts[i] for i in todo],
+                          options, [languages[i] for i in todo], [True] * len(todo), temperature)
+        for i, d in zip(todo, again):
+            if d.kept:
+                best[i] = d
+    return best
+
+
+def _rows(encoded: ctranslate2.StorageView, rows: Sequence[int]) -> ctranslate2.StorageView:
+    """Some batch items of an encoder output (through host memory: CTranslate2 moves them back to the model's device)."""
+    if encoded.device != "cpu":
+        encoded = encoded.to_device(ctranslate2.Device.cpu)
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(host_array(encoded)[list(rows)]))
+
+
+def _decode_rests(model, features, chunks, out, options, language, candidates, rests: int, prompts) -> None:
     """Decode again, and add to `out`, the speech each chunk has after its last heard word.
 
     Whisper sometimes ends a window early (a sentence that sounds like a
@@ -189,7 +270,8 @@ def _decode_rests(model, features, chunks, out, options, language, candidates, r
     shifted = np.empty((len(todo), *features.shape[1:]), dtype=features.dtype)
     for row, (m, _, offset) in enumerate(todo):
         place(shifted[row], features[m], at=0, begin=offset)
-    again = decode_batch(model, shifted, [rest for _, rest, _ in todo], options, language, candidates, rests=rests - 1)
+    again = decode_batch(model, shifted, [rest for _, rest, _ in todo], options, language, candidates, rests=rests - 1,
+                         prompts=[prompts[m] for m, _, _ in todo])
     for (m, _, _), segments in zip(todo, again):
         out[m] = [replace(s, idx=i) for i, s in enumerate(out[m] + segments)]
 

@@ -2,7 +2,7 @@
 
 Whisper pads every window to 30 s, so a 6 s clip costs the encoder and the
 cross-attention as much as 30 s of speech. Chunks of different jobs that
-share a model, options and language are laid side by side in one window,
+share a model, options, language and prompt are laid side by side in one window,
 `GAP_S` of silence apart, decoded once, and each word goes back to the chunk
 whose stretch of the window its time overlaps most.
 A job's own chunks are never packed together: the chunker already merged
@@ -12,7 +12,7 @@ them as far as its cuts allow.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,13 +48,15 @@ class Window:
         return min(range(len(self.spans)), key=lambda k: max(self.spans[k][0] - middle, middle - self.spans[k][1]))
 
 
-def plan_windows(durations: Sequence[float], jobs: Sequence[str], contents: Sequence[bytes] = ()) -> list[Window]:
+def plan_windows(durations: Sequence[float], jobs: Sequence[str], contents: Sequence[bytes] = (),
+                 prompts: Sequence[Hashable] = ()) -> list[Window]:
     """First-fit decreasing: the longest chunks first, each into the first window it fits.
 
     A chunk fits where the window has room for the gap and the chunk, and holds
     no chunk of the same job, nor one of the same `contents` (a digest of its
     features): Whisper hears the same speech twice as one sentence and the
-    alignment spreads it over both. Windows come back in the order of their first
+    alignment spreads it over both. A window is decoded after one prompt, so
+    it holds only chunks of equal `prompts`. Windows come back in the order of their first
     member, so a batch of full chunks is returned as it came.
     """
     order = sorted(range(len(durations)), key=lambda i: -durations[i])
@@ -62,7 +64,7 @@ def plan_windows(durations: Sequence[float], jobs: Sequence[str], contents: Sequ
     used: list[float] = []
     for i in order:
         fits = (w for w, members in enumerate(packed)
-                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and not any(_alike(m, i, jobs, contents) for m in members))
+                if used[w] + GAP_S + _length(durations[i]) <= WINDOW_S and not any(_apart(m, i, jobs, contents, prompts) for m in members))
         w = next(fits, None)
         if w is None:
             packed.append([i])
@@ -102,8 +104,10 @@ def content_digest(features: np.ndarray, duration: float) -> bytes:
                            digest_size=16).digest()
 
 
-def _alike(a: int, b: int, jobs: Sequence[str], contents: Sequence[bytes]) -> bool:
-    return jobs[a] == jobs[b] or (bool(contents) and contents[a] == contents[b])
+def _apart(a: int, b: int, jobs: Sequence[str], contents: Sequence[bytes], prompts: Sequence[Hashable]) -> bool:
+    """Chunks `a` and `b` may not share a window."""
+    return (jobs[a] == jobs[b] or (bool(contents) and contents[a] == contents[b])
+            or (bool(prompts) and prompts[a] != prompts[b]))
 
 
 def _length(duration: float) -> float:

@@ -22,6 +22,7 @@ class Tokenizer:
         self.sot = self._special("<|startoftranscript|>")
         self.eot = self._special("<|endoftext|>")
         self.no_timestamps = self._special("<|notimestamps|>")
+        self.previous = self._special("<|startofprev|>")
         self.transcribe = self._special("<|transcribe|>")
         self.translate = self._special("<|translate|>")
         lang_ids = json.loads((model_dir / "config.json").read_text()).get("lang_ids", []) if multilingual else []
@@ -43,6 +44,10 @@ class Tokenizer:
         if not self.multilingual:
             return [self.sot]
         return [self.sot, self.language_token(language or "en"), self.translate if whisper_task == "translate" else self.transcribe]
+
+    def encode(self, text: str) -> list[int]:
+        """The tokens of plain text, no special token added."""
+        return self._tok.encode(text, add_special_tokens=False).ids
 
     def text(self, tokens: list[int]) -> str:
         """The text of `tokens`, special tokens left out."""
