@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-fleet-stream bench-files bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-fleet-stream bench-files bench-keyterms bench-confidence bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
 
 # pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
@@ -81,6 +81,14 @@ bench-fleet-stream: setup
 # many files, one command: 24 short real clips in one process beside faster-whisper's loop (~5 min)
 bench-files: setup
 	$(PY) bench/bench_files.py
+
+# custom vocabulary: keyterm recall, distractors and WER with and without a prompt, beside faster-whisper (~4 min)
+bench-keyterms: setup
+	$(PY) bench/bench_keyterms.py
+
+# word confidence: the probability of words murmur gets right and wrong on the real clips (~1 min)
+bench-confidence: setup
+	$(PY) bench/bench_confidence.py
 
 # on a CUDA machine: murmur embedded and cross-job batching beside faster-whisper batched, base float16, batch 16
 # and 32; on a lent bare GPU machine run it through bench/gpu/carry.sh and device.sh (see carry.sh)

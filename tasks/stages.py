@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,11 +31,12 @@ from murmur.workers.cpu.vad import EDGES, speech_spans
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
 from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
-from murmur.workers.gpu.model import LoadedModel
+from murmur.workers.gpu.model import LoadedModel, resolve_device
 from murmur.workers.options import JobOptions
 from murmur.workers.prompt import Prompt
 
 log = logging.getLogger("murmur")
+T = TypeVar("T")
 
 
 def prepare(ctx: Context, job_id: str) -> list[TensorRef] | None:
@@ -205,6 +207,20 @@ def decode_chunks(ctx: Context, items: Sequence[tuple[str, TensorRef]], concurre
     for job_id, n in counts.items():
         queries.add_timing(ctx.db, job_id, "decode", elapsed * n / total)  # the batch's time, shared by chunks
     return [job_id for job_id in dict.fromkeys(j for j, _ in items) if queries.is_complete(ctx.db, job_id)]
+
+
+def first_chunks_first(items: Sequence[T], chunk_idx: Callable[[T], int], device: str) -> list[Sequence[T]]:
+    """A batch as the parts to decode one after another: on CPU, the jobs' first chunks on their own first.
+
+    A CPU's decode time grows with the batch, so a job's first lines are released
+    after one window's decode rather than a whole batch's (the language voters'
+    batch holds chunk 0). A GPU decodes a batch in about one window's time: it
+    keeps the batch whole.
+    """
+    first = [item for item in items if chunk_idx(item) == 0]
+    if resolve_device(device) != "cpu" or not first or len(first) == len(items):
+        return [items]
+    return [first, [item for item in items if chunk_idx(item) != 0]]
 
 
 def _decode_isolated(ctx: Context, group: list, options, language, candidates, concurrent: int, encoded: Sequence[Encoded],

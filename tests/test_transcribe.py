@@ -350,17 +350,24 @@ def test_the_transcript_is_released_in_order_stretch_by_stretch_before_the_job_e
 
 
 def test_the_batch_with_the_first_chunk_decodes_it_alone_first():
-    """So the first lines come after one window's decode on CPU; other batches stay whole."""
-    from murmur.tasks.embedded.runner import _lead_first
+    """So the first lines come after one window's decode on CPU; other batches, and a GPU's, stay whole.
+    The embedded runner and the GPU-queue worker split their batches by this one rule."""
+    from murmur.tasks.stages import first_chunks_first
     from murmur.tasks.tensors.store import TensorRef, feature_key
 
-    def refs(*chunks: int) -> list:
-        return [TensorRef(feature_key("j", c), (80, 3000), "float16") for c in chunks]
+    def refs(*chunks: int, job: str = "j") -> list:
+        return [TensorRef(feature_key(job, c), (80, 3000), "float16") for c in chunks]
 
-    assert _lead_first(refs(0, 8, 17)) == [refs(0), refs(8, 17)]
-    assert _lead_first(refs(4, 13, 0)) == [refs(0), refs(4, 13)]
-    assert _lead_first(refs(4, 13, 1)) == [refs(4, 13, 1)]
-    assert _lead_first(refs(0)) == [refs(0)]
+    def split(items: list, device: str = "cpu") -> list:
+        return first_chunks_first(items, lambda ref: ref.chunk_idx, device)
+
+    assert split(refs(0, 8, 17)) == [refs(0), refs(8, 17)]
+    assert split(refs(4, 13, 0)) == [refs(0), refs(4, 13)]
+    assert split(refs(4, 13, 1)) == [refs(4, 13, 1)]
+    assert split(refs(0)) == [refs(0)]
+    assert split(refs(0, 8, 17), "cuda") == [refs(0, 8, 17)]
+    two_jobs = refs(0, 3) + refs(0, 5, job="k")  # every job's first chunk leads
+    assert split(two_jobs) == [[two_jobs[0], two_jobs[2]], [two_jobs[1], two_jobs[3]]]
 
 
 def test_lines_printed_as_released_are_the_rendering_of_the_whole_transcript():

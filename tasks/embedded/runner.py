@@ -28,7 +28,6 @@ from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import encode, joined
 from murmur.workers.gpu.language import needs_vote, top_languages, vote
-from murmur.workers.gpu.model import resolve_device
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Transcript
 
@@ -230,18 +229,9 @@ def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int
             lend[1].set_exception(exc)  # nor for a chunk that will not come
         raise
     held = [e for e in (encoded, voters) if e is not None]
-    for part in _lead_first(refs) if resolve_device(ctx.device) == "cpu" else [refs]:
+    for part in stages.first_chunks_first(refs, lambda ref: ref.chunk_idx, ctx.device):
         stages.decode_chunks(ctx, [(job_id, r) for r in part], concurrent, held)
         release()
-
-
-def _lead_first(refs: list[TensorRef]) -> list[list[TensorRef]]:
-    """On CPU, the batch that holds the job's first chunk generates that chunk on its own first, then the
-    rest: a CPU's decode time grows with the batch, so the first lines are released after one window's
-    decode rather than a batch's. Only that one batch is split. (A GPU decodes a batch in about the time
-    of one window: nothing to gain there.)"""
-    first = [r for r in refs if r.chunk_idx == 0]
-    return [first, [r for r in refs if r.chunk_idx != 0]] if first and len(refs) > 1 else [refs]
 
 
 def _encode_batch(

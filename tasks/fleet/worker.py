@@ -160,7 +160,9 @@ class WorkerState:
         log.info("decoding a batch of %d chunk(s) from %d job(s)", len(items), len({j for j, *_ in items}))
         started = time.perf_counter()
         held = list({id(e): e for *_, e in items if e is not None}.values())
-        completed = set(stages.decode_chunks(self.ctx, [(job_id, ref) for job_id, ref, _ in items], encoded=held))
+        completed: set[str] = set()
+        for part in stages.first_chunks_first(items, lambda item: item[1].chunk_idx, self.ctx.device):
+            completed.update(stages.decode_chunks(self.ctx, [(job_id, ref) for job_id, ref, _ in part], encoded=held))
         if self.batch_metrics:
             self.batch_metrics.observe(len(items), time.perf_counter() - started)
         for job_id in queries.unsent_callbacks(self.ctx.db, [j for j, *_ in items]):
