@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -360,54 +360,61 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
     return api
 
 
+async def _job_updates(runner: Runner, watcher: JobWatcher, job_id: str) -> AsyncIterator[tuple[object, list]]:
+    """The job (None once deleted) and the segments released since the last update, read once a second and
+    at once when the watcher hears the job ended; the last update is the one that finds it ended or gone."""
+    released = 0
+    while True:
+        job = await blocking(queries.get_job, runner.db, job_id)
+        segments: list = []
+        if job is not None:
+            segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
+        yield job, segments
+        if job is None or job.status in ENDED:
+            return
+        await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
+
+
 async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Request,
                   give_back: Callable[[], None]) -> AsyncIterator[bytes]:
-    """The job read once a second, and at once when the watcher hears it ended; the stream's slot is given
-    back however the stream ends."""
-    try:
-        last, released = None, 0
-        while True:
-            job = await blocking(queries.get_job, runner.db, job_id)
-            view = _job_view(job).model_dump(mode="json") if job else None
-            if view != last:
-                event = "progress" if job is not None and job.status not in ENDED else (job.status if job else "deleted")
-                if job is not None:
-                    segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
-                    for segment in segments:
-                        yield f"event: segment\ndata: {json.dumps(segment.to_json(), ensure_ascii=False)}\n\n".encode()
-                yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
-                if event != "progress":
+    """The jobs API's event stream: each released segment, and the job's view whenever it changes; the
+    stream's slot is given back however the stream ends."""
+    last = None
+    async with aclosing(_job_updates(runner, watcher, job_id)) as updates:
+        try:
+            async for job, segments in updates:
+                for segment in segments:
+                    yield f"event: segment\ndata: {json.dumps(segment.to_json(), ensure_ascii=False)}\n\n".encode()
+                view = _job_view(job).model_dump(mode="json") if job else None
+                if view != last:
+                    ended = job is None or job.status in ENDED
+                    event = (job.status if job else "deleted") if ended else "progress"
+                    yield f"event: {event}\ndata: {json.dumps(view)}\n\n".encode()
+                    last = view
+                if await request.is_disconnected():
                     return
-                last = view
-            if await request.is_disconnected():
-                return
-            await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
-    finally:
-        give_back()
+        finally:
+            give_back()
 
 
 async def _text_deltas(runner: Runner, watcher: JobWatcher, job_id: str, end: Callable[[], None]) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream: each released segment's text as a `transcript.text.delta` (the deltas
     joined are the text), then `transcript.text.done` with the whole text; a job that fails ends the stream
     with an error event, as OpenAI's do. `end` runs however the stream ends (the upload goes)."""
-    try:
-        released, said = 0, False
-        while True:
-            job = await blocking(queries.get_job, runner.db, job_id)
-            segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
-            for segment in segments:
-                yield _data({"type": "transcript.text.delta", "delta": (" " if said else "") + segment.text})
-                said = True
-            if job is None or job.status in ENDED:
+    said = False
+    async with aclosing(_job_updates(runner, watcher, job_id)) as updates:
+        try:
+            async for job, segments in updates:
+                for segment in segments:
+                    yield _data({"type": "transcript.text.delta", "delta": (" " if said else "") + segment.text})
+                    said = True
                 if job is not None and job.status == JobState.done:
                     transcript = await blocking(queries.get_transcript, runner.db, job_id)
                     yield _data({"type": "transcript.text.done", "text": transcript.text})
-                else:
+                elif job is None or job.status in ENDED:
                     yield _data(_job_error(job).body())
-                return
-            await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
-    finally:
-        end()
+        finally:
+            end()
 
 
 def _data(event: dict) -> bytes:
@@ -434,11 +441,9 @@ async def blocking(function, *args):
 
 def available_models(settings: Settings) -> list[str]:
     """whisper-1 (the default model under OpenAI's name), the bundled models, and those under MURMUR_MODEL_DIRS."""
-    names = [OPENAI_MODEL, "base", "tiny.en"]
-    for root in settings.model_dirs:
-        if root.is_dir():
-            names += sorted(p.name for p in root.iterdir() if (p / "model.bin").is_file())
-    return list(dict.fromkeys(names))
+    from murmur.workers.gpu.model import available_models as installed
+
+    return list(dict.fromkeys([OPENAI_MODEL, *(name for name, _ in installed(settings.model_dirs))]))
 
 
 def _model(name: str, settings: Settings) -> str:

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compute-type", help="--embedded: auto or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
     serve.add_argument("--threads", type=int, default=0, help="--embedded: CPU threads for the model (0: every core)")
     serve.add_argument("--loglevel", default="info")
+    commands.add_parser("models", help="the models this machine can load with no network: bundled, and under MURMUR_MODEL_DIRS")
     keys = commands.add_parser("keys", help="the HTTP API's keys: create (shown once), list, delete, rotate (its webhook secret)")
     keys.add_argument("action", choices=("create", "list", "delete", "rotate"))
     keys.add_argument("name", nargs="?", help="create, delete, rotate: the key's name (an app, a team)")
@@ -280,6 +281,16 @@ def _load_model_early(args: argparse.Namespace, model: str) -> None:
         memory.keep_freed_blocks()
 
     threading.Thread(target=load, name="murmur-early-load", daemon=True).start()
+
+
+def _models(args: argparse.Namespace) -> int:
+    """Each model a name resolves to here, and where it comes from (a Hugging Face id needs the hub extra and a network)."""
+    from murmur.settings import get_settings
+    from murmur.workers.gpu.model import available_models
+
+    for name, where in available_models(get_settings().model_dirs):
+        print(f"{name}\t{where}")
+    return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -471,7 +482,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"transcribe": _transcribe, "submit": _submit, "status": _status, "result": _result, "worker": _worker, "db": _db,
              "prune": _prune, "exporter": _exporter, "health": _health,
-             "serve": _serve, "keys": _keys}
+             "serve": _serve, "keys": _keys, "models": _models}
 
 
 class _progress:

