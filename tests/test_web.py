@@ -137,6 +137,19 @@ def test_upload_watch_read_listen_and_download(browser, site):
     context.close()
 
 
+def test_names_and_terms_reach_the_decoder(browser, site):
+    """The form's "Names and terms" is the job's prompt: the clip's software names come out spelled."""
+    context, page = _open(browser, site)
+    page.goto(site.url + "/")
+    page.select_option("#language", "en")
+    page.fill("#prompt", "PostgreSQL, Celery, CTranslate2, nginx, NumPy, Redis, PyTorch.")
+    _upload(page, "standup.flac", (DATA / "keyterms_celery_redis.flac").read_bytes(), "audio/flac")
+    _wait_done(page)
+    assert {"celery", "redis", "ctranslate2", "postgresql"} <= set(words(page.locator("#transcript").inner_text()))
+    assert page.dialogs == [] and page.elsewhere == []
+    context.close()
+
+
 def test_hostile_names_and_transcripts_render_as_text(browser, site):
     context, page = _open(browser, site)
     page.goto(site.url + "/")

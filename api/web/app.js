@@ -126,6 +126,7 @@ async function send(files) {
     if ($("language").value) form.append("language", $("language").value);
     if ($("translate").checked) form.append("task", "translate");
     form.append("word_timestamps", "true");
+    if ($("prompt").value.trim()) form.append("prompt", $("prompt").value.trim());
     if ($("diarize").checked) {
       form.append("diarize", "true");
       if ($("speakers").value) form.append("speakers", $("speakers").value);
