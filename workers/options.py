@@ -22,9 +22,9 @@ MAX_BATCH_SIZE = 256
 MAX_BEAM_SIZE = 16  # Whisper's default is 5; a wider beam multiplies a worker's memory and time per chunk
 MAX_SPEAKERS = 20  # a count of speakers past this is no longer a conversation that clustering voices can tell apart
 MAX_KNOWN_SPEAKERS = 8
-# read at prepare and assembly, never by a decoder
 # read by the decoder per batch item: jobs with different prompts share a batch, never a window
 PROMPT_OPTIONS = ("prompt", "hotwords")
+# read at prepare and assembly, never by a decoder
 SPEAKER_OPTIONS = ("diarize", "speakers", "min_speakers", "max_speakers", "known_speaker_names", "known_speaker_references")
 
 # The language codes Whisper models know (large-v3 adds Cantonese, yue); a test

@@ -5,9 +5,10 @@ spelled names and terms there make it write them that way. murmur puts the
 hotwords first and the prompt after them, before every window of the job (each
 batch item carries its own, so jobs with different prompts share a batch).
 
-The budget is counted in tokens, with the bundled multilingual vocabulary at
-every door (the same count the decoder makes with the base model, and within a
-few tokens for English-only models, whose decoder counts again).
+The budget is counted in tokens with the bundled multilingual vocabulary at
+every door, and again by the decoder with its model's own (an English-only
+model's spells English in fewer: 216 tokens against 249 for the same 900
+characters of the keyterms set).
 """
 
 from __future__ import annotations
