@@ -100,10 +100,12 @@ class _LoopsAtFirst:
     def __init__(self, whisper, token: int, sampled: bool = True) -> None:
         self._whisper, self._token, self._sampled = whisper, token, sampled
         self.calls: list[float] = []
+        self.lengths: list[int] = []
 
     def generate(self, encoded, prompts, **kwargs):
         temperature = kwargs.get("sampling_temperature", 0.0) if kwargs.get("beam_size", 5) == 1 else 0.0
         self.calls.append(temperature)
+        self.lengths.append(kwargs["max_length"])
         if temperature and self._sampled:
             return self._whisper.generate(encoded, prompts, **kwargs)
         return [_Looped([[self._token] * 200], [-0.05], 0.01) for _ in prompts]
@@ -125,6 +127,8 @@ def test_a_window_whose_text_loops_from_the_start_is_decoded_again(base_model):
     stuck = _LoopsAtFirst(base_model.whisper, token, sampled=False)
     assert decode_batch(replace(base_model, whisper=stuck), features, [chunk], JobOptions(language="en"), "en") == [[]]
     assert stuck.calls == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    # a sampled reading is held to the length its speech could fill: never the decoder's whole 448
+    assert stuck.lengths[0] == 448 and all(150 < n < 200 for n in stuck.lengths[1:]), stuck.lengths
     # a window the VAD heard no speech in is not tried again
     quiet = _LoopsAtFirst(base_model.whisper, token)
     unheard = Chunk(0, chunk.spans, ())

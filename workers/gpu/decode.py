@@ -13,6 +13,7 @@ sentences in source time.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +43,11 @@ REST_MIN_SPEECH_S = 1.5
 MAX_RESTS = 2
 # a window of speech whose text is not trusted is sampled again at these temperatures (Whisper's fallback)
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+# a sampled reading is given this many tokens per second of the speech the VAD heard, and a few more:
+# a fast talker in a language of short tokens reads under 10 a second, and a try at temperature 1.0 on a
+# cough would otherwise run on for 448 tokens
+FALLBACK_TOKENS_PER_S = 15
+FALLBACK_MIN_TOKENS = 10
 log = logging.getLogger("murmur")
 
 
@@ -131,8 +137,10 @@ def decode_batch(
     decoded = _generate(model, encoded, [p + s for p, s in zip(previous, starts)], options, languages, heard)
     lost = [i for i, (d, w) in enumerate(zip(decoded, windows)) if not d.kept and heard[i] and len(w.members) == 1]
     if lost:  # a window of speech that looped from its start or was judged silent: decoded again
+        limits = [FALLBACK_MIN_TOKENS + math.ceil(FALLBACK_TOKENS_PER_S * _speech_seconds(chunks[windows[i].members[0]]))
+                  for i in lost]
         again = _decode_again(model, _rows(encoded, lost), [previous[i] for i in lost], [starts[i] for i in lost],
-                              options, [languages[i] for i in lost], [decoded[i] for i in lost])
+                              options, [languages[i] for i in lost], [decoded[i] for i in lost], limits)
         for i, d in zip(lost, again):
             decoded[i] = d
     lengths = [w.length for w in windows]
@@ -178,8 +186,10 @@ def _previous_texts(model: LoadedModel, prompts: Sequence[Prompt]) -> list[list[
     return [ids.get(prompt, []) for prompt in prompts]
 
 
-def _generate(model, encoded, prefixes, options: JobOptions, languages, heard, temperature: float = 0.0) -> list[_Decoded]:
-    """One decoder pass over a batch: beam search, or at a temperature one sampled reading each."""
+def _generate(model, encoded, prefixes, options: JobOptions, languages, heard, temperature: float = 0.0,
+              limits: Sequence[int] | None = None) -> list[_Decoded]:
+    """One decoder pass over a batch: beam search, or at a temperature one sampled reading each;
+    `limits`: the most tokens each item may add (default: as many as the decoder holds)."""
     tok = model.tokenizer
     sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature else \
         {"beam_size": options.beam_size}
@@ -190,10 +200,11 @@ def _generate(model, encoded, prefixes, options: JobOptions, languages, heard, t
     results: list = [None] * len(prefixes)
     for rows in calls.values():
         part = encoded if len(calls) == 1 else _rows(encoded, rows)
+        longest = MAX_LENGTH if limits is None else min(MAX_LENGTH, max(len(prefixes[i]) + 1 + limits[i] for i in rows))
         for i, result in zip(rows, model.whisper.generate(
             part,
             [prefixes[i] + [tok.no_timestamps] for i in rows],
-            max_length=MAX_LENGTH,
+            max_length=longest,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -216,13 +227,15 @@ def _generate(model, encoded, prefixes, options: JobOptions, languages, heard, t
     return decoded
 
 
-def _decode_again(model, encoded, previous, starts, options: JobOptions, languages, first: list[_Decoded]) -> list[_Decoded]:
+def _decode_again(model, encoded, previous, starts, options: JobOptions, languages, first: list[_Decoded],
+                  limits: Sequence[int]) -> list[_Decoded]:
     """Windows the VAD heard speech in whose text came out empty, a loop from the start, or judged
     silent, decoded again until their text is trusted or every try has failed (then they are noise).
 
     Sampled at rising temperatures after its own prompt, as Whisper's fallback does, then, for a
     window that had a prompt, by beam search without it (a prompt can start a loop).
     A window's text is CPU- and seed-dependent: one machine's int8 kernels loop where another's do not.
+    `limits`: the most tokens each window's reading may hold, from the speech it holds.
     """
     best = list(first)
     tries = [(t, True) for t in FALLBACK_TEMPERATURES] + ([(0.0, False)] if any(previous) else [])
@@ -233,7 +246,7 @@ def _decode_again(model, encoded, previous, starts, options: JobOptions, languag
         log.info("decoding %d window(s) of speech again (%s, temperature %.1f)", len(todo),
                  "with the prompt" if with_prompt else "without a prompt", temperature)
         again = _generate(model, _rows(encoded, todo), [(previous[i] if with_prompt else []) + starts[i] for i in todo],
-                          options, [languages[i] for i in todo], [True] * len(todo), temperature)
+                          options, [languages[i] for i in todo], [True] * len(todo), temperature, [limits[i] for i in todo])
         for i, d in zip(todo, again):
             if d.kept:
                 best[i] = d
