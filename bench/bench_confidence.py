@@ -79,8 +79,7 @@ def main() -> None:
         median = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
         lines.append(f"| {name} | {len(right)} | {len(wrong)} | {mean(right):.3f} | {mean(wrong):.3f} | "
                      f"{median(right):.3f} | {median(wrong):.3f} | {auc(right, wrong):.2f} |")
-    print("\n".join(lines))
-    print(write_results("bench/bench_confidence.py", "confidence", lines))
+    write_results("bench/bench_confidence.py", "confidence", lines, show=True)
 
 
 if __name__ == "__main__":

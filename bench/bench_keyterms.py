@@ -110,7 +110,7 @@ def main() -> None:
     lines += [f"| {s} | {m} | {r['recall']:.1%} | {g['synthetic']['recall']:.1%} | {g['real']['recall']:.1%} | "
               f"{r['distractors']} | {r['wer']:.1%} |" for s, m, r, g in rows]
     if not args.limit:
-        print(write_results(" ".join(["bench/bench_keyterms.py", *sys.argv[1:]]), "keyterms", lines))
+        write_results(" ".join(["bench/bench_keyterms.py", *sys.argv[1:]]), "keyterms", lines)
 
 
 if __name__ == "__main__":

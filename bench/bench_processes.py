@@ -48,8 +48,11 @@ CASES = [  # (name, file, language given or "")
 TARGETS = {CASES[0][0]: 1.3, CASES[2][0]: 1.0}
 
 
-def write_results(command: str, kind: str, lines: list[str]) -> Path:
-    """A bench's text as bench/results/<kind>-cpu-<stamp>.md, under a heading naming the command and machine."""
+def write_results(command: str, kind: str, lines: list[str], show: bool = False) -> Path:
+    """A bench's text as bench/results/<kind>-cpu-<stamp>.md, under a heading naming the command and machine
+    (`show`: printed first)."""
+    if show:
+        print("\n".join(lines))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = ROOT / "bench" / "results" / f"{kind}-cpu-{stamp}.md"
     path.write_text("\n".join([f"# {command}, {stamp} UTC ({platform.machine()}, {os.cpu_count()} CPUs)", "", *lines, ""]))

@@ -118,8 +118,7 @@ def main() -> None:
         within, clips = sum(r["within"] for r in results), sum(r["clips"] for r in results)
         lines.append(f"| {system} | {within}/{clips} ({within / clips:.0%}) | {sum(r['dropped'] for r in results)} | "
                      f"{sum(r['straddling'] for r in results)} |")
-    print("\n".join(lines))
-    print(write_results("bench/bench_subtitles.py", "subtitles", lines))
+    write_results("bench/bench_subtitles.py", "subtitles", lines, show=True)
 
 
 if __name__ == "__main__":
