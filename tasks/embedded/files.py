@@ -13,6 +13,7 @@ alone. The same stages as every other runner.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -102,7 +103,7 @@ def _run_wave(ctx: Context, pool: ThreadPoolExecutor, job_ids: list[str], concur
         items += [(group, job_id, ref) for ref in refs]
     items.sort(key=lambda item: item[0])  # stable: jobs alike side by side, in the order given; a job's chunks in order
     pairs = [(job_id, ref) for _, job_id, ref in items]
-    left = {job_id: sum(1 for j, _ in pairs if j == job_id) for job_id in dict.fromkeys(j for j, _ in pairs)}
+    left = Counter(job_id for job_id, _ in pairs)  # each job's chunks not yet decoded
     batches = {}
     for b in plan_batches(len(pairs), batch_size, concurrent):
         jobs_in = dict.fromkeys(j for j, _ in pairs[b])
