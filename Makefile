@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLIP := tests/data/jfk_inaugural_1961.flac
 
-.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-fleet-stream bench-files bench-keyterms bench-confidence bench-subtitles bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
+.PHONY: setup tools run test bench bench-long bench-startup bench-timestamps bench-distributed bench-api bench-records bench-diarization bench-sharing bench-streaming bench-fleet-stream bench-files bench-keyterms bench-confidence bench-subtitles bench-voices bench-gpu bench-gpu-dry soak deploy-check deploy-check-gpu clean
 
 # pip's -qq: errors only; a fresh machine's set-up prints nothing but what goes wrong
 $(STAMP): pyproject.toml Makefile
@@ -93,6 +93,9 @@ bench-confidence: setup
 # subtitle timing on real speech: real clips joined with room tone, scored at each clip's speech edges (~1 min)
 bench-subtitles: setup
 	$(PY) bench/bench_subtitles.py
+
+bench-voices: setup
+	$(PY) bench/bench_voices.py
 
 # on a CUDA machine: murmur embedded and cross-job batching beside faster-whisper batched, base float16, batch 16
 # and 32; on a lent bare GPU machine run it through bench/gpu/carry.sh and device.sh (see carry.sh)

@@ -197,8 +197,8 @@ def _per_hour_of_audio(broker_url: str) -> str:
     from murmur.tasks.fleet.deliveries import headers
     from murmur.tasks.tensors.store import TensorRef, feature_key
     from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
-    from murmur.workers.cpu.chunking import plan_chunks
-    from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
+    from murmur.workers.cpu.chunking import plan_heard
+    from murmur.workers.cpu.vad import SileroVad
     from murmur.workers.window import N_FRAMES
 
     audio = ROOT.parent / "shared" / "audio"
@@ -208,9 +208,8 @@ def _per_hour_of_audio(broker_url: str) -> str:
     long_file = None  # en_5min: a long recording's chunks per hour, where the clips' set is mostly short files
     for path in files:
         blocks = list(stream_audio(str(path)))
-        probs = vad.probabilities(blocks)
         duration = sum(b.size for b in blocks) / SAMPLE_RATE
-        planned = plan_chunks(speech_spans(probs), probs, duration, speech=speech_spans(probs, EDGES))
+        planned = plan_heard(vad.each(blocks), duration)
         seconds += duration
         chunks += len(planned)
         speech += sum(b - a for c in planned for a, b in c.spans)

@@ -23,11 +23,10 @@ from murmur.tasks.context import Context
 from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.cpu import speakers
 from murmur.workers.cpu.audio import SAMPLE_RATE, stream_audio
-from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_chunks
+from murmur.workers.cpu.chunking import Chunk, cut_chunks, plan_heard
 from murmur.workers.cpu.diarization import speaker_turns
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
-from murmur.workers.cpu.vad import EDGES, speech_spans
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
 from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
@@ -62,10 +61,9 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
     with local_file(job.source, ctx.allowed_roots, ctx.max_bytes, ctx.s3_allow) as path:
         # the file is read twice as a stream (for the VAD, then for the chunks): hours of audio are never held whole
         decoded = _Counted(stream_audio(path, max_seconds=ctx.max_duration))
-        probs = ctx.vad.probabilities(decoded)
+        each = ctx.vad.each(decoded)
         duration = decoded.samples / SAMPLE_RATE
-        chunks = plan_chunks(speech_spans(probs), probs, duration, merge=not options.multilingual,
-                             speech=speech_spans(probs, EDGES))
+        chunks = plan_heard(each, duration, merge=not options.multilingual)
         refs = []
         held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
         voices: list | None = [] if options.diarize else None

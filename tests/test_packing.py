@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from murmur.workers.cpu.audio import SAMPLE_RATE, decode_audio
-from murmur.workers.cpu.chunking import chunk_audio, plan_chunks
+from murmur.workers.cpu.chunking import chunk_audio, plan_heard
 from murmur.workers.cpu.features import log_mel
-from murmur.workers.cpu.vad import EDGES, SileroVad, speech_spans
+from murmur.workers.cpu.vad import SileroVad
 from murmur.workers.gpu.decode import decode_batch
 from murmur.workers.gpu.model import load_model
 from murmur.workers.gpu.packing import GAP_S, plan_windows
@@ -54,8 +54,7 @@ def prepared():
     out = []
     for name in CLIPS:
         audio = decode_audio(str(DATA / name))
-        probs = vad.probabilities(audio)
-        chunks = plan_chunks(speech_spans(probs), probs, audio.size / SAMPLE_RATE, speech=speech_spans(probs, EDGES))
+        chunks = plan_heard(vad.each(audio), audio.size / SAMPLE_RATE)
         assert len(chunks) == 1, name
         out.append((name, audio.size / SAMPLE_RATE, chunks[0], log_mel([chunk_audio(audio, chunks[0])])[0]))
     return out

@@ -9,6 +9,7 @@ from importlib import resources
 
 from tests.conftest import DATA
 from murmur.workers.cpu.audio import decode_audio
+from murmur.workers.cpu.silero_weights import silero_v60, silero_v62
 from murmur.workers.cpu.vad import CONTEXT, STEP, SileroVad, speech_spans
 
 
@@ -17,7 +18,7 @@ def vad():
     return SileroVad()
 
 
-def _onnx_window_by_window(audio: np.ndarray) -> np.ndarray:
+def _silero_onnx_window_by_window(audio: np.ndarray) -> np.ndarray:
     """silero's ONNX model the package's way: one window at a time, state carried."""
     path = resources.files("silero_vad.data").joinpath("silero_vad.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -33,12 +34,31 @@ def _onnx_window_by_window(audio: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_probabilities_match_silero_onnx(vad):
+def _faster_whisper_onnx(audio: np.ndarray) -> np.ndarray:
+    """faster-whisper's VAD model (silero v6.0) as faster-whisper runs it."""
+    from faster_whisper.vad import get_vad_model
+
+    return np.asarray(get_vad_model()(np.pad(audio, (0, -audio.size % STEP)))).reshape(-1)
+
+
+def test_each_network_gives_its_onnx_models_probabilities():
     audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
-    ours = vad.probabilities(audio)
-    reference = _onnx_window_by_window(audio)
-    assert ours.shape == reference.shape
-    assert np.abs(ours - reference).max() < 1e-4
+    v62 = SileroVad([silero_v62()]).probabilities(audio)
+    reference = _silero_onnx_window_by_window(audio)
+    assert v62.shape == reference.shape
+    assert np.abs(v62 - reference).max() < 1e-4
+    v60 = SileroVad([silero_v60()]).probabilities(audio)
+    reference = _faster_whisper_onnx(audio)
+    assert v60.shape == reference.shape
+    assert np.abs(v60 - reference).max() < 1e-4
+    assert np.abs(v60 - v62).max() > 0.1  # two releases, not one read twice
+
+
+def test_a_step_is_as_likely_speech_as_the_surer_network_says(vad):
+    audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
+    each = [SileroVad([net]).probabilities(audio) for net in vad.networks]
+    assert [net.release for net in vad.networks] == ["silero v6.2", "silero v6.0"]
+    np.testing.assert_allclose(vad.probabilities(audio), np.maximum(*each), atol=1e-6)
 
 
 def test_speech_is_found_and_silence_is_not(vad):
@@ -75,3 +95,13 @@ def test_blocks_as_they_decode_give_the_probabilities_of_the_whole_array(vad, mo
     monkeypatch.setattr(module, "_ENCODER_BATCH", 50)
     odd = np.split(audio, [1, 700, 5000, 5001, 90000, 90000])
     np.testing.assert_allclose(vad.probabilities(iter(odd)), whole, atol=1e-5)
+
+
+def test_speech_one_release_cuts_short_is_heard_whole(vad):
+    """Far, reverberant speech: silero v6.2 alone ends the sentence early; with v6.0 beside it, it is heard whole."""
+    audio = decode_audio(DATA / "far_mfa_thoughts.flac")  # "I have a thousand thoughts about that thing", ends ≈2.2 s
+    alone = speech_spans(SileroVad([silero_v62()]).probabilities(audio))
+    both = speech_spans(vad.probabilities(audio))
+    assert alone and alone[-1].end < 1.6
+    assert both and both[0].start < 0.9 and both[-1].end > 2.0
+

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murmur.workers.cpu.vad import STEP_S, SpeechSpan
+from murmur.workers.cpu.vad import EDGES, STEP_S, SpeechSpan, agreed, speech_spans, surest
 from murmur.workers.window import SAMPLE_RATE, WINDOW_S
 
 PAD_S = 0.1
@@ -86,9 +86,23 @@ class Chunk:
         """
         if not self.speech:
             return start, end
-        a, b = min(self.speech, key=lambda s: max(s[0] - start, start - s[1], 0.0))
+        a, b = self.stretch_at(start)
         start = min(max(start, a), b)
         return start, min(max(end, start), b)
+
+    def stretch_at(self, t: float) -> tuple[float, float]:
+        """The stretch of speech `t` lies in, or the nearest one (a chunk with `speech` only)."""
+        return min(self.speech, key=lambda s: max(s[0] - t, t - s[1], 0.0))
+
+
+def plan_heard(each: np.ndarray, duration: float, merge: bool = True) -> list[Chunk]:
+    """The chunks of what the VAD heard: `each` holds every network's probability per step (`SileroVad.each`).
+
+    What either network hears is transcribed; where its stretches start and
+    stop (for snapping words) is read from what they agree on.
+    """
+    probs = surest(each)
+    return plan_chunks(speech_spans(probs), probs, duration, merge=merge, speech=speech_spans(agreed(each), EDGES))
 
 
 def plan_chunks(

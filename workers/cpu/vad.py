@@ -1,29 +1,25 @@
-"""Voice activity: silero-vad's v6 model in numpy, run as a whole-file batch.
+"""Voice activity: silero's v6 networks in numpy, run as a whole-file batch.
 
 Silero's network is a stateless convolutional encoder per 32 ms step
 (an STFT as a strided projection, then four small convolutions) followed by
 one LSTM cell. The package runs it step by step (≈150x real time here);
 here the encoder runs once over blocks of thousands of steps as plain
 matrix products and only the LSTM cell steps through the sequence, with
-silero's probabilities (the test holds it to 1e-4 of the package's ONNX
-model). The weights are read from the package's TorchScript file (a zip of
-pickled tensors), so this is silero's model, and a process that only transcribes never imports torch
-(≈2.5 s and ≈180 MB here).
+silero's probabilities (the tests hold each network to 1e-4 of its ONNX
+model). Two releases listen side by side and the louder one counts
+(`silero_weights` says why); their LSTMs step together, so the second costs
+little. The weights are read from the wheels' files, and a process that only
+transcribes never imports torch (≈2.5 s and ≈180 MB here).
 """
 
 from __future__ import annotations
 
-import collections
-import importlib.util
-import io
-import pickle
-import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from murmur.workers.cpu.silero_weights import SileroWeights, silero_v60, silero_v62
 from murmur.workers.window import SAMPLE_RATE
 
 # One speech probability per step of audio (silero calls it a window; here a window is Whisper's 30 s)
@@ -60,22 +56,29 @@ class SpeechSpan:
 
 
 class SileroVad:
-    """Speech probabilities for a whole file in a few batched calls."""
+    """Speech probabilities for a whole file in a few batched calls.
 
-    def __init__(self) -> None:
-        weights = _silero_weights()
-        self._basis = weights["stft.forward_basis_buffer"][:, 0, :].T.copy()  # [256, 258]: real then imaginary parts
-        self._convs = [(_as_matrix(weights[f"encoder.{i}.reparam_conv.weight"]), weights[f"encoder.{i}.reparam_conv.bias"], stride)
-                       for i, stride in enumerate((1, 2, 2, 1))]
-        self._input_gates = weights["decoder.rnn.weight_ih"].T.copy()
-        self._gate_bias = weights["decoder.rnn.bias_ih"] + weights["decoder.rnn.bias_hh"]
-        self._hidden_gates = weights["decoder.rnn.weight_hh"].T.copy()
-        self._head = weights["decoder.decoder.2.weight"][0, :, 0].copy()
-        self._head_bias = float(weights["decoder.decoder.2.bias"][0])
+    It listens with every network in `networks` (by default silero v6.2 and
+    v6.0). A step is speech to transcribe when either network hears it (the
+    highest probability): each release hears voices the other misses, and
+    neither hears a quiet room, noise or music. Where speech starts and stops
+    is read from their mean: each release's ends run late on clips where the
+    other's do not (`make bench-subtitles`).
+    """
+
+    def __init__(self, networks: Sequence[SileroWeights] | None = None) -> None:
+        self.networks = tuple(networks) if networks is not None else (silero_v62(), silero_v60())
+        self._hidden_gates = np.stack([net.hidden_gates for net in self.networks])  # [k, 128, 512]: one product steps all
+        self._head = np.stack([net.head for net in self.networks])  # [k, 128]
+        self._head_bias = np.array([net.head_bias for net in self.networks], dtype=np.float32)
 
     def probabilities(self, audio: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
-        """One speech probability per 32 ms step of 16 kHz `audio`: an array, or blocks
-        of one as they decode (see `audio.stream_audio`), so a long file is never held whole.
+        """One speech probability per 32 ms step of 16 kHz `audio`: the surest network's."""
+        return surest(self.each(audio))
+
+    def each(self, audio: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        """Each network's speech probability [steps, networks] per 32 ms step of 16 kHz `audio`: an array,
+        or blocks of one as they decode (see `audio.stream_audio`), so a long file is never held whole.
 
         The encoder runs on groups of `_ENCODER_BATCH` steps; the LSTM's state
         is carried from one group to the next, so where groups are cut does not matter.
@@ -97,46 +100,58 @@ class SileroVad:
             samples = np.concatenate(pending)
             n = -(-(samples.size - CONTEXT) // STEP)
             out.append(self._group(np.pad(samples, (0, CONTEXT + n * STEP - samples.size)), state))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.networks)), dtype=np.float32)
 
     def _initial_state(self) -> list[np.ndarray]:
-        size = self._hidden_gates.shape[0]
-        return [np.zeros(size, dtype=np.float32), np.zeros(size, dtype=np.float32)]
+        shape = (len(self.networks), self.networks[0].hidden_gates.shape[0])
+        return [np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)]
 
     def _group(self, samples: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
-        """Probabilities of the steps of `samples` (64 samples of context, then whole steps); updates `state`."""
-        gates = self._encode(samples) @ self._input_gates
-        gates += self._gate_bias
-        hidden = self._lstm(gates, state)
-        return _sigmoid(np.maximum(hidden, 0.0) @ self._head + self._head_bias).astype(np.float32)
-
-    def _encode(self, samples: np.ndarray) -> np.ndarray:
-        """Encoder features [n, 128] of the n steps of `samples`, each with the 64 samples before it."""
-        steps = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + STEP)[::STEP]
-        steps = np.pad(steps, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
-        hop = _FILTER // 2
-        frames = np.stack([steps[:, i * hop : i * hop + _FILTER] for i in range(steps.shape[1] // hop - 1)], axis=1)
-        spectrum = _matmul(frames, self._basis)  # [n, 4, 258]
-        half = spectrum.shape[-1] // 2
-        x = np.sqrt(np.square(spectrum[..., :half]) + np.square(spectrum[..., half:]))  # magnitudes [n, 4, 129]
-        for matrix, bias, stride in self._convs:
-            x = np.maximum(_matmul(_conv3(x, stride), matrix) + bias, 0.0)
-        return x[:, 0, :]  # one time step is left
+        """Each network's probabilities [n, k] of the steps of `samples` (64 samples of context, then whole
+        steps); updates `state`."""
+        gates = np.stack([_encode(samples, net) @ net.input_gates + net.gate_bias for net in self.networks], axis=1)
+        hidden = self._lstm(gates, state)  # [n, k, 128]
+        logits = np.einsum("nkh,kh->nk", np.maximum(hidden, 0.0), self._head) + self._head_bias
+        return _sigmoid(logits).astype(np.float32)
 
     def _lstm(self, gates: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
-        """Silero's LSTM cell stepped over the sequence from `state` (h, c), which it leaves at the end;
-        `gates` holds each step's input share."""
-        size = self._hidden_gates.shape[0]
+        """Each network's LSTM cell stepped over the sequence from `state` (h, c), which it leaves at
+        the end; `gates` [n, k, 512] holds each step's input share."""
+        k, size = state[0].shape
         h, c = state
-        out = np.empty((gates.shape[0], size), dtype=np.float32)
+        out = np.empty((gates.shape[0], k, size), dtype=np.float32)
         for t in range(gates.shape[0]):
-            g = gates[t] + h @ self._hidden_gates
+            g = gates[t] + np.matmul(h[:, None, :], self._hidden_gates)[:, 0]
             s = _sigmoid(g)
-            c = s[size : 2 * size] * c + s[:size] * np.tanh(g[2 * size : 3 * size])
-            h = s[3 * size :] * np.tanh(c)
+            c = s[:, size : 2 * size] * c + s[:, :size] * np.tanh(g[:, 2 * size : 3 * size])
+            h = s[:, 3 * size :] * np.tanh(c)
             out[t] = h
         state[:] = [h, c]
         return out
+
+
+def surest(each: np.ndarray) -> np.ndarray:
+    """The probability that decides what is transcribed: the surest network's, so a voice one of them hears is kept."""
+    return each.max(axis=1)
+
+
+def agreed(each: np.ndarray) -> np.ndarray:
+    """The probability edges are read from: the networks' mean, as each one's ends run late on different clips."""
+    return each.mean(axis=1)
+
+
+def _encode(samples: np.ndarray, net: SileroWeights) -> np.ndarray:
+    """Encoder features [n, 128] of the n steps of `samples`, each with the 64 samples before it."""
+    steps = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + STEP)[::STEP]
+    steps = np.pad(steps, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
+    hop = _FILTER // 2
+    frames = np.stack([steps[:, i * hop : i * hop + _FILTER] for i in range(steps.shape[1] // hop - 1)], axis=1)
+    spectrum = _matmul(frames, net.basis)  # [n, 4, 258]
+    half = spectrum.shape[-1] // 2
+    x = np.sqrt(np.square(spectrum[..., :half]) + np.square(spectrum[..., half:]))  # magnitudes [n, 4, 129]
+    for matrix, bias, stride in net.convs:
+        x = np.maximum(_matmul(_conv3(x, stride), matrix) + bias, 0.0)
+    return x[:, 0, :]  # one time step is left
 
 
 def _conv3(x: np.ndarray, stride: int) -> np.ndarray:
@@ -151,81 +166,8 @@ def _matmul(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(*x.shape[:-1], matrix.shape[1])
 
 
-def _as_matrix(weight: np.ndarray) -> np.ndarray:
-    """A conv weight [out, in, 3] as the matrix [3 * in, out] that `_conv3`'s columns multiply."""
-    return weight.transpose(2, 1, 0).reshape(-1, weight.shape[0]).copy()
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
-
-
-class _Module:
-    """A TorchScript module's pickled attributes, for reading its weights without torch."""
-
-    def __setstate__(self, state: dict) -> None:
-        self.state = state
-
-
-class _WeightsUnpickler(pickle.Unpickler):
-    """Unpickles a TorchScript archive's data.pkl into `_Module`s holding numpy arrays.
-
-    Only what a module tree of float32 tensors needs is resolved; any other
-    global is refused, so the archive cannot run code."""
-
-    def __init__(self, archive: zipfile.ZipFile, prefix: str) -> None:
-        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")))
-        self._archive, self._prefix = archive, prefix
-
-    def find_class(self, module: str, name: str):
-        if module.startswith("__torch__."):
-            return _Module
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return self._tensor
-        if (module, name) == ("torch", "FloatStorage"):
-            return np.float32
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if (module, name) == ("torch.jit._pickle", "build_intlist"):
-            return list
-        raise pickle.UnpicklingError(f"unexpected global {module}.{name} in the VAD weights")
-
-    def persistent_load(self, pid: tuple) -> tuple:
-        _, dtype, key, _location, _numel = pid
-        if dtype is not np.float32:
-            raise pickle.UnpicklingError("the VAD weights hold a tensor that is not float32")
-        return np.frombuffer(self._archive.read(f"{self._prefix}data/{key}"), dtype="<f4")
-
-    @staticmethod
-    def _tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_) -> np.ndarray:
-        items = storage[offset:]
-        return np.lib.stride_tricks.as_strided(items, size, [s * items.itemsize for s in stride]).copy()
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    """A file shipped in `package`, found without importing it (silero_vad's __init__ imports torch)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the {package} package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
-
-
-def _silero_weights() -> dict[str, np.ndarray]:
-    """The 16 kHz network's tensors from the package's TorchScript file, by their dotted names."""
-    with zipfile.ZipFile(_package_file("silero_vad", "data", "silero_vad.jit")) as archive:
-        prefix = archive.namelist()[0].split("/")[0] + "/"
-        root = _WeightsUnpickler(archive, prefix).load()
-    weights: dict[str, np.ndarray] = {}
-
-    def collect(module: _Module, name: str) -> None:
-        for key, value in module.state.items():
-            if isinstance(value, _Module):
-                collect(value, f"{name}{key}.")
-            elif isinstance(value, np.ndarray):
-                weights[name + key] = value
-
-    collect(root.state["_model"], "")
-    return weights
 
 
 def speech_spans(probs: np.ndarray, options: VadOptions = VadOptions()) -> list[SpeechSpan]:
