@@ -36,13 +36,22 @@ def test_no_word_spans_a_pause_the_vad_heard():
     words = [w for s in segments for w in s.words]
     for word in words:
         assert not (word.start < 3.0 and word.end > 4.0)  # none covers the pause 3.0–4.0
-    assert [(w.start, w.end) for w in words] == [(0.1, 2.0), (2.0, 3.0), (4.5, 7.0)]
+    assert [(w.start, w.end) for w in words] == [(0.1, 2.0), (2.0, 3.0), (4.0, 7.0)]  # the stretch's first word starts with it
+
+
+def test_the_first_word_of_a_stretch_starts_with_it_when_aligned_a_little_late():
+    # the alignment starts words late; "Two" is the first word heard after the 3.0–4.0 pause
+    late = _segments((0.3, 1.5, " One."), (4.4, 5.0, " Two"), (5.0, 7.0, " follows."))
+    assert [(s.start, s.text) for s in late] == [(0.1, "One."), (4.0, "Two follows.")]
+    assert [w.start for w in late[1].words] == [4.0, 5.0]  # only the first word of the stretch moves
+    too_late = _segments((0.1, 1.5, " One."), (4.8, 5.5, " Two"), (5.5, 7.0, " follows."))
+    assert too_late[1].start == 4.8  # more than 0.5 s after the stretch starts: something else was heard first
 
 
 def test_text_with_no_full_stop_is_cut_at_a_long_pause_only():
     # 1.5 s pause (7.0–8.5) between two sentences the text did not separate; no word starts near the 3.0–4.0 one
     segments = _segments((0.1, 2.0, " First"), (2.0, 5.0, " part"), (5.0, 8.6, " goes"), (8.6, 9.9, " on"))
-    assert _bounds(segments) == [(0.1, 7.0, "First part goes"), (8.6, 9.9, "on")]
+    assert _bounds(segments) == [(0.1, 7.0, "First part goes"), (8.5, 9.9, "on")]
 
 
 def test_a_last_word_ending_late_is_not_cut_off_its_sentence():

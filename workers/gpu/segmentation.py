@@ -16,6 +16,7 @@ from murmur.workers.gpu import filters
 from murmur.workers.transcript import Segment, Word
 
 BREAK_REACH_S = 0.5  # how far from its aligned place a sentence break may move into a pause
+ONSET_REACH_S = 0.5  # how late after its stretch of speech starts a first word may be aligned and still start with it
 SPLIT_PAUSE_S = 1.0  # a sentence is also split where the speaker paused this long
 CLAUSE_PAUSE_S = 0.6  # or this long after a comma: Whisper often joins two sentences with one
 LOOP_MIN_WORDS = 4  # a repeated sentence this long is a loop; "Thank you." twice may be said
@@ -64,11 +65,17 @@ def sentences(chunk: Chunk, words: list[Word], language, avg_logprob, no_speech_
     for before, after in zip(kept, kept[1:]):
         _break_in_pause(chunk, before, after)
     segments = []
+    heard_until = -1.0  # where the last word placed ends
     for group in kept:
         text = "".join(w.text for w in group).strip()
         timed = []
         for w in group:
             start, end = chunk.snap(w.start, w.end)
+            if chunk.speech:
+                onset = chunk.stretch_at(start)[0]
+                if heard_until <= onset <= start <= onset + ONSET_REACH_S:
+                    start = onset  # the first word of a stretch starts with it: the alignment starts words late
+            heard_until = end
             timed.append(Word(round(start, 3), round(end, 3), w.text, round(w.probability, 4)))
         segments.append(
             Segment(
