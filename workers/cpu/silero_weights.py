@@ -1,10 +1,10 @@
 """Silero VAD's weights, read from the wheels that ship them, without torch or onnx.
 
 Two releases of the same network are read. Silero v6.2 (the silero-vad
-package) hears far-field meeting speech better; v6.0 (the file faster-whisper
-ships) hears some voices v6.2 misses: falsetto, whispered and far,
-reverberant speech (see README, "What the VAD hears"). `vad.SileroVad`
-listens with both.
+package) misses less of far-field meeting speech; v6.0 (the file
+faster-whisper ships) hears some voices v6.2 misses or cuts short: whispered,
+reverberant, pitched up (README, "What the VAD hears"; `make bench-voices`).
+`vad.SileroVad` listens with both.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ one LSTM cell. The package runs it step by step (≈150x real time here);
 here the encoder runs once over blocks of thousands of steps as plain
 matrix products and only the LSTM cell steps through the sequence, with
 silero's probabilities (the tests hold each network to 1e-4 of its ONNX
-model). Two releases listen side by side and the louder one counts
-(`silero_weights` says why); their LSTMs step together, so the second costs
-little. The weights are read from the wheels' files, and a process that only
+model). Two releases listen side by side (`silero_weights` says why): the
+surer one decides what is speech, their mean where it starts and stops. Their
+LSTMs step together, so the second costs little. The weights are read from the wheels' files, and a process that only
 transcribes never imports torch (≈2.5 s and ≈180 MB here).
 """
 
