@@ -77,11 +77,11 @@ def whispered(x: np.ndarray, rng: np.random.Generator, order: int = 16, n: int =
     out, window = np.zeros(x.size), np.hanning(n)
     for start in range(0, x.size - n, n // 2):
         frame = x[start : start + n] * window
-        r = np.correlate(frame, frame, "full")[n - 1 : n + order + 1]
+        r = np.correlate(frame, frame, "full")[n - 1 : n + order]  # lags 0 … order
         if r[0] < 1e-8:
             continue
         lpc = linalg.solve_toeplitz(r[:order], -r[1 : order + 1])
-        gain = np.sqrt(max(r[0] + lpc @ r[1:], 1e-12) / n)
+        gain = np.sqrt(max(r[0] + lpc @ r[1 : order + 1], 1e-12) / n)
         out[start : start + n] += signal.lfilter([1], np.r_[1, lpc], gain * rng.standard_normal(n)) * window
     return out / (np.abs(out).max() + 1e-9) * np.abs(x).max() * 0.5
 
