@@ -76,3 +76,12 @@ def test_a_comma_and_a_shorter_pause_also_cut():
 
     assert bounds(" Il", " pleut,", " nous", " restons.") == [(0.1, 2.9, "Il pleut,"), (3.6, 7.0, "nous restons.")]
     assert bounds(" Il", " pleut", " nous", " restons.") == [(0.1, 7.0, "Il pleut nous restons.")]  # a pause alone must last 1 s
+
+
+def test_a_word_aligned_into_a_pause_goes_to_the_speech_it_reaches():
+    # "last" starts in the 3.0–4.0 pause and runs into the stretch after it: it was said there
+    into_next = _segments((0.1, 1.5, " One"), (1.5, 2.9, " more"), (3.3, 4.6, " last."))
+    assert [(w.start, w.end) for w in into_next[0].words][-1] == (4.0, 4.6)
+    # one that ends inside the pause reaches no speech and stays with the nearest stretch
+    in_pause = _segments((0.1, 1.5, " One"), (1.5, 2.9, " more"), (3.1, 3.4, " last."))
+    assert [(w.start, w.end) for w in in_pause[0].words][-1] == (3.0, 3.0)

@@ -37,6 +37,14 @@ def test_chunk_time_maps_back_to_source_time():
     assert samples[0] == 2 * 16000 and samples[2 * 16000] == 10 * 16000
 
 
+def test_a_word_across_a_seam_lies_in_the_span_it_overlaps_most():
+    chunk = Chunk(0, ((2.0, 4.0), (10.0, 13.0)))  # the seam is at chunk time 2.0
+    assert chunk.word_to_source(1.9, 2.6) == (10.0, 10.6)  # mostly after the seam: not from 3.9, six seconds early
+    assert chunk.word_to_source(1.4, 2.1) == (3.4, 4.0)  # mostly before it
+    assert chunk.word_to_source(0.5, 1.0) == (2.5, 3.0)  # inside one span: as point by point
+    assert chunk.word_to_source(2.5, 2.5) == (10.5, 10.5)  # no length: where it is
+
+
 def test_no_speech_no_chunks():
     assert plan_chunks([], np.zeros(100), duration=3.0) == []
 

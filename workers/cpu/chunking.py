@@ -53,6 +53,24 @@ class Chunk:
             offset += length
         return self.spans[-1][1]
 
+    def word_to_source(self, start: float, end: float) -> tuple[float, float]:
+        """A word's chunk times in source time, the word kept within the span it overlaps most.
+
+        Spans play back to back, so a word aligned a little early or late
+        straddles the seam between two of them; mapped point by point it would
+        begin in the earlier span's tail, seconds before it was said.
+        """
+        offset, best, most = 0.0, None, 0.0
+        for a, b in self.spans:
+            overlap = min(end, offset + b - a) - max(start, offset)
+            if overlap > most:
+                best, most = (a, b, offset), overlap
+            offset += b - a
+        if best is None:
+            return self.to_source(start), self.to_source(end)
+        a, b, offset = best
+        return a + max(start - offset, 0.0), min(a + end - offset, b)
+
     def to_chunk(self, t: float) -> float:
         """Map a source time to the chunk's own time (a time between spans goes to the next span's start)."""
         offset = 0.0
@@ -82,11 +100,17 @@ class Chunk:
         The alignment ends a word where the next token starts; at the end of a
         sentence that is after the pause, so the word would cover the silence.
         A word never spans a pause the VAD heard; its start is taken as it is,
-        unless it lies in a pause, when it moves to the nearest speech.
+        unless it lies in a pause, when it moves to the stretch the word reaches
+        furthest into, or else the nearest one.
         """
         if not self.speech:
             return start, end
         a, b = self.stretch_at(start)
+        if not a <= start <= b:
+            overlap = lambda s: min(end, s[1]) - max(start, s[0])  # noqa: E731
+            reached = max(self.speech, key=overlap)
+            if overlap(reached) > 0:
+                a, b = reached
         start = min(max(start, a), b)
         return start, min(max(end, start), b)
 

@@ -54,7 +54,7 @@ def sentences(chunk: Chunk, words: list[Word], language, avg_logprob, no_speech_
     """Words (chunk time) → sentences in source time whose bounds and words lie on speech."""
     groups: list[list[Word]] = [[]]
     for word in words:
-        groups[-1].append(Word(chunk.to_source(word.start), chunk.to_source(word.end), word.text, word.probability))
+        groups[-1].append(Word(*chunk.word_to_source(word.start, word.end), word.text, word.probability))
         if ends_sentence(word.text):
             groups.append([])
     kept = []
