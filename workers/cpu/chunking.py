@@ -107,9 +107,8 @@ class Chunk:
             return start, end
         a, b = self.stretch_at(start)
         if not a <= start <= b:
-            overlap = lambda s: min(end, s[1]) - max(start, s[0])  # noqa: E731
-            reached = max(self.speech, key=overlap)
-            if overlap(reached) > 0:
+            reached = max(self.speech, key=lambda s: min(end, s[1]) - max(start, s[0]))
+            if min(end, reached[1]) > max(start, reached[0]):
                 a, b = reached
         start = min(max(start, a), b)
         return start, min(max(end, start), b)
