@@ -68,6 +68,12 @@ class SileroVad:
 
     def __init__(self, networks: Sequence[SileroWeights] | None = None) -> None:
         self.networks = tuple(networks) if networks is not None else (silero_v62(), silero_v60())
+        first = self.networks[0]
+        if any(not np.array_equal(net.basis, first.basis) or net.convs[0][2] != first.convs[0][2] for net in self.networks):
+            raise ValueError("the VAD's networks must share their STFT and first stride")
+        # the STFT and the first convolution's columns are computed once for all networks; its matrices side by side
+        self._first_conv = np.concatenate([net.convs[0][0] for net in self.networks], axis=1)
+        self._first_bias = np.concatenate([net.convs[0][1] for net in self.networks])
         self._hidden_gates = np.stack([net.hidden_gates for net in self.networks])  # [k, 128, 512]: one product steps all
         self._head = np.stack([net.head for net in self.networks])  # [k, 128]
         self._head_bias = np.array([net.head_bias for net in self.networks], dtype=np.float32)
@@ -109,10 +115,28 @@ class SileroVad:
     def _group(self, samples: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
         """Each network's probabilities [n, k] of the steps of `samples` (64 samples of context, then whole
         steps); updates `state`."""
-        gates = np.stack([_encode(samples, net) @ net.input_gates + net.gate_bias for net in self.networks], axis=1)
+        gates = np.stack([x @ net.input_gates + net.gate_bias for net, x in zip(self.networks, self._encode(samples))], axis=1)
         hidden = self._lstm(gates, state)  # [n, k, 128]
         logits = np.einsum("nkh,kh->nk", np.maximum(hidden, 0.0), self._head) + self._head_bias
         return _sigmoid(logits).astype(np.float32)
+
+    def _encode(self, samples: np.ndarray) -> list[np.ndarray]:
+        """Each network's encoder features [n, 128] of the n steps of `samples`, each with the 64 samples before it."""
+        steps = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + STEP)[::STEP]
+        steps = np.pad(steps, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
+        hop = _FILTER // 2
+        frames = np.stack([steps[:, i * hop : i * hop + _FILTER] for i in range(steps.shape[1] // hop - 1)], axis=1)
+        spectrum = _matmul(frames, self.networks[0].basis)  # [n, 4, 258]
+        half = spectrum.shape[-1] // 2
+        x = np.sqrt(np.square(spectrum[..., :half]) + np.square(spectrum[..., half:]))  # magnitudes [n, 4, 129]
+        both = np.maximum(_matmul(_conv3(x, self.networks[0].convs[0][2]), self._first_conv) + self._first_bias, 0.0)
+        out = []
+        for i, net in enumerate(self.networks):
+            x = both[..., i * net.convs[0][1].size : (i + 1) * net.convs[0][1].size]
+            for matrix, bias, stride in net.convs[1:]:
+                x = np.maximum(_matmul(_conv3(x, stride), matrix) + bias, 0.0)
+            out.append(x[:, 0, :])  # one time step is left
+        return out
 
     def _lstm(self, gates: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
         """Each network's LSTM cell stepped over the sequence from `state` (h, c), which it leaves at
@@ -138,20 +162,6 @@ def surest(each: np.ndarray) -> np.ndarray:
 def agreed(each: np.ndarray) -> np.ndarray:
     """The probability edges are read from: the networks' mean, as each one's ends run late on different clips."""
     return each.mean(axis=1)
-
-
-def _encode(samples: np.ndarray, net: SileroWeights) -> np.ndarray:
-    """Encoder features [n, 128] of the n steps of `samples`, each with the 64 samples before it."""
-    steps = np.lib.stride_tricks.sliding_window_view(samples, CONTEXT + STEP)[::STEP]
-    steps = np.pad(steps, ((0, 0), (0, CONTEXT)), mode="reflect")  # [n, 640], as silero pads
-    hop = _FILTER // 2
-    frames = np.stack([steps[:, i * hop : i * hop + _FILTER] for i in range(steps.shape[1] // hop - 1)], axis=1)
-    spectrum = _matmul(frames, net.basis)  # [n, 4, 258]
-    half = spectrum.shape[-1] // 2
-    x = np.sqrt(np.square(spectrum[..., :half]) + np.square(spectrum[..., half:]))  # magnitudes [n, 4, 129]
-    for matrix, bias, stride in net.convs:
-        x = np.maximum(_matmul(_conv3(x, stride), matrix) + bias, 0.0)
-    return x[:, 0, :]  # one time step is left
 
 
 def _conv3(x: np.ndarray, stride: int) -> np.ndarray:
