@@ -31,12 +31,12 @@ import json
 import statistics
 import sys
 import tempfile
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import jiwer
 import numpy as np
+import soundfile as sf
 from scipy import linalg, signal
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -134,11 +134,7 @@ def no_speech(room: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[str,
 
 
 def write_wav(path: Path, x: np.ndarray) -> str:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    sf.write(path, np.clip(x, -1, 1), RATE, subtype="PCM_16")
     return str(path)
 
 
