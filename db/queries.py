@@ -155,6 +155,20 @@ def finish_job(db: sessionmaker[Session], job_id: str) -> bool:
         return result.rowcount == 1
 
 
+def hand_to_prepare(db: sessionmaker[Session], job_id: str) -> Job | None:
+    """A queued job whose prepare message is sent now; None when it is no longer queued.
+
+    Its progress time becomes now: the reconciler judges a message lost by the
+    time it was sent (tasks.fleet.deliveries), and this one joins the back of
+    its queue, however long the job's first message waited.
+    """
+    with db.begin() as s:
+        result = s.execute(update(Job).where(Job.id == job_id, Job.status == JobState.queued).values(progress_at=utcnow()))
+        if result.rowcount != 1:
+            return None
+    return get_job(db, job_id)
+
+
 def claim_job(db: sessionmaker[Session], job_id: str, worker: str | None, lease_seconds: float) -> Job | None:
     """Take the job for prepare: a queued job, or one whose prepare died before it was planned.
 

@@ -202,6 +202,21 @@ def test_a_job_whose_message_was_overtaken_is_re_driven_though_its_queue_never_e
     assert busy.tick() == []  # the re-drive is their new last step
 
 
+def test_handing_a_queued_job_to_prepare_makes_its_send_its_last_step(db):
+    """`murmur.transcribe` sends the prepare message to the back of the queue, however long the job's
+    first message waited: from then on a newer message started before it no longer means it was lost."""
+    Session, _ = db
+    now = datetime.now(timezone.utc)
+    waited = queries.create_job(Session, "/audio.wav", {"model": "base"}, priority=9)
+    queries.update_job(Session, waited, progress_at=now - timedelta(seconds=60))
+    started = {("murmur.cpu", 9): (now.timestamp() - 30, now.timestamp())}  # a newer message started
+    busy = Reconciler(Session, Settings(stall_timeout=1), lambda queue: 40, lambda: started)
+    assert queries.hand_to_prepare(Session, waited).id == waited
+    assert busy.tick() == []
+    queries.claim_job(Session, waited, "cpu-1", 30)
+    assert queries.hand_to_prepare(Session, waited) is None  # running: a duplicate transcribe sends nothing
+
+
 def test_prune_deletes_only_jobs_that_ended_long_ago(db):
     Session, _ = db
     old, recent, running = (queries.create_job(Session, "/audio.wav", {}) for _ in range(3))

@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from murmur.db import queries
-from murmur.db.models import ENDED, JobState
+from murmur.db.models import ENDED
 from murmur.settings import get_settings
 from murmur.tasks import jobs, stages
 from murmur.tasks.context import Context
@@ -67,8 +67,8 @@ def transcribe(self, source: str | None = None, callback_url: str | None = None,
             log.warning("job %s refused: %s", job_id, exc)
             return job_id
         jobs.create(ctx.db, submission, job_id)
-    job = queries.get_job(ctx.db, job_id)
-    if job.status == JobState.queued:
+    job = queries.hand_to_prepare(ctx.db, job_id)
+    if job is not None:
         _send("prepare", (job_id,), job.priority)
     return job_id
 
