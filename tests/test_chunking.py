@@ -1,11 +1,13 @@
-"""Chunk planning as a pure function: limits, min-cut, merge and time mapping."""
+"""Chunk planning as a pure function: limits, min-cut, merge, time mapping and where stretches of speech end."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from murmur.workers.cpu.chunking import Chunk, chunk_audio, plan_chunks
+from murmur.workers.cpu.edges import fit_ends
 from murmur.workers.cpu.vad import STEP_S, SpeechSpan
+from murmur.workers.window import SAMPLE_RATE
 
 
 def test_short_spans_merge_greedily_with_padding():
@@ -81,3 +83,29 @@ def test_chunks_cut_from_blocks_as_they_pass_are_the_chunks_cut_from_the_array()
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a, b)
     assert list(cut_chunks(iter([audio]), [])) == []
+
+
+def _voice_then_room(voice_s: float, room_s: float, room_level: float, seed: int = 0) -> np.ndarray:
+    """A buzzing 'voice' at about -10 dBFS, then a room's noise at `room_level` (RMS)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(voice_s * SAMPLE_RATE)) / SAMPLE_RATE
+    voice = 0.4 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    room = rng.normal(0, room_level, int(room_s * SAMPLE_RATE))
+    return np.concatenate([voice, room]).astype(np.float32)
+
+
+def test_a_stretch_ends_where_its_audio_falls_to_the_room_after_it():
+    # the VAD let go 0.25 s after the voice stopped at 1.5 s; the chunk's span starts at 2.0 s in the source
+    audio = _voice_then_room(1.5, 0.6, 0.001)
+    chunk = Chunk(0, ((2.0, 4.1),), speech=((2.1, 3.75),))
+    assert abs(fit_ends(chunk, audio).speech[0][1] - 3.5) <= 0.02
+    assert fit_ends(chunk, audio).spans == chunk.spans and fit_ends(chunk, audio).speech[0][0] == 2.1  # starts stay
+
+
+def test_a_stretch_keeps_its_end_without_quiet_after_it_or_in_a_room_as_loud_as_it():
+    audio = _voice_then_room(1.5, 0.6, 0.001)
+    cut_at_the_end = Chunk(0, ((0.0, 2.1),), speech=((0.1, 2.09),))  # the chunk was cut inside the speech
+    assert fit_ends(cut_at_the_end, audio).speech == cut_at_the_end.speech
+    loud_room = _voice_then_room(1.5, 0.6, 0.3)
+    fitted = fit_ends(Chunk(0, ((0.0, 2.1),), speech=((0.1, 1.75),)), loud_room)
+    assert 1.4 <= fitted.speech[0][1] <= 1.75  # never later than the VAD heard, and its loud frames kept

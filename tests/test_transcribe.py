@@ -38,6 +38,8 @@ def test_english_clip_with_detected_language(ctx, base_model):
     assert result.language == "en" and result.language_probability > 0.8
     assert word_error_rate(reference, result.text) <= 0.1
     assert {"fellow", "americans", "country"} <= set(words(result.text))
+    # Kennedy stops at 10.18 s (where the clip's energy falls to its noise floor); the VAD let go 0.3 s later
+    assert abs(result.segments[-1].end - 10.18) <= 0.15, result.segments[-1]
     for segment in result.segments:
         assert 0.0 <= segment.start < segment.end <= 11.0
         assert segment.language == "en"
