@@ -85,3 +85,14 @@ def test_a_word_aligned_into_a_pause_goes_to_the_speech_it_reaches():
     # one that ends inside the pause reaches no speech and stays with the nearest stretch
     in_pause = _segments((0.1, 1.5, " One"), (1.5, 2.9, " more"), (3.1, 3.4, " last."))
     assert [(w.start, w.end) for w in in_pause[0].words][-1] == (3.0, 3.0)
+
+
+def test_a_title_does_not_end_a_sentence():
+    segments = _segments((0.1, 0.5, " And"), (0.5, 1.0, " Mr."), (1.0, 2.0, " Dashwood"), (2.0, 2.9, " left."))
+    assert _bounds(segments) == [(0.1, 2.9, "And Mr. Dashwood left.")]
+
+
+def test_a_short_sentence_after_a_pause_stays_where_it_was_said():
+    # "Yes." lies wholly after the 3.0–4.0 pause, and the next sentence starts within reach of that pause
+    segments = _segments((0.1, 2.9, " One."), (4.0, 4.3, " Yes."), (4.4, 5.0, " Then"), (5.0, 6.9, " more."))
+    assert _bounds(segments) == [(0.1, 3.0, "One."), (4.0, 4.3, "Yes."), (4.4, 6.9, "Then more.")]

@@ -25,8 +25,12 @@ CLAUSE_END = (",", ";", ":", "、", "，", "；")
 CLOSERS = "\"')]}»”’"  # quotes and brackets after the mark: `"Stop!"` ends a sentence
 
 
+TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "sr.", "jr.", "mt."})  # a name follows: "Mr. Dashwood"
+
+
 def ends_sentence(word: str) -> bool:
-    return word.rstrip(CLOSERS).endswith(SENTENCE_END)
+    word = word.strip()
+    return word.rstrip(CLOSERS).endswith(SENTENCE_END) and word.lower() not in TITLES
 
 
 def ends_clause(word: str) -> bool:
@@ -121,8 +125,8 @@ def _break_in_pause(chunk: Chunk, before: list[Word], after: list[Word]) -> None
     starts where it ends.
     """
     pause = chunk.pause_near(after[0].start, BREAK_REACH_S)
-    if pause is None:
-        return
+    if pause is None or not before[0].start < pause[0] < pause[1] < after[-1].end:
+        return  # none near, or not between them: a short sentence after a pause stays where it was said
     begin, end = pause
     for word in before:
         word.start, word.end = min(word.start, begin), min(word.end, begin)
