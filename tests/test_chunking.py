@@ -98,14 +98,13 @@ def test_a_stretch_ends_where_its_audio_falls_to_the_room_after_it():
     # the VAD let go 0.25 s after the voice stopped at 1.5 s; the chunk's span starts at 2.0 s in the source
     audio = _voice_then_room(1.5, 0.6, 0.001)
     chunk = Chunk(0, ((2.0, 4.1),), speech=((2.1, 3.75),))
-    assert abs(fit_ends(chunk, audio).speech[0][1] - 3.5) <= 0.02
+    assert abs(fit_ends(chunk, audio).speech[0][1] - 3.55) <= 0.02  # with its 0.05 s of release
     assert fit_ends(chunk, audio).spans == chunk.spans and fit_ends(chunk, audio).speech[0][0] == 2.1  # starts stay
 
 
-def test_a_stretch_keeps_its_end_without_quiet_after_it_or_in_a_room_as_loud_as_it():
+def test_a_stretch_keeps_its_end_without_quiet_after_it_or_with_sound_as_loud_as_it_after_it():
     audio = _voice_then_room(1.5, 0.6, 0.001)
     cut_at_the_end = Chunk(0, ((0.0, 2.1),), speech=((0.1, 2.09),))  # the chunk was cut inside the speech
     assert fit_ends(cut_at_the_end, audio).speech == cut_at_the_end.speech
-    loud_room = _voice_then_room(1.5, 0.6, 0.3)
-    fitted = fit_ends(Chunk(0, ((0.0, 2.1),), speech=((0.1, 1.75),)), loud_room)
-    assert 1.4 <= fitted.speech[0][1] <= 1.75  # never later than the VAD heard, and its loud frames kept
+    talked_over = Chunk(0, ((0.0, 2.1),), speech=((0.1, 1.75),))  # another voice, or noise, as loud after it
+    assert fit_ends(talked_over, _voice_then_room(1.5, 0.6, 0.3)).speech == talked_over.speech

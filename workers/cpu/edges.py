@@ -4,9 +4,16 @@ Silero's probability drops below one half 0.1–0.3 s after the last sound it
 heard (it steps 32 ms at a time and listens back in time), and a subtitle
 ended by it stays on screen that much after the voice has stopped. The quiet
 that follows a stretch (a pause, or the padding after a span) tells how loud
-the room is there; the stretch ends after its last frame that stands
-RISE_DB above that. Starts are left as the VAD heard them: it rises without
-such a lag.
+the room is there; the stretch ends RELEASE_S after its last frame that
+stands RISE_DB above that. Where what follows is not quiet (another voice
+talking over, loud noise) the VAD's end stands. Starts are left as the VAD
+heard them: it rises without such a lag.
+
+The release keeps a word's fading tail: annotated references (AMI's) end
+speech later than its energy does, and with no release the dev set's pooled
+DER rose from 11.6% to 13.0–13.6%; with 0.05 s it is 12.4%, and the subtitle
+edges of `make bench-subtitles` all stay within 0.3 s but the one clip whose
+words are missing.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from murmur.workers.window import SAMPLE_RATE
 
 FRAME_S = 0.01
 RISE_DB = 15.0  # how much louder than the quiet after it a frame of speech is
+RELEASE_S = 0.05  # kept after the last such frame
 QUIET_S = 0.3  # how much of that quiet is listened to
 MIN_QUIET_S = 0.03  # less than this (the stretch runs to the chunk's cut): its end stays
-HEADROOM_DB = 6.0  # in a loud room, a stretch still keeps the frames this close to its loudest
+NOT_QUIET_DB = 16.0  # what follows is within this of the stretch's loud frames: not a pause, its end stays
+HEADROOM_DB = 6.0  # a stretch always keeps the frames this close to its loudest
 MIN_STRETCH_S = 0.05
 _FRAME = int(FRAME_S * SAMPLE_RATE)
 
@@ -43,9 +52,13 @@ def fit_ends(chunk: Chunk, audio: np.ndarray) -> Chunk:
         if quiet.size < MIN_QUIET_S / FRAME_S or body.size == 0:
             fitted.append((a, b))
             continue
-        loud = np.flatnonzero(body >= min(np.median(quiet) + RISE_DB, np.percentile(body, 90) - HEADROOM_DB))
+        loudest, room = np.percentile(body, 90), np.median(quiet)
+        if room > loudest - NOT_QUIET_DB:
+            fitted.append((a, b))
+            continue
+        loud = np.flatnonzero(body >= min(room + RISE_DB, loudest - HEADROOM_DB))
         last = _frame(start) + loud[-1] + 1  # the frame after the last loud one (chunk frames)
-        fitted.append((a, min(b, max(a + MIN_STRETCH_S, a + last * FRAME_S - start))))
+        fitted.append((a, min(b, max(a + MIN_STRETCH_S, a + last * FRAME_S - start + RELEASE_S))))
     return dataclasses.replace(chunk, speech=tuple(fitted))
 
 
