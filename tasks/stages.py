@@ -67,9 +67,9 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
         refs = []
         held = 0  # bytes of this job's tensors put so far: they drain only once its plan is saved
         voices: list | None = [] if options.diarize else None
-        fitted: list = []  # the chunks with their stretches' ends fitted to the audio (`edges`)
+        fitted_chunks: list[Chunk] = []  # their stretches' ends fitted to the audio (`edges`)
         with closing(stream_audio(path)) as blocks:
-            pieces = edges.fitted(chunks, cut_chunks(blocks, chunks), into=fitted)
+            pieces = edges.fitted(chunks, cut_chunks(blocks, chunks), into=fitted_chunks)
             if voices is not None:
                 pieces = speakers.listen(chunks, pieces, into=voices)  # the same audio, embedded on its way to the features
             for chunk, array in zip(chunks, iter_log_mel(pieces, n_mels)):
@@ -77,7 +77,7 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
                 refs.append(ctx.store.put(job_id, chunk.idx, array))
                 held += array.nbytes
     prints = None if voices is None else speakers.voiceprints(voices, known).to_bytes()
-    if not queries.save_chunks(ctx.db, job_id, fitted, duration, ctx.lease_holder, prints=prints):
+    if not queries.save_chunks(ctx.db, job_id, fitted_chunks, duration, ctx.lease_holder, prints=prints):
         ctx.store.delete(refs)  # another delivery planned it after our lease lapsed: its plan stands
         return None
     queries.add_timing(ctx.db, job_id, "prepare", time.perf_counter() - started)

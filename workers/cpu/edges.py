@@ -43,23 +43,23 @@ def fit_ends(chunk: Chunk, audio: np.ndarray) -> Chunk:
     if not chunk.speech:
         return chunk
     db = _frame_db(audio)
-    fitted = []
+    stretches = []
     for i, (a, b) in enumerate(chunk.speech):
         start, end = chunk.to_chunk(a), chunk.to_chunk(b)
         after = chunk.to_chunk(chunk.speech[i + 1][0]) if i + 1 < len(chunk.speech) else chunk.duration
         quiet = db[_frame(end): _frame(min(after, end + QUIET_S))]
         body = db[_frame(start): _frame(end)]
         if quiet.size < MIN_QUIET_S / FRAME_S or body.size == 0:
-            fitted.append((a, b))
+            stretches.append((a, b))
             continue
         loudest, room = np.percentile(body, 90), np.median(quiet)
         if room > loudest - NOT_QUIET_DB:
-            fitted.append((a, b))
+            stretches.append((a, b))
             continue
         loud = np.flatnonzero(body >= min(room + RISE_DB, loudest - HEADROOM_DB))
         last = _frame(start) + loud[-1] + 1  # the frame after the last loud one (chunk frames)
-        fitted.append((a, min(b, max(a + MIN_STRETCH_S, a + last * FRAME_S - start + RELEASE_S))))
-    return dataclasses.replace(chunk, speech=tuple(fitted))
+        stretches.append((a, min(b, max(a + MIN_STRETCH_S, a + last * FRAME_S - start + RELEASE_S))))
+    return dataclasses.replace(chunk, speech=tuple(stretches))
 
 
 def fitted(chunks: Sequence[Chunk], pieces: Iterable[np.ndarray], into: list[Chunk]) -> Iterator[np.ndarray]:

@@ -23,9 +23,7 @@ LOOP_MIN_WORDS = 4  # a repeated sentence this long is a loop; "Thank you." twic
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 CLAUSE_END = (",", ";", ":", "、", "，", "；")
 CLOSERS = "\"')]}»”’"  # quotes and brackets after the mark: `"Stop!"` ends a sentence
-
-
-TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "sr.", "jr.", "mt."})  # a name follows: "Mr. Dashwood"
+TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "mt."})  # a name follows: "Mr. Dashwood" is one sentence
 
 
 def ends_sentence(word: str) -> bool:
