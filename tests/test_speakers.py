@@ -76,6 +76,27 @@ def test_the_numpy_encoder_gives_what_torch_gives_with_the_same_weights():
     assert np.sum(encoder.embed(pieces) * expected, axis=1).min() > 0.9999
 
 
+def test_listening_embeds_every_slice_of_every_chunk_as_each_alone_would_give(monkeypatch):
+    """Slices gathered over chunks and run on every core in batches give each slice's own print,
+    and `into` is whole once the last chunk's audio is taken, as prepare takes it (zip, chunks first)."""
+    from murmur.workers.cpu import speakers
+    from murmur.workers.cpu.audio import decode_audio
+    from murmur.workers.cpu.chunking import Chunk
+
+    audio = decode_audio(str(DATA / CONVERSATION))
+    chunks = [Chunk(n, ((t, t + 4.0), (t + 5.0, t + 10.0))) for n, t in enumerate(range(0, 60, 10))]
+    pieces = [np.concatenate([audio[int(a * 16000):int(b * 16000)] for a, b in c.spans]) for c in chunks]
+    monkeypatch.setattr(speakers, "_PENDING", 40)  # one flush of several threads' batches midway, one at the end
+    into: list = []
+    for chunk, piece in zip(chunks, speakers.listen(chunks, iter(pieces), into)):
+        assert piece is pieces[chunk.idx]
+    wanted = [(s, e) for c in chunks for s, e in slices(c.spans)]
+    assert [(s, e) for s, e, _ in into] == wanted and len(wanted) > 60
+    alone = np.stack([speakers.voice_encoder().embed([audio[int(round(s * 16000)):int(round(s * 16000)) + int(round((e - s) * 16000))]])[0]
+                      for s, e in wanted])
+    assert np.abs(np.stack([v for *_, v in into]) - alone).max() < 1e-5
+
+
 def test_the_tree_is_scipys_average_linkage_tree():
     from scipy.cluster.hierarchy import fcluster, linkage
 
