@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="write each file's transcript to DIR/<its name>.<format> instead of stdout")
     run.add_argument("--device", help="auto, cpu or cuda (default $MURMUR_DEVICE or auto)")
     run.add_argument("--compute-type", help="auto (float16 on cuda, int8 on cpu) or a CTranslate2 type (default $MURMUR_COMPUTE_TYPE or auto)")
-    run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all (0: every core); on CPU each thread decodes its own batch")
+    run.add_argument("--threads", type=int, default=0, help="CPU threads for the model in all, and for the speaker encoder (0: every core); on CPU each thread decodes its own batch")
 
     submit = commands.add_parser("submit", help="queue a file (path or s3:// URI) for the workers; prints the job id")
     submit.add_argument("source")

@@ -70,8 +70,8 @@ def _prepare(ctx: Context, job, started: float) -> list[TensorRef] | None:
         fitted_chunks: list[Chunk] = []  # their stretches' ends fitted to the audio (`edges`)
         with closing(stream_audio(path)) as blocks:
             pieces = edges.fitted(chunks, cut_chunks(blocks, chunks), into=fitted_chunks)
-            if voices is not None:
-                pieces = speakers.listen(chunks, pieces, into=voices)  # the same audio, embedded on its way to the features
+            if voices is not None:  # the same audio, embedded on its way to the features
+                pieces = speakers.listen(chunks, pieces, into=voices, threads=ctx.threads)
             for chunk, array in zip(chunks, iter_log_mel(pieces, n_mels)):
                 ctx.store.wait_for_room(held)  # backpressure: the GPU workers must drain other jobs' tensors first
                 refs.append(ctx.store.put(job_id, chunk.idx, array))

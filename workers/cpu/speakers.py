@@ -39,7 +39,7 @@ _N_FFT = 400  # 25 ms
 _HOP = 160  # 10 ms
 _N_MELS = 40
 _LOUDNESS_DBFS = -30.0  # the level the encoder's training audio was brought to
-_BATCH = 64  # slices through the LSTM at once, per thread: measured fastest here (16: 6 ms a slice, 64: 4 ms)
+_BATCH = 64  # the most slices through the LSTM at once in a thread: more took longer here
 _MIN_BATCH = 16  # a thread is worth starting for this many slices
 _PENDING = 256  # slices `listen` gathers before it embeds them: full batches on every core, 24 MB of audio
 _GATE_SCALE = np.concatenate([np.full(512, 0.5), np.ones(256), np.full(256, 0.5)]).astype(np.float32)  # i, f | g | o
@@ -112,10 +112,10 @@ class VoiceEncoder:
         self._filters = np.ascontiguousarray(mel_filters(SAMPLE_RATE, _N_FFT, _N_MELS).T)
         self._window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)).astype(np.float32)  # periodic Hann
 
-    def embed(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(self, pieces: Sequence[np.ndarray], threads: int = 0) -> np.ndarray:
         """One unit vector per piece of 16 kHz audio, pieces of one length batched together.
 
-        The batches run on every usable core, each thread's matrix products on one: half an LSTM
+        The batches run on `threads` cores (0: every usable core), each thread's matrix products on one: half an LSTM
         step is elementwise (a tanh over every gate), which numpy runs on one core whatever BLAS
         does. On 2 cores 172 slices took 6.3-7.0 ms each so, against 11-14 ms in one thread with BLAS on two.
         """
@@ -123,7 +123,7 @@ class VoiceEncoder:
         by_length: dict[int, list[int]] = {}
         for i, piece in enumerate(pieces):
             by_length.setdefault(piece.size, []).append(i)
-        threads = max(1, min(usable_cores(), len(pieces) // _MIN_BATCH))
+        threads = max(1, min(threads or usable_cores(), len(pieces) // _MIN_BATCH))
         size = min(_BATCH, max(_MIN_BATCH, math.ceil(len(pieces) / (2 * threads))))  # two each: one slow thread holds up less
         batches = [positions[start:start + size] for positions in by_length.values() for start in range(0, len(positions), size)]
 
@@ -181,13 +181,14 @@ def voice_encoder() -> VoiceEncoder:
     return VoiceEncoder()
 
 
-def listen(chunks: Sequence, pieces: Iterable[np.ndarray], into: list[tuple[float, float, np.ndarray]]) -> Iterator[np.ndarray]:
+def listen(chunks: Sequence, pieces: Iterable[np.ndarray], into: list[tuple[float, float, np.ndarray]],
+           threads: int = 0) -> Iterator[np.ndarray]:
     """Each chunk's audio passed on as it is, its speech embedded on the way into `into` (start, end, vector).
 
     `chunks` are the plan's chunks (their `spans` in source time, played back to back),
     `pieces` the chunks' audio as `chunking.cut_chunks` yields it. Slices are gathered
     over chunks and embedded _PENDING at a time, the rest before the last chunk's audio
-    is passed on: `into` is whole once that is taken.
+    is passed on: `into` is whole once that is taken. `threads`: as `VoiceEncoder.embed`.
     """
     encoder = voice_encoder()
     found: list[tuple[float, float]] = []
@@ -203,7 +204,7 @@ def listen(chunks: Sequence, pieces: Iterable[np.ndarray], into: list[tuple[floa
                     cuts.append(cut)
             offset += b - a
         if cuts and (len(cuts) >= _PENDING or n == len(chunks) - 1):
-            into += [(s, e, v) for (s, e), v in zip(found, encoder.embed(cuts))]
+            into += [(s, e, v) for (s, e), v in zip(found, encoder.embed(cuts, threads))]
             found, cuts = [], []
         yield audio
 
