@@ -45,20 +45,11 @@ def fit_ends(chunk: Chunk, audio: np.ndarray) -> Chunk:
     db = _frame_db(audio)
     stretches = []
     for i, (a, b) in enumerate(chunk.speech):
-        start, end = chunk.to_chunk(a), chunk.to_chunk(b)
+        start = chunk.to_chunk(a)
         after = chunk.to_chunk(chunk.speech[i + 1][0]) if i + 1 < len(chunk.speech) else chunk.duration
-        quiet = db[_frame(end): _frame(min(after, end + QUIET_S))]
-        body = db[_frame(start): _frame(end)]
-        if quiet.size < MIN_QUIET_S / FRAME_S or body.size == 0:
-            stretches.append((a, b))
-            continue
-        loudest, room = np.percentile(body, 90), np.median(quiet)
-        if room > loudest - NOT_QUIET_DB:
-            stretches.append((a, b))
-            continue
-        loud = np.flatnonzero(body >= min(room + RISE_DB, loudest - HEADROOM_DB))
-        last = _frame(start) + loud[-1] + 1  # the frame after the last loud one (chunk frames)
-        stretches.append((a, min(b, max(a + MIN_STRETCH_S, a + last * FRAME_S - start + RELEASE_S))))
+        voice_ends = _last_loud(db, start, chunk.to_chunk(b), after)
+        stretches.append((a, b) if voice_ends is None else
+                         (a, min(b, max(a + MIN_STRETCH_S, a + voice_ends - start + RELEASE_S))))
     return dataclasses.replace(chunk, speech=tuple(stretches))
 
 
@@ -67,6 +58,20 @@ def fitted(chunks: Sequence[Chunk], pieces: Iterable[np.ndarray], into: list[Chu
     for chunk, audio in zip(chunks, pieces):
         into.append(fit_ends(chunk, audio))
         yield audio
+
+
+def _last_loud(db: np.ndarray, start: float, end: float, after: float) -> float | None:
+    """Where (chunk seconds) the stretch's last loud frame ends, from the frames' levels `db`; None where
+    its end stays: too little follows before `after` (the next stretch or the chunk's end), or it is not quiet."""
+    quiet = db[_frame(end): _frame(min(after, end + QUIET_S))]
+    body = db[_frame(start): _frame(end)]
+    if quiet.size < MIN_QUIET_S / FRAME_S or body.size == 0:
+        return None
+    loudest, room = np.percentile(body, 90), np.median(quiet)
+    if room > loudest - NOT_QUIET_DB:
+        return None
+    loud = np.flatnonzero(body >= min(room + RISE_DB, loudest - HEADROOM_DB))
+    return (_frame(start) + loud[-1] + 1) * FRAME_S
 
 
 def _frame_db(audio: np.ndarray) -> np.ndarray:
