@@ -79,3 +79,25 @@ def test_a_process_started_beside_busy_loops_sees_a_busy_machine():
             p.kill()
             p.wait()
     assert "True" in seen
+
+
+def test_one_blas_thread_holds_while_any_caller_is_inside_and_the_last_to_leave_restores_the_count():
+    """Callers on different threads leave in any order (the VAD's and the speaker encoder's, two prepares at once):
+    the count stays one until the last has left, then is what it was, not what some caller saw on entering."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from murmur.workers.cores import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() == {2}
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        assert blas_threads() == {1}
+        first.__exit__(None, None, None)
+        assert blas_threads() == {1}
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}

@@ -97,6 +97,18 @@ def test_blocks_as_they_decode_give_the_probabilities_of_the_whole_array(vad, mo
     np.testing.assert_allclose(vad.probabilities(iter(odd)), whole, atol=1e-5)
 
 
+def test_the_probabilities_are_the_same_to_the_bit_whatever_blas_threads_the_process_runs(vad):
+    """A CPU worker runs numpy's BLAS on one thread and `murmur transcribe` on every core: the VAD must
+    hear the same steps in both, so the fleet and the embedded run cut the same chunks."""
+    from threadpoolctl import threadpool_limits
+
+    audio = decode_audio(DATA / "jfk_inaugural_1961.flac")
+    with threadpool_limits(1, user_api="blas"):
+        one = vad.each(audio)
+    with threadpool_limits(2, user_api="blas"):
+        assert np.array_equal(vad.each(audio), one)
+
+
 def test_speech_one_release_cuts_short_is_heard_whole(vad):
     """Far, reverberant speech: silero v6.2 alone ends the sentence early; with v6.0 beside it, it is heard whole."""
     audio = decode_audio(DATA / "far_mfa_thoughts.flac")  # "I have a thousand thoughts about that thing", ends ≈2.2 s

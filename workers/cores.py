@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 # what the operator set wins: any of these and the OpenMP runtime is left as they configured it
 _OPENMP_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
@@ -62,3 +67,28 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None if quota <= 0 or period <= 0 else quota / period
     except (OSError, ValueError):
         return None
+
+
+_blas = threading.Lock()
+_blas_users = 0
+_blas_limits = None
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread while the caller runs threads of its own: BLAS's idle threads spin and
+    take the cores the caller's others need. The count is the process's, so the first caller to enter
+    lowers it and the last to leave restores it, whichever threads they run on."""
+    global _blas_users, _blas_limits
+    with _blas:
+        if _blas_users == 0:
+            _blas_limits = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limits.restore_original_limits()
+                _blas_limits = None

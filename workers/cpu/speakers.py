@@ -17,7 +17,6 @@ import importlib.util
 import io
 import math
 import pickle
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,9 +24,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from murmur.workers.cores import usable_cores
+from murmur.workers.cores import one_blas_thread, usable_cores
 from murmur.workers.errors import MurmurError
 from murmur.workers.window import SAMPLE_RATE
 
@@ -134,7 +132,7 @@ class VoiceEncoder:
             for batch in batches:
                 out[batch] = run(batch)
             return out
-        with _BLAS_LIMIT, threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads, "murmur-voices") as pool:
+        with one_blas_thread(), ThreadPoolExecutor(threads, "murmur-voices") as pool:
             for batch, vectors in zip(batches, pool.map(run, batches)):
                 out[batch] = vectors
         return out
@@ -170,9 +168,6 @@ class VoiceEncoder:
                     seq[:, t] = h
             x = seq
         return _unit(np.maximum(h @ self._linear[0] + self._linear[1], 0.0))
-
-
-_BLAS_LIMIT = threading.Lock()  # BLAS's thread count is the process's: one embedding at a time lowers and restores it
 
 
 @cache
