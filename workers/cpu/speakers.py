@@ -113,9 +113,10 @@ class VoiceEncoder:
     def embed(self, pieces: Sequence[np.ndarray], threads: int = 0) -> np.ndarray:
         """One unit vector per piece of 16 kHz audio, pieces of one length batched together.
 
-        The batches run on `threads` cores (0: every usable core), each thread's matrix products on one: half an LSTM
-        step is elementwise (a tanh over every gate), which numpy runs on one core whatever BLAS
-        does. On 2 cores 172 slices took 6.3-7.0 ms each so, against 11-14 ms in one thread with BLAS on two.
+        The batches run in `threads` threads (0: one per usable core), BLAS on one thread in each:
+        half an LSTM step is elementwise (a tanh over every gate), which numpy runs on one core
+        whatever BLAS does. On 2 cores 172 slices took 6.3-7.0 ms each so, against 11-14 ms in
+        one thread with BLAS on two.
         """
         out = np.zeros((len(pieces), 256), np.float32)
         by_length: dict[int, list[int]] = {}
