@@ -166,6 +166,8 @@ def test_prompts_and_hotwords_reach_their_own_jobs_in_shared_batches(api):
     assert len(terms & hot) >= 3, hot
 
 
+# openai 3.63 marks audio.translations.create deprecated: the test is of murmur's endpoint, which the client still calls
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 def test_translations_give_english_text(api):
     with (DATA / "mls_spanish_13697_11991_000000.opus").open("rb") as f:
         english = _client(api).audio.translations.create(model="whisper-1", file=f)
