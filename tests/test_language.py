@@ -2,7 +2,7 @@
 
 from murmur.tasks.embedded.planning import first_batches, lending, plan_batches
 from murmur.tasks.tensors.store import TensorRef
-from murmur.workers.gpu.language import detection_chunks, vote
+from murmur.workers.gpu.language import detection_chunks, settled, vote
 
 
 def test_detection_chunks_spread_over_the_whole_file():
@@ -19,6 +19,15 @@ def test_vote_counts_confident_windows_and_breaks_ties_by_probability():
     tie = vote([("de", 0.95), ("en", 0.6), ("de", 0.4), ("en", 0.2)])
     assert tie.language == "de" and tie.votes == {"de": 1, "en": 1}
     assert vote([("sv", 0.3), ("en", 0.2)]).language == "sv"  # nobody confident: everybody votes
+
+
+def test_the_vote_is_settled_once_no_uncast_window_could_change_it():
+    three = [("en", 0.9), ("en", 0.8), ("en", 0.7)]
+    assert settled(three, 2) and vote(three).language == vote(three + [("de", 0.99)] * 2).language
+    assert not settled(three, 3)  # three more for German would tie, and a tie goes by probability
+    assert not settled(three[:2] + [("de", 0.9)], 2)
+    assert not settled([("en", 0.4)] * 4, 1)  # nobody confident yet: one confident window would outvote them all
+    assert settled([("en", 0.4), ("de", 0.3)], 0)  # all cast: `vote` decides as it always has
 
 
 def test_spoken_languages_leave_out_stray_votes():

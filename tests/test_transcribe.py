@@ -303,6 +303,27 @@ def test_a_voting_batch_that_fails_fails_the_job_without_stranding_the_other(ctx
     assert _run(ctx, "librivox_grimmelshausen_simplicissimus_title.mp3").language == "de"
 
 
+def test_the_ballot_counts_whole_rounds_as_soon_as_they_settle_the_language(ctx):
+    """Two first batches hold 3 and 2 voters. After two rounds four windows agree: the fifth could not
+    outvote them, so the language is recorded then, whichever batch is quicker to cast its next window;
+    a window of a round not yet complete is not counted, so the probability does not depend on the race."""
+    job_id = queries.create_job(ctx.db, str(DATA / "en_5min.flac"), JobOptions().to_json())
+    ballot = embedded._Ballot(ctx, job_id, [3, 2])
+    first, second = ballot.seat(0), ballot.seat(1)
+    first.cast([("en", 0.9)])
+    first.cast([("en", 0.7)])
+    first.cast([("en", 0.5)])  # the quicker batch's third voter: its round is not complete, and it is not counted
+    assert not ballot.counted_by(1, timeout=0)
+    second.cast([("en", 0.6)])
+    assert not ballot.counted_by(1, timeout=0)  # round 1 is two of five: the other three could still outvote them
+    assert queries.get_job(ctx.db, job_id).language is None
+    second.cast([("en", 0.8)])
+    assert ballot.counted_by(2, timeout=0)
+    second.wait()  # returns at once
+    job = queries.get_job(ctx.db, job_id)
+    assert job.language == "en" and job.language_probability == pytest.approx(0.75)  # the mean of the four counted
+
+
 def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_stranding_it(ctx, base_model, monkeypatch):
     """Nine chunks on two decoders: one decoder encodes the other's odd chunk first. Should that raise,
     the borrower does not wait for it forever: the job fails with the reason."""

@@ -27,7 +27,7 @@ from murmur.tasks.embedded.planning import first_batches, job_decoders, lending,
 from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.errors import MurmurError, failure_of
 from murmur.workers.gpu.decode import encode, joined
-from murmur.workers.gpu.language import needs_vote, top_languages, vote
+from murmur.workers.gpu.language import needs_vote, settled, top_languages, vote
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Transcript
 
@@ -150,12 +150,12 @@ def run_job(ctx: Context, job_id: str, on_progress: Progress | None = None, on_r
                 voters = stages.detect_language(ctx, job_id, refs, concurrent)  # decode reuses their encoder output
             else:  # the language is voted from the first batches' encoder output, which their decode then reuses
                 refs, picks = first
-                ballot = _Ballot(ctx, job_id, min(concurrent, len(batches)))
+                ballot = _Ballot(ctx, job_id, [sum(r.chunk_idx in picks for r in refs[b]) for b in batches[:concurrent]])
             for borrower, (lender, ref) in lending(refs, batches[:concurrent], picks).items():
                 lent[lender] = (ref, Future())
                 borrowed[borrower] = lent[lender][1]
             release = _Release(ctx, job_id, on_release)
-            futures = {pool.submit(_run_batch, ctx, job_id, refs[b], concurrent, ballot,
+            futures = {pool.submit(_run_batch, ctx, job_id, refs[b], concurrent, ballot and ballot.seat(i),
                                    picks if i < concurrent and (ballot or i in lent or i in borrowed) else None,
                                    lent.get(i), borrowed.get(i), voters, release): b
                        for i, b in enumerate(batches)}
@@ -203,7 +203,7 @@ def _votes_in_decode(ctx: Context, options: JobOptions, concurrent: int) -> bool
     return not options.multilingual and needs_vote(options, lambda: ctx.model(options.model, concurrent).multilingual)
 
 
-def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Ballot | None,
+def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int, ballot: _Seat | None,
                picks: set[int] | None, lend: tuple[TensorRef, Future] | None = None, borrow: Future | None = None,
                voters: stages.Encoded | None = None, release: Callable[[], None] = lambda: None) -> None:
     """One batch. A batch of the first round (`picks` given) encodes before it decodes: with a ballot it
@@ -218,7 +218,7 @@ def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int
             ref, slot = lend
             slot.set_result(_encode_batch(ctx, job_id, [ref], set(), concurrent).output)
         if picks is not None:
-            encoded = _encode_batch(ctx, job_id, refs, picks, concurrent, ballot.cast if ballot else lambda w: None,
+            encoded = _encode_batch(ctx, job_id, refs, picks, concurrent, ballot,
                                     last=borrow.result if borrow is not None else None)
         if ballot is not None:
             ballot.wait()
@@ -236,55 +236,86 @@ def _run_batch(ctx: Context, job_id: str, refs: list[TensorRef], concurrent: int
 
 def _encode_batch(
     ctx: Context, job_id: str, refs: list[TensorRef], picks: set[int], concurrent: int = 1,
-    cast: Callable[[list[tuple[str, float]]], None] = lambda windows: None,
-    last: Callable[[], object] | None = None,
+    ballot: _Seat | None = None, last: Callable[[], object] | None = None,
 ) -> stages.Encoded:
-    """Encode the chunks of `refs` and `cast` the top language of those whose index is in `picks`.
+    """Encode the chunks of `refs` and cast on `ballot` the top language of those whose index is in `picks`.
 
     The picked chunks lead the batch. With other decoders beside this one (they
-    wait for the vote before they generate), they are encoded and cast first, then
-    the rest: no decoder idles while the one with the larger batch finishes encoding.
-    `last`, when given, returns the encoder output of the batch's last chunk,
-    encoded by another decoder (see `planning.lending`): it is waited for after the rest.
+    wait for the vote before they generate), each is encoded and cast on its own,
+    then the rest: no decoder idles while the one with the larger batch finishes
+    encoding, and the votes may be counted before the last voter is in. The batch
+    that holds chunk 0 stops encoding once they are, so the job's first lines are
+    decoded at once; decode encodes what it left. `last`, when given, returns the
+    encoder output of the batch's last chunk, encoded by another decoder (see
+    `planning.lending`): it is waited for after the rest.
     """
     model = ctx.model(queries.get_job(ctx.db, job_id).job_options().model, concurrent)
     own = refs[:-1] if last is not None else refs
     features = stages.load_features(ctx, [(job_id, r) for r in own])
     k = next((i for i, ref in enumerate(own) if ref.chunk_idx not in picks), len(own))
-    if concurrent > 1 and 0 < k < len(own):
-        voting = encode(model, features[:k])
-        cast(top_languages(model, voting))
-        output = joined([voting, encode(model, features[k:])])
+    parts = []
+    if concurrent > 1 and k and ballot is not None:
+        for i in range(k):
+            started = time.perf_counter()
+            parts.append(encode(model, features[i:i + 1]))
+            ballot.cast(top_languages(model, parts[-1]))
+            # the others cast theirs at the same pace: a quarter of a window's encoding is long enough to wait
+            if own[0].chunk_idx == 0 and ballot.counted_by(i + 1, (time.perf_counter() - started) / 4):
+                own = own[:i + 1]
+                break
+        else:
+            if k < len(own):
+                parts.append(encode(model, features[k:]))
     else:
-        output = encode(model, features)
-        cast(top_languages(model, output)[:k] if k else [])  # no picks (a lent chunk, a given language): no detection
-    return stages.Encoded(refs, output if last is None else joined([output, last()]))
+        parts.append(encode(model, features))
+        if ballot is not None:
+            ballot.cast(top_languages(model, parts[-1])[:k] if k else [])
+    output = joined(parts)
+    return stages.Encoded(own, output) if last is None else stages.Encoded(own + refs[-1:], joined([output, last()]))
 
 
 class _Ballot:
-    """The first batches' votes on a job's language, counted when the last of them is cast."""
+    """The first batches' votes on a job's language, cast a window at a time and counted in rounds (every
+    batch's first voter, then every batch's second, ...) as soon as the rounds so far settle the language
+    (`language.settled`): the windows counted, and so the probability recorded, do not depend on which
+    decoder was quicker. `shares`: how many voters each first batch holds."""
 
-    def __init__(self, ctx: Context, job_id: str, voters: int) -> None:
-        self._ctx, self._job_id, self._left = ctx, job_id, voters
-        self._windows: list[tuple[str, float]] = []
+    def __init__(self, ctx: Context, job_id: str, shares: list[int]) -> None:
+        self._ctx, self._job_id, self._shares = ctx, job_id, shares
+        self._cast: list[list[tuple[str, float]]] = [[] for _ in shares]
+        self._rounds = 0  # rounds that every batch has cast
+        self._counted = False
         self._error: BaseException | None = None
         self._started = time.perf_counter()
         self._cond = threading.Condition()
 
-    def cast(self, windows: list[tuple[str, float]]) -> None:
+    def seat(self, batch: int) -> _Seat:
+        return _Seat(self, batch)
+
+    def cast(self, batch: int, windows: list[tuple[str, float]]) -> None:
         with self._cond:
-            self._windows += windows
-            self._left -= 1
-            if self._left == 0:
-                try:
-                    guess = vote(self._windows)
-                    stages.record_language(self._ctx, self._job_id, guess.language, guess.probability, (),
-                                           time.perf_counter() - self._started)
-                except BaseException as exc:
-                    self._error = exc
-                    raise
-                finally:
-                    self._cond.notify_all()
+            self._cast[batch] += windows
+            try:
+                while not self._counted and all(len(c) >= min(self._rounds + 1, n) for c, n in zip(self._cast, self._shares)):
+                    self._rounds += 1
+                    counted = [w for c in self._cast for w in c[:self._rounds]]
+                    if settled(counted, sum(self._shares) - len(counted)):
+                        guess = vote(counted)
+                        stages.record_language(self._ctx, self._job_id, guess.language, guess.probability, (),
+                                               time.perf_counter() - self._started)
+                        self._counted = True
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                self._cond.notify_all()
+
+    def counted_by(self, rounds: int, timeout: float) -> bool:
+        """Whether the votes are counted once every batch has cast `rounds` voters, waiting `timeout` at most
+        for them (True too when counting failed: `wait` raises why)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._counted or self._error is not None or self._rounds >= rounds, timeout)
+            return self._counted or self._error is not None
 
     def fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -294,6 +325,26 @@ class _Ballot:
     def wait(self) -> None:
         """Until the language is recorded; raises what kept it from being counted."""
         with self._cond:
-            self._cond.wait_for(lambda: self._left <= 0 or self._error is not None)
+            self._cond.wait_for(lambda: self._counted or self._error is not None)
             if self._error is not None:
                 raise self._error
+
+
+@dataclass(frozen=True)
+class _Seat:
+    """A first batch's place on the ballot: what it casts counts as that batch's (a later batch only waits)."""
+
+    ballot: _Ballot
+    batch: int
+
+    def cast(self, windows: list[tuple[str, float]]) -> None:
+        self.ballot.cast(self.batch, windows)
+
+    def counted_by(self, rounds: int, timeout: float) -> bool:
+        return self.ballot.counted_by(rounds, timeout)
+
+    def wait(self) -> None:
+        self.ballot.wait()
+
+    def fail(self, exc: BaseException) -> None:
+        self.ballot.fail(exc)

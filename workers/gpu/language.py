@@ -9,7 +9,7 @@ languages the file's vote found spoken (`window_languages`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,6 +73,16 @@ def vote(windows: list[tuple[str, float]], confident: float = CONFIDENT) -> Lang
         probs[language].append(p)
     best = max(probs, key=lambda lang: (len(probs[lang]), float(np.mean(probs[lang]))))
     return LanguageGuess(best, float(np.mean(probs[best])), {lang: len(ps) for lang, ps in probs.items()})
+
+
+def settled(windows: list[tuple[str, float]], uncast: int, confident: float = CONFIDENT) -> bool:
+    """Whether `vote` over `windows` already names the language that all the voters would: none is
+    left to cast, or one language's confident votes outnumber any other's even if the `uncast`
+    windows all went to it. A decoder may then start before the last voters are encoded."""
+    if uncast <= 0:
+        return True
+    first, second = (sorted(Counter(lang for lang, p in windows if p >= confident).values(), reverse=True) + [0, 0])[:2]
+    return first > second + uncast
 
 
 def top_languages(
