@@ -323,6 +323,10 @@ def test_the_ballot_counts_whole_rounds_as_soon_as_they_settle_the_language(ctx)
     job = queries.get_job(ctx.db, job_id)
     assert job.language == "en" and job.language_probability == pytest.approx(0.75)  # the mean of the four counted
 
+    alone = embedded._Ballot(ctx, job_id, [3])  # one decoder (a GPU's): nobody waits, every voter counts
+    alone.seat(0).cast([("en", 0.9), ("en", 0.8), ("en", 0.7)])
+    assert queries.get_job(ctx.db, job_id).language_probability == pytest.approx(0.8)  # not 0.85, the first two
+
 
 def test_a_chunk_lent_to_another_decoder_that_fails_fails_the_job_without_stranding_it(ctx, base_model, monkeypatch):
     """Nine chunks on two decoders: one decoder encodes the other's odd chunk first. Should that raise,

@@ -270,7 +270,7 @@ def _encode_batch(
         parts.append(encode(model, features))
         if ballot is not None:
             ballot.cast(top_languages(model, parts[-1])[:k] if k else [])
-    output = joined(parts)
+    output = parts[0] if len(parts) == 1 else joined(parts)
     return stages.Encoded(own, output) if last is None else stages.Encoded(own + refs[-1:], joined([output, last()]))
 
 
@@ -278,7 +278,8 @@ class _Ballot:
     """The first batches' votes on a job's language, cast a window at a time and counted in rounds (every
     batch's first voter, then every batch's second, ...) as soon as the rounds so far settle the language
     (`language.settled`): the windows counted, and so the probability recorded, do not depend on which
-    decoder was quicker. `shares`: how many voters each first batch holds."""
+    decoder was quicker. One batch's votes (one decoder: a GPU's) are all counted, as no other decoder
+    waits for them. `shares`: how many voters each first batch holds."""
 
     def __init__(self, ctx: Context, job_id: str, shares: list[int]) -> None:
         self._ctx, self._job_id, self._shares = ctx, job_id, shares
@@ -299,7 +300,8 @@ class _Ballot:
                 while not self._counted and all(len(c) >= min(self._rounds + 1, n) for c, n in zip(self._cast, self._shares)):
                     self._rounds += 1
                     counted = [w for c in self._cast for w in c[:self._rounds]]
-                    if settled(counted, sum(self._shares) - len(counted)):
+                    uncast = sum(self._shares) - len(counted)
+                    if settled(counted, uncast) and (len(self._shares) > 1 or not uncast):  # one batch: nobody waits for it
                         guess = vote(counted)
                         stages.record_language(self._ctx, self._job_id, guess.language, guess.probability, (),
                                                time.perf_counter() - self._started)
