@@ -4,7 +4,8 @@ On CPU a file longer than a window keeps several one-thread decoders busy (see
 `planning`). When the language is to be voted, the voters lead the first
 batches: each first batch encodes its share, casts its votes, and every batch
 waits for the count before it generates, so detection costs no encoder pass of
-its own.
+its own. The count comes as soon as the votes in settle the language, and the
+batch with chunk 0 decodes it then, before it encodes the rest.
 """
 
 from __future__ import annotations
