@@ -28,8 +28,8 @@ from murmur.workers.cpu.diarization import speaker_turns
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.errors import MurmurError, failure_of
-from murmur.workers.gpu.decode import decode_batch, encode, host_array, joined
-from murmur.workers.gpu.language import detection_chunks, needs_vote, top_languages, vote, voters_wanted
+from murmur.workers.gpu.decode import decode_batch, encode, encoded_pieces, host_array, joined
+from murmur.workers.gpu.language import detection_chunks, needs_vote, settled, top_languages, vote, voters_wanted
 from murmur.workers.gpu.model import LoadedModel, resolve_device
 from murmur.workers.options import JobOptions
 from murmur.workers.prompt import Prompt
@@ -110,7 +110,9 @@ def _opening(path: str, seconds: float) -> np.ndarray:
 
 def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concurrent: int = 1) -> Encoded | None:
     """Record the job's language, voted over chunks spread across the file; the encoder output of
-    those chunks, for their decode to reuse (None when nothing was encoded).
+    those chunks, for their decode to reuse (None when nothing was encoded). On CPU the voters are
+    encoded one at a time and the vote ends once it is settled (`language.settled`), except in
+    multilingual mode, which counts every language spoken.
 
     Nothing is encoded when the job names a language or the model is English-only
     (`language.needs_vote`). In multilingual mode each chunk is detected again when
@@ -124,9 +126,15 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concur
         return None
     model = ctx.model(options.model, concurrent)
     picked = [refs[i] for i in detection_chunks(len(refs), voters_wanted(options))]
+    outputs, windows = [], []
     # in host memory: a GPU worker's batcher may decode them beside other jobs' chunks (see `decode_chunks`)
-    voters = Encoded(picked, encode(model, load_features(ctx, [(job_id, r) for r in picked]), to_cpu=True)) if picked else None
-    guess = vote(top_languages(model, voters.output) if voters else [])
+    for _, output in (encoded_pieces(model, load_features(ctx, [(job_id, r) for r in picked]), to_cpu=True) if picked else ()):
+        outputs.append(output)
+        windows += top_languages(model, output)
+        if not options.multilingual and settled(windows, len(picked) - len(windows)):
+            break  # on CPU, a window at a time: the voters not encoded are decoded as any other chunk
+    voters = Encoded(picked[:len(windows)], outputs[0] if len(outputs) == 1 else joined(outputs)) if outputs else None
+    guess = vote(windows)
     record_language(ctx, job_id, guess.language, guess.probability, guess.spoken() if options.multilingual else (),
                     time.perf_counter() - started)
     return voters

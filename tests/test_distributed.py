@@ -193,8 +193,9 @@ def test_long_file_equals_the_embedded_transcript(fleet, embedded):
     distributed = client.result(job_id)
     local = embedded("en_5min.flac")
     assert distributed.language == local.language == "en"
-    # the vote's chunks were decoded from the encoder output they voted with, the others sent on
-    voted = f"job {job_id}: language en, voted by 5 chunk(s) that decode from the encoder output they voted with"
+    # the vote's chunks were decoded from the encoder output they voted with, the others sent on; on CPU
+    # the voters are encoded one at a time, and three English ones of five settle the vote
+    voted = f"job {job_id}: language en, voted by 3 chunk(s) that decode from the encoder output they voted with"
     assert sum(voted in w.text() for w in fleet.workers if w.kind == "gpu") == 1
     assert _texts(distributed) == _texts(local)
     assert word_error_rate((DATA / "en_5min.txt").read_text(), distributed.text) <= 0.08
