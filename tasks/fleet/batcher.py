@@ -46,11 +46,16 @@ class Batcher(Generic[T, R]):
         self._thread.start()
 
     def submit(self, item: T) -> Future:
-        future: Future = Future()
-        with self._cond:
-            self._pending.append((item, future))
-            self._cond.notify()
+        [future] = self.submit_all([item])
         return future
+
+    def submit_all(self, items: Sequence[T]) -> list[Future]:
+        """Items handed over at once: none of them can be left behind a batch that another thread's item starts."""
+        futures = [Future() for _ in items]
+        with self._cond:
+            self._pending.extend(zip(items, futures))
+            self._cond.notify()
+        return futures
 
     def _loop(self) -> None:
         while True:

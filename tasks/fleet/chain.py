@@ -92,8 +92,8 @@ def prepare(job_id: str) -> None:
 @app.task(name="murmur.detect_language", **_retry)
 def detect_language(job_id: str, refs: list[dict]) -> None:
     """The first batch of a job whose language is to be found: chunks spread over the file are encoded
-    and vote, the other chunks go to the decode queue as soon as the language is recorded, and the
-    voters go to this worker's batcher with the encoder output they voted with (no second pass)."""
+    and vote; once the language is recorded the voters go to this worker's batcher with the encoder
+    output they voted with (no second pass), then the other chunks to the decode queue."""
     ctx = _worker().ctx
     with _job_errors(ctx, job_id):
         chunk_refs = _own_refs(job_id, refs)
@@ -107,12 +107,14 @@ def detect_language(job_id: str, refs: list[dict]) -> None:
         claimed = queries.claim_chunks(ctx.db, job_id, [r.chunk_idx for r in voting], ctx.lease_holder, ctx.lease_seconds)
         job = queries.get_job(ctx.db, job_id)
         priority = job.priority
-        _fan_out(job_id, [r for r in chunk_refs if r not in voting], priority)
         if voting:
             log.info("job %s: language %s, voted by %d chunk(s) that decode from the encoder output they voted with",
                      job_id, job.language, len(voting))
         with ctx.held.holding(chunks=[(job_id, i) for i in claimed]):
-            waiting = [_worker().batcher().submit((job_id, r, voters)) for r in voting if r.chunk_idx in claimed]
+            # the voters (chunk 0 among them) are in the batcher before the other chunks are sent: a decode
+            # message this worker takes cannot start a batch that chunk 0 would wait behind
+            waiting = _worker().batcher().submit_all([(job_id, r, voters) for r in voting if r.chunk_idx in claimed])
+            _fan_out(job_id, [r for r in chunk_refs if r not in voting], priority)
             assemble_now = any([future.result() for future in waiting])
         if assemble_now:
             _send("assemble", (job_id,), priority)
