@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, suppress
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -361,18 +361,22 @@ def create_api(runner: Runner, settings: Settings, public: bool = False) -> Fast
 
 
 async def _job_updates(runner: Runner, watcher: JobWatcher, job_id: str) -> AsyncIterator[tuple[object, list]]:
-    """The job (None once deleted) and the segments released since the last update, read once a second and
-    at once when the watcher hears the job ended; the last update is the one that finds it ended or gone."""
+    """The job (None once deleted) and the segments released since the last update, read at once when the
+    watcher hears a chunk of it decoded or the job ended, and at least once a second; the last update is the
+    one that finds it ended or gone."""
     released = 0
-    while True:
-        job = await blocking(queries.get_job, runner.db, job_id)
-        segments: list = []
-        if job is not None:
-            segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
-        yield job, segments
-        if job is None or job.status in ENDED:
-            return
-        await watcher.wait_for(job_id, EVENT_POLL_SECONDS)
+    with watcher.following(job_id) as news:
+        while True:
+            news.clear()  # what happens from here on ends the wait below
+            job = await blocking(queries.get_job, runner.db, job_id)
+            segments: list = []
+            if job is not None:
+                segments, released = await blocking(queries.released_segments, runner.db, job_id, released)
+            yield job, segments
+            if job is None or job.status in ENDED:
+                return
+            with suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), EVENT_POLL_SECONDS)
 
 
 async def _events(runner: Runner, watcher: JobWatcher, job_id: str, request: Request,

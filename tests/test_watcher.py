@@ -1,4 +1,4 @@
-"""How `murmur serve` hears that a job ended: Postgres's notification, on a real database."""
+"""How `murmur serve` hears that a job ended, or that a chunk of it was decoded: Postgres's notifications, on a real database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from murmur.api.watcher import JobWatcher
 from murmur.db import queries
 from murmur.db.models import JobState
 from murmur.db.session import sessions, upgrade
+from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.errors import Failure
+from murmur.workers.transcript import Segment
 from tests.conftest import fresh_postgres
 
 pytestmark = pytest.mark.services
@@ -71,3 +73,41 @@ def test_an_end_told_without_its_state_is_asked_once(counted):
 
     assert asyncio.run(scenario()) == JobState.done
     assert asked == [[job]]
+
+
+
+def test_a_stream_following_a_job_hears_each_decoded_chunk_and_its_end(counted):
+    url, db, asked = counted
+    job = queries.create_job(db, "/audio/0.wav", {"model": "base"})
+    assert queries.claim_job(db, job, "w", 60) is not None
+    plan = [Chunk(idx=i, spans=((30.0 * i, 30.0 * i + 20),), speech=((30.0 * i, 30.0 * i + 20),)) for i in range(2)]
+    assert queries.save_chunks(db, job, plan, 60.0, "w")
+    segment = Segment(chunk_idx=1, idx=0, start=30.0, end=32.0, text=" hello", language="en", avg_logprob=-0.1,
+                      no_speech_prob=0.01, compression_ratio=1.1)
+
+    async def heard(news: asyncio.Event) -> bool:
+        try:
+            await asyncio.wait_for(news.wait(), 5)  # only the watcher sets it, on news: no poll does
+            return True
+        except TimeoutError:
+            return False
+
+    async def scenario() -> list[bool]:
+        watcher = JobWatcher(db)
+        await watcher.start(url)
+        try:
+            await asyncio.sleep(0.5)  # listening
+            with watcher.following(job) as news:
+                queries.update_job(db, job, progress_at=None)  # a change that is not a decoded chunk
+                seen = [await heard(news)]
+                queries.replace_segments(db, job, 1, [segment], "en", "w")
+                seen.append(await heard(news))
+                news.clear()
+                queries.update_job(db, job, status=JobState.done)
+                seen.append(await heard(news))
+            return seen
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario()) == [False, True, True]
+    assert asked == []  # the decoded chunk and the end came with their notifications
