@@ -28,7 +28,7 @@ from murmur.workers.cpu.diarization import speaker_turns
 from murmur.workers.cpu.features import iter_log_mel, log_mel
 from murmur.workers.cpu.sources import local_file
 from murmur.workers.errors import MurmurError, failure_of
-from murmur.workers.gpu.decode import decode_batch, encode, encoded_pieces, host_array, joined
+from murmur.workers.gpu.decode import decode_batch, encode, encoded_pieces, host_array, joined, one_batch
 from murmur.workers.gpu.language import detection_chunks, needs_vote, settled, top_languages, vote, voters_wanted
 from murmur.workers.gpu.model import LoadedModel, resolve_device
 from murmur.workers.options import JobOptions
@@ -133,7 +133,7 @@ def detect_language(ctx: Context, job_id: str, refs: Sequence[TensorRef], concur
         windows += top_languages(model, output)
         if not options.multilingual and settled(windows, len(picked) - len(windows)):
             break  # on CPU, a window at a time: the voters not encoded are decoded as any other chunk
-    voters = Encoded(picked[:len(windows)], outputs[0] if len(outputs) == 1 else joined(outputs)) if outputs else None
+    voters = Encoded(picked[:len(windows)], one_batch(outputs)) if outputs else None
     guess = vote(windows)
     record_language(ctx, job_id, guess.language, guess.probability, guess.spoken() if options.multilingual else (),
                     time.perf_counter() - started)

@@ -27,7 +27,7 @@ from murmur.tasks.context import Context
 from murmur.tasks.embedded.planning import first_batches, job_decoders, lending, plan_batches
 from murmur.tasks.tensors.store import TensorRef
 from murmur.workers.errors import MurmurError, failure_of
-from murmur.workers.gpu.decode import encode, joined
+from murmur.workers.gpu.decode import encode, joined, one_batch
 from murmur.workers.gpu.language import needs_vote, settled, top_languages, vote
 from murmur.workers.options import JobOptions
 from murmur.workers.transcript import Segment, Transcript
@@ -271,7 +271,7 @@ def _encode_batch(
         parts.append(encode(model, features))
         if ballot is not None:
             ballot.cast(top_languages(model, parts[-1])[:k] if k else [])
-    output = parts[0] if len(parts) == 1 else joined(parts)
+    output = one_batch(parts)
     return stages.Encoded(own, output) if last is None else stages.Encoded(own + refs[-1:], joined([output, last()]))
 
 
