@@ -93,8 +93,9 @@ def main() -> None:
         for _ in range(args.repeats):
             plain_s.append(transcribe(path, "--language", "en")[1])
             diarized_s.append(transcribe(path, "--language", "en", "--diarize")[1])
-        costs += [(d / p - 1) * 100 for p, d in zip(plain_s, diarized_s)]
-        ratios = ", ".join(f"{c:+.1f}%" for c in costs[-len(plain_s):])
+        pairs = [(d / p - 1) * 100 for p, d in zip(plain_s, diarized_s)]
+        costs += pairs
+        ratios = ", ".join(f"{c:+.1f}%" for c in pairs)
         cost_rows.append(f"| {path.name} | {statistics.median(plain_s):.2f} s | {statistics.median(diarized_s):.2f} s | {ratios} |")
         print(cost_rows[-1], flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
