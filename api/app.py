@@ -61,7 +61,7 @@ EVENT_POLL_SECONDS = 1.0  # how often an event stream reads its job's progress
 def create_api(runner: Runner, settings: Settings, public: bool = False) -> FastAPI:
     """The ASGI app over `runner`; `public`: bound to more than loopback, so a key is always required."""
     watcher = JobWatcher(runner.db)
-    runner.on_end = watcher.ended
+    runner.on_end, runner.on_release = watcher.ended, watcher.released
     callers = Callers(runner.db, settings.api_max_jobs, public)
     slots = Slots()
     models = available_models(settings)

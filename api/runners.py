@@ -28,6 +28,7 @@ class Runner(Protocol):
     db: sessionmaker[Session]
     database_url: str
     on_end: Callable[[str], None]  # told of each job that ends, where the runner knows (any thread)
+    on_release: Callable[[str], None]  # told when a job released more of its transcript, where the runner knows (any thread)
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int, request_key: str | None = None) -> str:
@@ -49,6 +50,7 @@ class FleetRunner:
         self.db = self.client.db
         self.database_url = settings.fleet_database_url
         self.on_end: Callable[[str], None] = lambda job_id: None  # Postgres notifies the watcher itself
+        self.on_release: Callable[[str], None] = lambda job_id: None  # so it does of each decoded chunk
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int, request_key: str | None = None) -> str:
@@ -82,6 +84,7 @@ class EmbeddedRunner:
         self.db = sessions(url)
         self.database_url = url
         self.on_end: Callable[[str], None] = lambda job_id: None
+        self.on_release: Callable[[str], None] = lambda job_id: None
         self.ctx = Context.from_settings(settings, self.db, device=device or settings.device,
                                          compute_type=compute_type or settings.compute_type, threads=threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="murmur-embedded")
@@ -117,7 +120,7 @@ class EmbeddedRunner:
         from murmur.tasks.embedded.runner import run_job
 
         try:
-            run_job(self.ctx, job_id)
+            run_job(self.ctx, job_id, on_release=lambda segments: self.on_release(job_id))
         except MurmurError:
             pass  # the job is failed with its reason
         except Exception:  # noqa: BLE001 - the job is failed with it; the server goes on

@@ -1,20 +1,24 @@
-"""How `murmur serve` hears that a job ended, or that a chunk of it was decoded: Postgres's notifications, on a real database."""
+"""How `murmur serve` hears that a job ended or released more of its transcript: Postgres's notifications on a
+real database, or the embedded runner's word."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from murmur.api import watcher as watcher_module
+from murmur.api.runners import EmbeddedRunner
 from murmur.api.watcher import JobWatcher
 from murmur.db import queries
-from murmur.db.models import JobState
+from murmur.db.models import JobState, new_job_id
 from murmur.db.session import sessions, upgrade
+from murmur.settings import Settings
 from murmur.workers.cpu.chunking import Chunk
 from murmur.workers.errors import Failure
 from murmur.workers.transcript import Segment
-from tests.conftest import fresh_postgres
+from tests.conftest import DATA, fresh_postgres
 
 pytestmark = pytest.mark.services
 
@@ -111,3 +115,35 @@ def test_a_stream_following_a_job_hears_each_decoded_chunk_and_its_end(counted):
 
     assert asyncio.run(scenario()) == [False, True, True]
     assert asked == []  # the decoded chunk and the end came with their notifications
+
+
+def test_a_release_told_from_another_thread_wakes_that_jobs_streams_alone():
+    async def scenario() -> tuple[bool, bool]:
+        watcher = JobWatcher(None)
+        await watcher.start(None)
+        try:
+            with watcher.following("a") as a, watcher.following("b") as b:
+                threading.Thread(target=watcher.released, args=("a",)).start()
+                await asyncio.wait_for(a.wait(), 5)
+                await asyncio.sleep(0.1)
+                return a.is_set(), b.is_set()
+        finally:
+            await watcher.stop()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+@pytest.mark.weights
+def test_the_embedded_runner_tells_of_each_release_before_the_job_ends(tmp_path):
+    """`murmur serve --embedded` has no Postgres to announce decoded chunks: its runner says so itself."""
+    runner = EmbeddedRunner(Settings(database_url=f"sqlite:///{tmp_path / 'murmur.db'}"), device="cpu", compute_type="int8")
+    heard, ended = [], threading.Event()
+    runner.on_release = lambda job_id: heard.append((job_id, ended.is_set()))
+    runner.on_end = lambda job_id: ended.set()
+    try:
+        job_id = runner.submit(new_job_id(), str(DATA / "jfk_inaugural_1961.flac"), {"language": "en"}, None, None, None, 10)
+        assert ended.wait(120)
+    finally:
+        runner.close()
+    assert queries.get_job(runner.db, job_id).status == JobState.done
+    assert heard and heard == [(job_id, False)] * len(heard)
