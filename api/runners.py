@@ -50,7 +50,7 @@ class FleetRunner:
         self.db = self.client.db
         self.database_url = settings.fleet_database_url
         self.on_end: Callable[[str], None] = lambda job_id: None  # Postgres notifies the watcher itself
-        self.on_release: Callable[[str], None] = lambda job_id: None  # so it does of each decoded chunk
+        self.on_release: Callable[[str], None] = lambda job_id: None  # and of each decoded chunk (migration 0011)
 
     def submit(self, job_id: str, source: str, options: dict, callback_url: str | None, priority: int | None,
                owner: str | None, max_active: int, request_key: str | None = None) -> str:
