@@ -55,7 +55,7 @@ from murmur.workers.transcript import Transcript
 log = logging.getLogger("murmur")
 LIST_OPTIONS = frozenset(name for name in SPEAKER_OPTIONS if is_list(name))  # a form gives each item as a field of its own
 OPENAI_MODEL = "whisper-1"  # what OpenAI's clients send: the server's default model
-EVENT_POLL_SECONDS = 1.0  # how often an event stream reads its job's progress
+EVENT_POLL_SECONDS = 1.0  # the longest an event stream goes without reading its job's progress
 
 
 def create_api(runner: Runner, settings: Settings, public: bool = False) -> FastAPI:
