@@ -53,8 +53,9 @@ def test_the_encoders_filters_are_slaneys_mel_filters_as_librosa_makes_them():
     assert np.abs(mel_filters(16000, 400, 40) - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
 
 
-def test_the_numpy_encoder_gives_what_torch_gives_with_the_same_weights():
-    """librosa's mel spectrogram and torch's LSTM, as the encoder was trained with, on real speech."""
+def test_the_encoder_gives_what_torch_gives_with_the_same_weights_to_its_int8_rounding():
+    """librosa's mel spectrogram and torch's float32 LSTM, as the encoder was trained with, on real speech:
+    int8 moves each print far less than a slice of the same voice three seconds on is moved."""
     import librosa
     import torch
 
@@ -73,12 +74,15 @@ def test_the_numpy_encoder_gives_what_torch_gives_with_the_same_weights():
     with torch.inference_mode():
         _, (hidden, _) = lstm(torch.from_numpy(mels.astype(np.float32)))
         expected = torch.nn.functional.normalize(torch.relu(linear(hidden[-1])), dim=1).numpy()
-    assert np.sum(encoder.embed(pieces) * expected, axis=1).min() > 0.9999
+    similarity = encoder.embed(pieces) @ expected.T
+    assert np.diag(similarity).min() > 0.998
+    assert (similarity - np.eye(len(pieces)) * 2).max() < 0.99
 
 
 def test_listening_embeds_every_slice_of_every_chunk_as_each_alone_would_give(monkeypatch):
-    """Slices gathered over chunks and run on every core in batches give each slice's own print,
-    and `into` is whole once the last chunk's audio is taken, as prepare takes it (zip, chunks first)."""
+    """Slices gathered over chunks and embedded in batches each get their own print (to the int8 rounding,
+    whose scale is the batch's), the same on every run and on any number of threads, and `into` is whole
+    once the last chunk's audio is taken, as prepare takes it (zip, chunks first)."""
     from murmur.workers.cpu import speakers
     from murmur.workers.cpu.audio import decode_audio
     from murmur.workers.cpu.chunking import Chunk
@@ -86,15 +90,22 @@ def test_listening_embeds_every_slice_of_every_chunk_as_each_alone_would_give(mo
     audio = decode_audio(str(DATA / CONVERSATION))
     chunks = [Chunk(n, ((t, t + 4.0), (t + 5.0, t + 10.0))) for n, t in enumerate(range(0, 60, 10))]
     pieces = [np.concatenate([audio[int(a * 16000):int(b * 16000)] for a, b in c.spans]) for c in chunks]
-    monkeypatch.setattr(speakers, "_PENDING", 40)  # one flush of several threads' batches midway, one at the end
-    into: list = []
-    for chunk, piece in zip(chunks, speakers.listen(chunks, iter(pieces), into, threads=2)):
-        assert piece is pieces[chunk.idx]
+    monkeypatch.setattr(speakers, "_PENDING", 40)  # one flush midway, one at the end
+    runs = []
+    for threads in (2, 1):
+        into: list = []
+        for chunk, piece in zip(chunks, speakers.listen(chunks, iter(pieces), into, threads=threads)):
+            assert piece is pieces[chunk.idx]
+        runs.append(into)
     wanted = [(s, e) for c in chunks for s, e in slices(c.spans)]
-    assert [(s, e) for s, e, _ in into] == wanted and len(wanted) > 60
+    assert [(s, e) for s, e, _ in runs[0]] == wanted and len(wanted) > 60
+    prints = np.stack([v for *_, v in runs[0]])
+    assert np.array_equal(prints, np.stack([v for *_, v in runs[1]]))
     first = [int(round(s * 16000)) for s, _ in wanted]
     alone = np.stack([speakers.voice_encoder().embed([audio[f:f + int(round((e - s) * 16000))]])[0] for f, (s, e) in zip(first, wanted)])
-    assert np.abs(np.stack([v for *_, v in into]) - alone).max() < 1e-5
+    similarity = prints @ alone.T
+    assert np.diag(similarity).min() > 0.998
+    assert np.array_equal(np.argmax(similarity, axis=1), np.arange(len(wanted)))
 
 
 def test_the_tree_is_scipys_average_linkage_tree():

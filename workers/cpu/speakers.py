@@ -20,12 +20,13 @@ import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
 
 from murmur.workers.cores import one_blas_thread, usable_cores
+from murmur.workers.cpu import onnx_writer
 from murmur.workers.errors import MurmurError
 from murmur.workers.window import SAMPLE_RATE
 
@@ -37,10 +38,8 @@ _N_FFT = 400  # 25 ms
 _HOP = 160  # 10 ms
 _N_MELS = 40
 _LOUDNESS_DBFS = -30.0  # the level the encoder's training audio was brought to
-_BATCH = 64  # the most slices through the LSTM at once in a thread: more took longer here
-_MIN_BATCH = 16  # a thread is worth starting for this many slices
-_PENDING = 256  # slices `listen` gathers before it embeds them: full batches on every core, 24 MB of audio
-_GATE_SCALE = np.concatenate([np.full(512, 0.5), np.ones(256), np.full(256, 0.5)]).astype(np.float32)  # i, f | g | o
+_BATCH = 32  # slices through the LSTM at once, on one thread: 16 to 128 took as long here
+_PENDING = 256  # slices `listen` gathers before it embeds them: full batches for every core, 24 MB of audio
 
 
 @dataclass
@@ -92,20 +91,22 @@ def slices(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 class VoiceEncoder:
-    """GE2E's speaker encoder in numpy; `embed` maps slices of audio to unit vectors.
+    """GE2E's speaker encoder; `embed` maps slices of audio to unit vectors.
 
-    numpy, not torch: `murmur transcribe` never imports torch (its import alone
-    would cost more than embedding a long file's speech), and the weights are read
-    from the wheel's checkpoint without torch either (`_checkpoint`)."""
+    The mel bands are numpy's. The LSTM runs in onnxruntime (faster-whisper's
+    dependency) from a graph written here (`_lstm_model`): its first layer in
+    float32, as its input (power in mel bands) spans too many decades for one
+    int8 scale; the other two with int8 weights, a scale per gate unit, and int8
+    activations, as DynamicQuantizeLSTM makes them. 400 slices took 0.44-0.55 s
+    so on 2 cores, against 1.1-1.4 s in numpy's float32, and the prints are
+    torch's float32 ones to a cosine of 0.998. torch is never imported (its
+    import alone costs more than embedding a long file's speech), nor needed to
+    read the weights from the wheel's checkpoint (`_checkpoint`).
+    """
 
     def __init__(self) -> None:
         weights = _checkpoint(_weights_path())
-        self._layers = []
-        for n in range(3):
-            bias = weights[f"lstm.bias_ih_l{n}"] + weights[f"lstm.bias_hh_l{n}"]
-            # the gates' pre-activations are scaled so that one tanh gives all four (sigmoid(x) = (1 + tanh(x/2)) / 2)
-            self._layers.append((np.ascontiguousarray(weights[f"lstm.weight_ih_l{n}"].T * _GATE_SCALE), bias * _GATE_SCALE,
-                                 np.ascontiguousarray(weights[f"lstm.weight_hh_l{n}"].T * _GATE_SCALE)))
+        self._lstm = _lstm_model(weights)
         self._linear = (np.ascontiguousarray(weights["linear.weight"].T), weights["linear.bias"])
         self._filters = np.ascontiguousarray(mel_filters(SAMPLE_RATE, _N_FFT, _N_MELS).T)
         self._window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)).astype(np.float32)  # periodic Hann
@@ -113,30 +114,29 @@ class VoiceEncoder:
     def embed(self, pieces: Sequence[np.ndarray], threads: int = 0) -> np.ndarray:
         """One unit vector per piece of 16 kHz audio, pieces of one length batched together.
 
-        The batches run in `threads` threads (0: one per usable core), BLAS on one thread in each:
-        half an LSTM step is elementwise (a tanh over every gate), which numpy runs on one core
-        whatever BLAS does. On 2 cores 172 slices took 6.3-7.0 ms each so, against 11-14 ms in
-        one thread with BLAS on two.
+        An activation's int8 scale is its batch's, so a print moves a little (a cosine of 0.999) with the
+        pieces beside it. The batches are made from the pieces alone and run side by side in `threads`
+        threads (0: one per usable core), each on one: onnxruntime's own threads would split a batch among
+        them. So the same pieces give the same prints on any machine, whatever its cores: a job's prints
+        are the same in the fleet and in the embedded runner, and on a redelivered prepare.
         """
-        out = np.zeros((len(pieces), 256), np.float32)
         by_length: dict[int, list[int]] = {}
         for i, piece in enumerate(pieces):
             by_length.setdefault(piece.size, []).append(i)
-        threads = max(1, min(threads or usable_cores(), len(pieces) // _MIN_BATCH))
-        size = min(_BATCH, max(_MIN_BATCH, math.ceil(len(pieces) / (2 * threads))))  # two each: one slow thread holds up less
-        batches = [positions[start:start + size] for positions in by_length.values() for start in range(0, len(positions), size)]
+        batches = [positions[start:start + _BATCH] for positions in by_length.values()
+                   for start in range(0, len(positions), _BATCH)]
+
+        session = self._session  # made before the threads start
 
         def run(batch: list[int]) -> np.ndarray:
-            return self._forward(self._mels(np.stack([_loudness(pieces[i]) for i in batch])))
+            mels = self._mels(np.stack([_loudness(pieces[i]) for i in batch]))
+            return session.run(["last"], {"mels": np.ascontiguousarray(mels.transpose(1, 0, 2))})[0][0]
 
-        if threads == 1 or len(batches) == 1:
-            for batch in batches:
-                out[batch] = run(batch)
-            return out
-        with one_blas_thread(), ThreadPoolExecutor(threads, "murmur-voices") as pool:
-            for batch, vectors in zip(batches, pool.map(run, batches)):
-                out[batch] = vectors
-        return out
+        last = np.zeros((len(pieces), 256), np.float32)
+        with one_blas_thread(), ThreadPoolExecutor(max(1, min(threads or usable_cores(), len(batches))), "murmur-voices") as pool:
+            for batch, found in zip(batches, pool.map(run, batches)):
+                last[batch] = found
+            return _unit(np.maximum(last @ self._linear[0] + self._linear[1], 0.0))
 
     def _mels(self, audio: np.ndarray) -> np.ndarray:
         """Power mel spectrogram, (batch, frames, bands): 25 ms frames every 10 ms, centred, zero-padded."""
@@ -146,29 +146,15 @@ class VoiceEncoder:
         power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
         return power @ self._filters
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        """The LSTM's last hidden state through the linear layer, ReLU and unit length."""
-        n, steps, _ = x.shape
-        for layer, (w_in, bias, w_rec) in enumerate(self._layers):
-            gates_in = (x.reshape(n * steps, -1) @ w_in + bias).reshape(n, steps, 4 * 256)
-            h, c = np.zeros((n, 256), np.float32), np.zeros((n, 256), np.float32)
-            gates, squashed = np.empty((n, 4 * 256), np.float32), np.empty((n, 256), np.float32)
-            seq = np.empty((n, steps, 256), np.float32) if layer < 2 else None
-            for t in range(steps):
-                np.matmul(h, w_rec, out=gates)
-                gates += gates_in[:, t]
-                np.tanh(gates, out=gates)
-                for part in (gates[:, :512], gates[:, 768:]):  # input and forget gates, output gate: sigmoids
-                    part *= 0.5
-                    part += 0.5
-                c *= gates[:, 256:512]
-                c += gates[:, :256] * gates[:, 512:768]
-                np.tanh(c, out=squashed)
-                np.multiply(gates[:, 768:], squashed, out=h)
-                if seq is not None:
-                    seq[:, t] = h
-            x = seq
-        return _unit(np.maximum(h @ self._linear[0] + self._linear[1], 0.0))
+    @cached_property
+    def _session(self):
+        """The LSTM in onnxruntime, on the thread that runs it."""
+        import onnxruntime  # here: a job that asks for no speakers never pays for its import
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        return onnxruntime.InferenceSession(self._lstm, options, providers=["CPUExecutionProvider"])
 
 
 @cache
@@ -252,6 +238,41 @@ def _loudness(audio: np.ndarray) -> np.ndarray:
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+def _lstm_model(weights: dict[str, np.ndarray]) -> bytes:
+    """The encoder's LSTM as an ONNX model: "mels" (frames, slices, 40) in, "last" (the last layer's final
+    hidden state, (1, slices, 256)) out."""
+    def gates(rows: np.ndarray) -> np.ndarray:  # torch's i, f, g, o to ONNX's i, o, f, c
+        i, f, g, o = np.split(rows, 4, axis=0)
+        return np.concatenate([i, o, f, g])
+
+    nodes, tensors, x = [], {"unit_axis": np.array([1], np.int64)}, "mels"
+    for n in range(3):
+        w, r = gates(weights[f"lstm.weight_ih_l{n}"]), gates(weights[f"lstm.weight_hh_l{n}"])
+        tensors[f"b{n}"] = np.concatenate([gates(weights[f"lstm.bias_ih_l{n}"]), gates(weights[f"lstm.bias_hh_l{n}"])])[None]
+        outputs = [f"y{n}", ""] if n < 2 else ["", "last"]
+        if n == 0:
+            tensors |= {"w0": w[None], "r0": r[None]}
+            nodes.append(onnx_writer.node("LSTM", [x, "w0", "r0", "b0"], outputs, hidden_size=256))
+        else:
+            for name, matrix in ((f"w{n}", w), (f"r{n}", r)):
+                tensors[name], tensors[f"{name}_scale"] = _int8_columns(matrix.T)
+                tensors[f"{name}_zero"] = np.zeros_like(tensors[f"{name}_scale"], np.int8)
+            nodes.append(onnx_writer.node("DynamicQuantizeLSTM", [x, f"w{n}", f"r{n}", f"b{n}", "", "", "", "",
+                                          f"w{n}_scale", f"w{n}_zero", f"r{n}_scale", f"r{n}_zero"],
+                                          outputs, domain="com.microsoft", hidden_size=256))
+        if n < 2:  # Y is (frames, directions, slices, 256): the next layer reads (frames, slices, 256)
+            nodes.append(onnx_writer.node("Squeeze", [f"y{n}", "unit_axis"], [f"x{n + 1}"]))
+            x = f"x{n + 1}"
+    return onnx_writer.model(nodes, tensors, [onnx_writer.value("mels", np.float32, ["frames", "slices", _N_MELS])],
+                             [onnx_writer.value("last", np.float32, [1, "slices", 256])], {"": 17, "com.microsoft": 1})
+
+
+def _int8_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (inputs, outputs) matrix as int8 with one scale per output, and those scales, each (1, ...) for one direction."""
+    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-12).astype(np.float32) / 127.0
+    return np.clip(np.round(matrix / scale), -127, 127).astype(np.int8)[None], scale[None]
 
 
 class _Storage:
