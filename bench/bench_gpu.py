@@ -11,6 +11,11 @@ faster-whisper alternate, `--repeats` times, median seconds:
   in shared batches, as a GPU worker decodes the fleet's) against
   BatchedInferencePipeline transcribing the 41 files one after another.
 
+Then what `--diarize` costs there (issue 28): the long file with and without
+it, alternating, at the first batch size. The speaker encoder runs on the
+machine's CPU cores during prepare, as a CPU worker's would; the ratio is of
+runs in one warm process, so it leaves out the start-up a whole process adds.
+
 It needs no Redis and no Postgres (the embedded runner's SQLite), so it runs on
 a bare lent GPU machine: `bench/gpu/carry.sh` prepares what travels there and
 says how. `--dry-run` runs the same code on this CPU with small sizes (int8,
@@ -60,6 +65,7 @@ def main() -> None:
     from murmur.tasks.embedded.files import run_jobs
     from murmur.tasks.embedded.runner import embedded_context, run_job
     from murmur.workers.gpu.model import resolve_model
+    from murmur.workers.transcript import Transcript
 
     model_dir = str(resolve_model(args.model))
     ctx = embedded_context(args.device, args.compute_type)
@@ -67,8 +73,9 @@ def main() -> None:
     shorts = [str(DATA / SHORT[i % len(SHORT)]) for i in range(args.short_jobs)]
     many = shorts + [str(args.long)]
 
-    def murmur_one(batch: int) -> None:
-        run_job(ctx, jobs.create(ctx.db, jobs.check(str(args.long), {"model": model_dir, "batch_size": batch}, settings)))
+    def murmur_one(batch: int, diarize: bool = False) -> Transcript:
+        options = {"model": model_dir, "batch_size": batch, "diarize": diarize}
+        return run_job(ctx, jobs.create(ctx.db, jobs.check(str(args.long), options, settings)))
 
     def murmur_many(batch: int) -> None:
         ids = [jobs.create(ctx.db, jobs.check(path, {"model": model_dir, "batch_size": batch}, settings)) for path in many]
@@ -104,6 +111,18 @@ def main() -> None:
             rows.append(f"| {name} | {batch} | {statistics.median(times['murmur']):.2f} s | "
                         f"{statistics.median(times['faster-whisper']):.2f} s | {', '.join(f'{r:.2f}x' for r in ratios)} |")
             print(rows[-1], flush=True)
+    plain_s, diarized_s = [], []
+    if not any(segment.speaker for segment in murmur_one(args.batch_sizes[0], diarize=True).segments):  # warm-up
+        raise SystemExit("murmur: the diarized run labelled no segment with a speaker")
+    for _ in range(args.repeats):
+        for diarize, times in ((False, plain_s), (True, diarized_s)):
+            t = time.perf_counter()
+            murmur_one(args.batch_sizes[0], diarize)
+            times.append(time.perf_counter() - t)
+    costs = ", ".join(f"{(d / p - 1) * 100:+.1f}%" for p, d in zip(plain_s, diarized_s))
+    diarize_row = (f"| {args.long.stem} | {args.batch_sizes[0]} | {statistics.median(plain_s):.2f} s | "
+                   f"{statistics.median(diarized_s):.2f} s | {costs} |")
+    print(diarize_row, flush=True)
     device = _device_name(args.device)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     kind = "dry-run" if args.dry_run else args.device
@@ -117,6 +136,12 @@ def main() -> None:
         "| case | batch | murmur | faster-whisper batched | ratio |",
         "|---|---:|---:|---:|---|",
         *rows,
+        "",
+        "## What --diarize costs (murmur embedded, the speaker encoder on this machine's CPU cores; each pair)",
+        "",
+        "| file | batch | without | with --diarize | each pair |",
+        "|---|---:|---:|---:|---|",
+        diarize_row,
         "",
     ])
     out = ROOT / "bench" / "results" / f"gpu-{kind}-{stamp}.md"

