@@ -148,7 +148,7 @@ class VoiceEncoder:
 
     @cached_property
     def _session(self):
-        """The LSTM in onnxruntime, on the thread that runs it."""
+        """The LSTM in onnxruntime, each run on the thread that calls it: a batch is never split among threads."""
         import onnxruntime  # here: a job that asks for no speakers never pays for its import
 
         options = onnxruntime.SessionOptions()
@@ -247,7 +247,7 @@ def _lstm_model(weights: dict[str, np.ndarray]) -> bytes:
         i, f, g, o = np.split(rows, 4, axis=0)
         return np.concatenate([i, o, f, g])
 
-    nodes, tensors, x = [], {"unit_axis": np.array([1], np.int64)}, "mels"
+    nodes, tensors, x = [], {"direction_axis": np.array([1], np.int64)}, "mels"
     for n in range(3):
         w, r = gates(weights[f"lstm.weight_ih_l{n}"]), gates(weights[f"lstm.weight_hh_l{n}"])
         tensors[f"b{n}"] = np.concatenate([gates(weights[f"lstm.bias_ih_l{n}"]), gates(weights[f"lstm.bias_hh_l{n}"])])[None]
@@ -263,7 +263,7 @@ def _lstm_model(weights: dict[str, np.ndarray]) -> bytes:
                                           f"w{n}_scale", f"w{n}_zero", f"r{n}_scale", f"r{n}_zero"],
                                           outputs, domain="com.microsoft", hidden_size=256))
         if n < 2:  # Y is (frames, directions, slices, 256): the next layer reads (frames, slices, 256)
-            nodes.append(onnx_writer.node("Squeeze", [f"y{n}", "unit_axis"], [f"x{n + 1}"]))
+            nodes.append(onnx_writer.node("Squeeze", [f"y{n}", "direction_axis"], [f"x{n + 1}"]))
             x = f"x{n + 1}"
     return onnx_writer.model(nodes, tensors, [onnx_writer.value("mels", np.float32, ["frames", "slices", _N_MELS])],
                              [onnx_writer.value("last", np.float32, [1, "slices", 256])], {"": 17, "com.microsoft": 1})
