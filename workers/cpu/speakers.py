@@ -117,8 +117,9 @@ class VoiceEncoder:
         An activation's int8 scale is its batch's, so a print moves a little (a cosine of 0.999) with the
         pieces beside it. The batches are made from the pieces alone and run side by side in `threads`
         threads (0: one per usable core), each on one: onnxruntime's own threads would split a batch among
-        them. So the same pieces give the same prints on any machine, whatever its cores: a job's prints
-        are the same in the fleet and in the embedded runner, and on a redelivered prepare.
+        them. So the same pieces give the same prints whatever the number of threads: a job's prints are
+        the same in a CPU worker and in the embedded runner, and on a redelivered prepare. (A CPU of
+        another kind may round differently: without VNNI, onnxruntime's int8 products add pairs in 16 bits.)
         """
         by_length: dict[int, list[int]] = {}
         for i, piece in enumerate(pieces):
