@@ -75,7 +75,7 @@ def test_the_encoder_gives_what_torch_gives_with_the_same_weights_to_its_int8_ro
         _, (hidden, _) = lstm(torch.from_numpy(mels.astype(np.float32)))
         expected = torch.nn.functional.normalize(torch.relu(linear(hidden[-1])), dim=1).numpy()
     similarity = encoder.embed(pieces) @ expected.T
-    assert np.diag(similarity).min() > 0.998
+    assert np.diag(similarity).min() > 0.995  # 0.9992 with AVX-512 VNNI here, 0.9965 on a Haswell under qemu-user
     assert (similarity - np.eye(len(pieces)) * 2).max() < 0.99
 
 
@@ -104,7 +104,7 @@ def test_listening_embeds_every_slice_of_every_chunk_as_each_alone_would_give(mo
     first = [int(round(s * 16000)) for s, _ in wanted]
     alone = np.stack([speakers.voice_encoder().embed([audio[f:f + int(round((e - s) * 16000))]])[0] for f, (s, e) in zip(first, wanted)])
     similarity = prints @ alone.T
-    assert np.diag(similarity).min() > 0.998
+    assert np.diag(similarity).min() > 0.995  # > 0.999 with AVX-512 VNNI here, 0.9985 (ten slices) on a Haswell
     assert np.array_equal(np.argmax(similarity, axis=1), np.arange(len(wanted)))
 
 
